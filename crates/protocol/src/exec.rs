@@ -1,0 +1,146 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{Context, ContextInfo, Result};
+
+/// Which kind of sub-call code in the REPL made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubCallKind {
+    /// `llm_query` / `llm_query_batched`: one plain model call per prompt.
+    Llm,
+    /// `rlm_query` / `rlm_query_batched`: a child RLM one level deeper per prompt.
+    Rlm,
+}
+
+/// One prompt that REPL code sends back to the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubCall {
+    pub kind: SubCallKind,
+    pub prompt: String,
+    /// Model requested by the code (`llm_query(p, model="...")`); `None` means the configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The answer to one [`SubCall`]: the response text, or an error message the REPL function turns into a string.
+pub type SubCallResult = std::result::Result<String, String>;
+
+/// The host side of the code-runtime boundary: whichever executor runs the code, sub-calls come back through here.
+///
+/// A batch (`llm_query_batched`) arrives as one call with several entries so the host can run them concurrently;
+/// the answers come back in the same order. A failure of one entry never fails the others.
+#[async_trait]
+pub trait SubCallHost: Send + Sync {
+    async fn sub_calls(&self, calls: Vec<SubCall>) -> Vec<SubCallResult>;
+}
+
+/// What a fresh REPL session is built with.
+#[derive(Debug, Clone)]
+pub struct SessionSpec {
+    pub context: Context,
+    /// Wall-clock limit for one cell; the cell is interrupted with a clear error and the session stays usable.
+    pub cell_timeout: Duration,
+    /// Upper bound on captured stdout and stderr per cell, in characters, to bound memory; the engine truncates
+    /// further for what the model sees.
+    pub max_captured_chars: usize,
+}
+
+impl SessionSpec {
+    pub const DEFAULT_CELL_TIMEOUT: Duration = Duration::from_secs(120);
+    pub const DEFAULT_MAX_CAPTURED_CHARS: usize = 1_000_000;
+
+    pub fn new(context: Context) -> Self {
+        Self { context, cell_timeout: Self::DEFAULT_CELL_TIMEOUT, max_captured_chars: Self::DEFAULT_MAX_CAPTURED_CHARS }
+    }
+}
+
+/// An exception raised by user code, or an interruption (timeout), as data for the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellError {
+    /// Exception type name, e.g. `ZeroDivisionError`; `TimeoutError` for an interrupted cell.
+    pub kind: String,
+    pub message: String,
+    /// A short traceback (the frames in user code), already formatted.
+    #[serde(default)]
+    pub traceback: String,
+}
+
+impl std::fmt::Display for CellError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.message.is_empty() { write!(f, "{}", self.kind) } else { write!(f, "{}: {}", self.kind, self.message) }
+    }
+}
+
+/// `FINAL_VAR(name)` called from code, resolved in the namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalVar {
+    pub name: String,
+    /// `str()` of the variable, or `None` when no such variable exists.
+    pub value: Option<String>,
+}
+
+/// The result of running one cell.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellOutcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub error: Option<CellError>,
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+    /// Characters of stdout+stderr dropped because the capture limit was reached.
+    #[serde(default)]
+    pub dropped_chars: u64,
+    /// Set when the cell called `FINAL_VAR(name)`.
+    #[serde(default)]
+    pub final_var: Option<FinalVar>,
+    /// Set when the cell left `answer["ready"]` true: `str(answer["content"])`.
+    #[serde(default)]
+    pub answer: Option<String>,
+}
+
+/// Runs REPL sessions. One executor serves many sessions; each session has its own namespace.
+#[async_trait]
+pub trait Executor: Send + Sync + std::fmt::Debug {
+    /// Short name recorded in traces: `local`, `wasm`, `remote`.
+    fn name(&self) -> &str;
+
+    /// Starts a session with `context` loaded. Sub-calls made by its code are served by `host`.
+    async fn start_session(&self, spec: SessionSpec, host: Arc<dyn SubCallHost>) -> Result<Box<dyn ReplSession>>;
+}
+
+/// A persistent REPL: variables survive from one cell to the next.
+#[async_trait]
+pub trait ReplSession: Send {
+    fn context_info(&self) -> &ContextInfo;
+
+    /// Runs `code`. User-code errors and timeouts are data in the outcome; `Err` means the session itself failed.
+    async fn run_cell(&mut self, code: &str) -> Result<CellOutcome>;
+
+    /// `str()` of a user variable, or `None` when it does not exist.
+    async fn get_variable(&mut self, name: &str) -> Result<Option<String>>;
+
+    /// Names of the user's variables (reserved names and private `_` names excluded), sorted.
+    async fn variable_names(&mut self) -> Result<Vec<String>>;
+
+    /// Releases the session's resources.
+    async fn close(self: Box<Self>) -> Result<()>;
+}
+
+pub(crate) mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(deserializer)?;
+        Ok(Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+    }
+}

@@ -1,0 +1,32 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{ChatMessage, Result, Usage};
+
+/// One chat-completion request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    /// Upper bound on generated tokens, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+/// A model's answer to a [`ModelRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelResponse {
+    pub content: String,
+    pub usage: Usage,
+    /// The model name the provider reports (may differ from the requested alias).
+    pub model: String,
+}
+
+/// A chat-completion provider. Implementations own transport, authentication and retries; the engine only sees
+/// this trait, so recording, replaying, caching and other providers plug in here.
+#[async_trait]
+pub trait ModelClient: Send + Sync + std::fmt::Debug {
+    async fn complete(&self, request: ModelRequest) -> Result<ModelResponse>;
+}
