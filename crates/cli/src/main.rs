@@ -1,1 +1,154 @@
-fn main() {}
+//! `rlm`: run Recursive Language Models from the command line.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line program talks through stdout and stderr")]
+
+mod args;
+mod progress;
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmError, TraceSink, TraceTarget};
+
+use crate::args::{Cli, Command, ExecArgs, ModelArgs, RunArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Exec(args) => exec(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_rlm(models: &ModelArgs, run_timeout: Option<f64>, trace: TraceTarget) -> Result<Rlm> {
+    let mut builder = Rlm::builder().trace(trace);
+    if let Some(model) = &models.model {
+        builder = builder.model(model);
+    }
+    if let Some(model) = &models.sub_model {
+        builder = builder.sub_model(model);
+    }
+    if !models.depth_model.is_empty() {
+        builder = builder.depth_models(models.depth_model.clone());
+    }
+    if let Some(url) = &models.base_url {
+        builder = builder.base_url(url);
+    }
+    if let Some(key) = &models.api_key {
+        builder = builder.api_key(key);
+    }
+    Ok(builder.limits(models.limits(run_timeout)?).build()?)
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    let trace = match (&args.trace, args.no_trace) {
+        (_, true) => TraceTarget::Disabled,
+        (Some(path), false) => TraceTarget::File(path.clone()),
+        (None, false) => match std::env::var_os("RLM_TRACE_DIR") {
+            Some(dir) if !dir.is_empty() => TraceTarget::Directory(dir.into()),
+            _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
+        },
+    };
+    let rlm = build_rlm(&args.models, args.timeout, trace)?;
+    let context = rlm::context_from_path(&args.context)?;
+
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+
+    let interactive = std::io::stderr().is_terminal() && !args.quiet;
+    let observer: Option<Arc<dyn TraceSink>> = interactive.then(|| Arc::new(progress::Progress::new()) as _);
+    let outcome = rlm.completion_with(context, &args.query, cancel, observer).await;
+    let (completion, failure) = match outcome {
+        Ok(completion) => (completion, None),
+        Err(RlmError::Failed { message, completion }) => (*completion, Some(message)),
+        Err(err) => return Err(err.into()),
+    };
+
+    if args.json {
+        println!("{}", serde_json::to_string(&completion)?);
+    } else if failure.is_none() {
+        println!("{}", completion.answer);
+    }
+    if !args.quiet {
+        let trace = completion.trace.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
+        eprintln!(
+            "finished by {} after {} iterations, {} sub-calls, {} tokens, {:.1} s; trace: {trace}",
+            completion.finished_by.as_str(),
+            completion.iterations,
+            completion.sub_calls,
+            completion.usage.total.total_tokens(),
+            completion.duration_secs,
+        );
+    }
+    Ok(match (completion.finished_by, failure) {
+        (FinishedBy::Cancelled, _) => {
+            eprintln!("cancelled");
+            ExitCode::from(130)
+        }
+        (_, Some(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+async fn exec(args: ExecArgs) -> Result<ExitCode> {
+    let code = if args.file.as_os_str() == "-" {
+        let mut code = String::new();
+        std::io::stdin().read_to_string(&mut code).context("cannot read code from standard input")?;
+        code
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let context = match &args.context {
+        Some(path) if path.as_os_str() == "-" && args.file.as_os_str() == "-" => {
+            bail!("the code and the context cannot both come from standard input")
+        }
+        Some(path) => rlm::context_from_path(path)?,
+        None => Context::Text(String::new()),
+    };
+    // Sub-calls work when a model is configured; without one they return an error string to the code.
+    let models = ModelArgs { model: args.models.model.clone().or_else(|| Some("unset".into())), ..args.models.clone() };
+    let rlm = build_rlm(&models, None, TraceTarget::Disabled)?;
+    let outcome = rlm.exec(context, &code, args::seconds(args.timeout, "timeout")?).await?;
+    let error = outcome.error.as_ref().map(|error| {
+        if error.traceback.is_empty() { error.to_string() } else { format!("{}\n{error}", error.traceback.trim_end()) }
+    });
+    let report = serde_json::json!({
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "error": error,
+        "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+    });
+    println!("{report}");
+    Ok(if outcome.error.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

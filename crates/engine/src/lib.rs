@@ -1,1 +1,90 @@
-//! placeholder
+//! The RLM loop. A run builds its messages, calls its root model, runs the code blocks of the reply in a persistent
+//! REPL, checks for an answer, and feeds the output back — until the model answers or a budget runs out. Code in the
+//! REPL reaches models through [`rlm_protocol::SubCallHost`]; `rlm_query` starts a child run one level deeper.
+//!
+//! The engine depends only on the traits of `rlm-protocol`: any [`ModelClient`], [`Executor`] and [`TraceSink`].
+
+mod config;
+mod host;
+pub mod parse;
+pub mod prompt;
+mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rlm_protocol::{Context, Executor, FinishedBy, LimitKind, ModelClient, TraceSink, UsageReport};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use config::{EngineConfig, Limits, ModelPlan};
+
+/// Runs RLMs. Cheap to clone; one engine serves any number of concurrent runs.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+#[derive(Debug)]
+struct EngineInner {
+    model: Arc<dyn ModelClient>,
+    executor: Arc<dyn Executor>,
+    config: EngineConfig,
+}
+
+/// Per-run options that are not configuration: where events go and how to stop early.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub trace: Arc<dyn TraceSink>,
+    /// Cancelling stops the run at the next await point; the trace still gets its final event.
+    pub cancel: CancellationToken,
+}
+
+/// How a run ended. A run always produces one: failures are reported in `finished_by` and `error`, never as a
+/// missing result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunResult {
+    pub run_id: Uuid,
+    /// The answer; `None` only when the run was cancelled or failed, and then `error` says why.
+    pub answer: Option<String>,
+    pub finished_by: FinishedBy,
+    /// Which limit ran out, when `finished_by` is `limit`.
+    pub limit: Option<LimitKind>,
+    /// Root-loop iterations of the top-level run.
+    pub iterations: u32,
+    /// Sub-calls made anywhere in the tree.
+    pub sub_calls: u64,
+    /// Tokens used anywhere in the tree, in total and per model.
+    pub usage: UsageReport,
+    #[serde(serialize_with = "duration_secs")]
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+fn duration_secs<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+impl Engine {
+    pub fn new(model: Arc<dyn ModelClient>, executor: Arc<dyn Executor>, config: EngineConfig) -> Self {
+        Self { inner: Arc::new(EngineInner { model, executor, config }) }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.inner.executor
+    }
+
+    pub fn model_client(&self) -> &Arc<dyn ModelClient> {
+        &self.inner.model
+    }
+
+    /// Answers `query` over `context`.
+    pub async fn run(&self, context: Context, query: &str, options: RunOptions) -> RunResult {
+        run::run_tree(self.inner.clone(), context, query, options).await
+    }
+}

@@ -1,1 +1,123 @@
-//! placeholder
+//! The local executor of rlm: a persistent Python REPL on CPython embedded in this process (pyo3).
+//!
+//! [`LocalExecutor`] implements [`rlm_protocol::Executor`] (name `"local"`); its sessions, [`LocalSession`],
+//! implement [`rlm_protocol::ReplSession`]. One interpreter serves the whole process, started on first use; each
+//! session has its own globals dict (own `__builtins__`, `__name__ == "__main__"`), so sessions never see each
+//! other's variables. Imported modules (`sys.modules`) are shared, as in any single interpreter.
+//!
+//! # What code in a cell sees
+//!
+//! * `context`: the session's [`rlm_protocol::Context`] as a Python value (`str`, `list`, `dict`, ...);
+//! * `llm_query(prompt, model=None) -> str`, `llm_query_batched(prompts, model=None) -> list[str]`,
+//!   `rlm_query(...)`, `rlm_query_batched(...)`: sub-calls served by the session's
+//!   [`rlm_protocol::SubCallHost`]. A batch is one host call (the host runs it concurrently); a failed prompt yields
+//!   the string `"Error: ..."`, never an exception. Non-`str` prompts are sent as JSON (or `str()`). The GIL is
+//!   released while waiting, so Python threads overlap their sub-calls;
+//! * `SHOW_VARS()`: the user's variables and their types; `FINAL_VAR(name)`: marks a variable as the final answer
+//!   ([`rlm_protocol::CellOutcome::final_var`]);
+//! * `answer = {"content": None, "ready": False}`: setting `ready` to a truthy value makes
+//!   [`rlm_protocol::CellOutcome::answer`] `str(answer["content"])`.
+//!
+//! The reserved names ([`rlm_protocol::RESERVED_NAMES`]) are rebound after every cell, so `llm_query = None` does
+//! not break later cells (in-place mutation of `context` is not undone). `answer` is not restored.
+//!
+//! Like IPython, when the last statement of a cell is an expression whose value is not `None`, its `repr` is
+//! printed to stdout after the cell runs. (A very long `str`/`bytes` value is echoed only up to the capture limit.)
+//!
+//! stdout and stderr are captured per cell and per thread: `sys.stdout` / `sys.stderr` are replaced once by routers
+//! that write into the buffer of the thread running the cell. Output from threads that user code starts goes to the
+//! process's real streams. At most [`rlm_protocol::SessionSpec::max_captured_chars`] characters are kept; the rest
+//! is counted in [`rlm_protocol::CellOutcome::dropped_chars`].
+//!
+//! # Time limits
+//!
+//! A watchdog raises an exception in the cell's thread (`PyThreadState_SetAsyncExc`) when
+//! [`rlm_protocol::SessionSpec::cell_timeout`] passes, and again every 200 ms until the cell ends; a sub-call that is
+//! being waited on is abandoned at the deadline. The outcome's error is `TimeoutError` and the session stays usable.
+//! Limits of doing this in-process: the exception is delivered between bytecodes, so **a single long C call (a huge
+//! regex, `sum(range(10**12))`, a blocking socket read) cannot be interrupted** until it returns; threads started by
+//! user code keep running after the cell; `os._exit()` ends the whole process. This executor is not a sandbox.
+//!
+//! # Linking: the rpath `build.rs`
+//!
+//! pyo3 links against the libpython of the Python it finds at build time (`PYO3_PYTHON`, else `python3` on PATH),
+//! but the resulting binary has no rpath, so at run time the dynamic loader may pick another libpython (on the
+//! development machine: Debian's instead of pyenv's). This crate's `build.rs` adds the rpath to its own test and
+//! example binaries only — **every crate that produces a binary linking this crate needs the same `build.rs`**
+//! (with `pyo3-build-config` as a build-dependency):
+//!
+//! ```ignore
+//! fn main() {
+//!     if let Some(lib_dir) = pyo3_build_config::get().lib_dir() {
+//!         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+//!     }
+//! }
+//! ```
+//!
+//! At run time the executor checks that the loaded libpython has the `major.minor` it was built for and otherwise
+//! fails [`rlm_protocol::Executor::start_session`] with [`rlm_protocol::Error::Executor`] (no crash).
+
+mod bridge;
+mod context;
+mod error;
+mod runtime;
+mod session;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rlm_protocol::{Executor, ReplSession, SessionSpec, SubCallHost};
+
+pub use session::LocalSession;
+
+/// Runs REPL sessions on CPython embedded in this process. Cheap to create; the interpreter starts on first use.
+#[derive(Debug, Clone, Default)]
+pub struct LocalExecutor {
+    _private: (),
+}
+
+impl LocalExecutor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the interpreter now (instead of on the first session) and checks it is the Python this crate was built
+    /// against. Blocking (tens of milliseconds the first time).
+    pub fn initialize() -> rlm_protocol::Result<()> {
+        runtime::runtime()?;
+        Ok(())
+    }
+
+    /// `major.minor` of the Python this crate was built against.
+    pub fn python_build_version() -> &'static str {
+        runtime::BUILD_PYTHON_VERSION
+    }
+
+    /// Starts a session with the concrete type (the trait method returns it boxed).
+    pub async fn start_local_session(
+        &self,
+        spec: SessionSpec,
+        host: Arc<dyn SubCallHost>,
+    ) -> rlm_protocol::Result<LocalSession> {
+        let handle = tokio::runtime::Handle::current();
+        let session = tokio::task::spawn_blocking(move || LocalSession::create(spec, host, handle))
+            .await
+            .map_err(error::LocalError::from)??;
+        Ok(session)
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    async fn start_session(
+        &self,
+        spec: SessionSpec,
+        host: Arc<dyn SubCallHost>,
+    ) -> rlm_protocol::Result<Box<dyn ReplSession>> {
+        Ok(Box::new(self.start_local_session(spec, host).await?))
+    }
+}

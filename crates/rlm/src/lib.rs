@@ -1,1 +1,437 @@
-//! placeholder
+//! Recursive Language Models in Rust.
+//!
+//! An RLM answers a query over a context far larger than a model's window: the root model never sees the context;
+//! it drives a Python REPL in which `context` is a variable, calls sub-models from code, and finishes with
+//! `FINAL(answer)`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rlm::RlmError> {
+//! let rlm = rlm::Rlm::builder().model("gpt-4o").sub_model("gpt-4o-mini").max_depth(1).build()?;
+//! let completion = rlm.completion("...a very long text...", "Which city is mentioned most?").await?;
+//! println!("{} ({} iterations, trace in {:?})", completion.answer, completion.iterations, completion.trace);
+//! # Ok(()) }
+//! ```
+//!
+//! This mirrors the Python original's `RLM_REPL(...).completion(context, query)`.
+
+mod direct;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use direct::DirectHost;
+pub use rlm_engine::{Engine, EngineConfig, Limits, ModelPlan, RunOptions, RunResult, parse, prompt};
+pub use rlm_executor_local::LocalExecutor;
+pub use rlm_models::{OpenAiClient, OpenAiConfig, TokenLimitField};
+pub use rlm_protocol::{
+    self as protocol, CellOutcome, ChatMessage, Context, ContextInfo, EventBody, Executor, FinishedBy, LimitKind,
+    ModelClient, SessionSpec, TraceEvent, TraceSink, Usage, UsageReport,
+};
+pub use rlm_trace::{FanoutSink, JsonlSink, MemorySink, NullSink};
+use serde::Serialize;
+pub use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RlmError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Models(#[from] rlm_models::ModelsError),
+    #[error(transparent)]
+    Trace(#[from] rlm_trace::TraceError),
+    #[error("{0}")]
+    Protocol(#[from] rlm_protocol::Error),
+    /// The run ended without an answer (cancelled, or the model or REPL failed). The result and trace are kept.
+    #[error("run {} ended by {}: {}", .completion.run_id, .completion.finished_by.as_str(), .message)]
+    Failed { message: String, completion: Box<Completion> },
+}
+
+/// The result of [`Rlm::completion`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Completion {
+    pub answer: String,
+    pub finished_by: FinishedBy,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitKind>,
+    pub iterations: u32,
+    pub sub_calls: u64,
+    pub usage: UsageReport,
+    /// The JSONL trajectory of the run, when one was written.
+    pub trace: Option<PathBuf>,
+    pub run_id: uuid::Uuid,
+    pub duration_secs: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Completion {
+    fn from_result(result: RunResult, trace: Option<PathBuf>) -> Self {
+        Self {
+            answer: result.answer.unwrap_or_default(),
+            finished_by: result.finished_by,
+            limit: result.limit,
+            iterations: result.iterations,
+            sub_calls: result.sub_calls,
+            usage: result.usage,
+            trace,
+            run_id: result.run_id,
+            duration_secs: result.duration.as_secs_f64(),
+            error: result.error,
+        }
+    }
+}
+
+/// Where the JSONL trajectories of runs go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceTarget {
+    /// A new file per run in this directory (default: `rlm-traces`, or `$RLM_TRACE_DIR`).
+    Directory(PathBuf),
+    /// Every run appends to this file.
+    File(PathBuf),
+    /// No JSONL trajectory.
+    Disabled,
+}
+
+impl TraceTarget {
+    pub const DEFAULT_DIRECTORY: &'static str = "rlm-traces";
+
+    fn from_env() -> Self {
+        match std::env::var_os("RLM_TRACE_DIR") {
+            Some(dir) if !dir.is_empty() => Self::Directory(dir.into()),
+            _ => Self::Directory(Self::DEFAULT_DIRECTORY.into()),
+        }
+    }
+
+    fn path_for_new_run(&self) -> Option<PathBuf> {
+        match self {
+            Self::Directory(dir) => {
+                let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+                let suffix = uuid::Uuid::new_v4().simple().to_string();
+                Some(dir.join(format!("{stamp}-{}.jsonl", &suffix[..8])))
+            }
+            Self::File(path) => Some(path.clone()),
+            Self::Disabled => None,
+        }
+    }
+}
+
+/// Builds an [`Rlm`]. Unset parts come from the environment: the OpenAI-compatible endpoint from
+/// `OPENAI_BASE_URL`/`OPENAI_API_KEY` (or `LLM_BASE_URL`/`LLM_API_KEY`), the model from `RLM_MODEL`/`LLM_MODEL`.
+#[derive(Debug)]
+pub struct RlmBuilder {
+    config: EngineConfig,
+    model_set: bool,
+    openai: OpenAiConfig,
+    model_client: Option<Arc<dyn ModelClient>>,
+    executor: Option<Arc<dyn Executor>>,
+    trace: TraceTarget,
+}
+
+impl Default for RlmBuilder {
+    fn default() -> Self {
+        let model = ["RLM_MODEL", "LLM_MODEL"].into_iter().find_map(|name| std::env::var(name).ok());
+        Self {
+            model_set: model.is_some(),
+            config: EngineConfig::new(model.unwrap_or_default()),
+            openai: OpenAiConfig::from_env(),
+            model_client: None,
+            executor: None,
+            trace: TraceTarget::from_env(),
+        }
+    }
+}
+
+impl RlmBuilder {
+    /// The root model.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.config.models.root = model.into();
+        self.model_set = true;
+        self
+    }
+
+    /// The default model of `llm_query` and of child RLMs (default: the root model).
+    pub fn sub_model(mut self, model: impl Into<String>) -> Self {
+        self.config.models.sub = Some(model.into());
+        self
+    }
+
+    /// The root-loop model per depth (index 0 = top level), overriding `model`/`sub_model` where given.
+    pub fn depth_models(mut self, models: Vec<String>) -> Self {
+        self.config.models.per_depth = models;
+        self
+    }
+
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.openai.base_url = url.into();
+        self
+    }
+
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.openai.api_key = Some(key.into());
+        self
+    }
+
+    /// All settings of the OpenAI-compatible client (timeouts, retries, token-limit field).
+    pub fn openai_config(mut self, config: OpenAiConfig) -> Self {
+        self.openai = config;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    pub fn max_depth(mut self, depth: u32) -> Self {
+        self.config.limits.max_depth = depth;
+        self
+    }
+
+    pub fn max_iterations(mut self, iterations: u32) -> Self {
+        self.config.limits.max_iterations = iterations;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.limits.timeout = Some(timeout);
+        self
+    }
+
+    pub fn max_sub_calls(mut self, calls: u64) -> Self {
+        self.config.limits.max_sub_calls = Some(calls);
+        self
+    }
+
+    pub fn max_tokens(mut self, tokens: u64) -> Self {
+        self.config.limits.max_tokens = Some(tokens);
+        self
+    }
+
+    pub fn cell_timeout(mut self, timeout: Duration) -> Self {
+        self.config.limits.cell_timeout = timeout;
+        self
+    }
+
+    pub fn batch_concurrency(mut self, concurrency: usize) -> Self {
+        self.config.limits.batch_concurrency = concurrency;
+        self
+    }
+
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.config.temperature = Some(temperature);
+        self
+    }
+
+    /// Use this model provider instead of the OpenAI-compatible client.
+    pub fn model_client(mut self, client: Arc<dyn ModelClient>) -> Self {
+        self.model_client = Some(client);
+        self
+    }
+
+    /// Use this executor instead of the local (in-process CPython) one.
+    pub fn executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    pub fn trace(mut self, target: TraceTarget) -> Self {
+        self.trace = target;
+        self
+    }
+
+    pub fn build(self) -> Result<Rlm, RlmError> {
+        if !self.model_set || self.config.models.root.trim().is_empty() {
+            return Err(RlmError::Config("no model set: pass a model name (or set RLM_MODEL)".into()));
+        }
+        if self.config.limits.max_iterations == 0 {
+            return Err(RlmError::Config("max_iterations must be at least 1".into()));
+        }
+        let model: Arc<dyn ModelClient> = match self.model_client {
+            Some(client) => client,
+            None => Arc::new(OpenAiClient::new(self.openai.clone())?),
+        };
+        let executor: Arc<dyn Executor> = match self.executor {
+            Some(executor) => executor,
+            None => Arc::new(LocalExecutor::new()),
+        };
+        Ok(Rlm {
+            engine: Engine::new(model.clone(), executor, self.config),
+            model,
+            base_url: self.openai.base_url,
+            trace: self.trace,
+        })
+    }
+}
+
+/// A configured RLM. Cheap to share; runs may go on concurrently.
+#[derive(Debug, Clone)]
+pub struct Rlm {
+    engine: Engine,
+    model: Arc<dyn ModelClient>,
+    base_url: String,
+    trace: TraceTarget,
+}
+
+impl Rlm {
+    pub fn builder() -> RlmBuilder {
+        RlmBuilder::default()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn model_client(&self) -> &Arc<dyn ModelClient> {
+        &self.model
+    }
+
+    /// The base URL of the model endpoint (never the key).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Answers `query` over `context`.
+    pub async fn completion(&self, context: impl Into<Context>, query: &str) -> Result<Completion, RlmError> {
+        self.completion_with(context.into(), query, CancellationToken::new(), None).await
+    }
+
+    /// Like [`Rlm::completion`], with a cancellation token and an extra sink that sees every event live.
+    pub async fn completion_with(
+        &self,
+        context: Context,
+        query: &str,
+        cancel: CancellationToken,
+        observer: Option<Arc<dyn TraceSink>>,
+    ) -> Result<Completion, RlmError> {
+        let trace_path = self.trace.path_for_new_run();
+        let mut sinks: Vec<Arc<dyn TraceSink>> = Vec::new();
+        if let Some(path) = &trace_path {
+            sinks.push(Arc::new(JsonlSink::create(path)?));
+        }
+        sinks.extend(observer);
+        let options = RunOptions { trace: Arc::new(FanoutSink::new(sinks)), cancel };
+        let result = self.engine.run(context, query, options).await;
+        let completion = Completion::from_result(result, trace_path);
+        match completion.finished_by {
+            FinishedBy::Cancelled | FinishedBy::Error => Err(RlmError::Failed {
+                message: completion.error.clone().unwrap_or_else(|| "no answer".into()),
+                completion: Box::new(completion),
+            }),
+            _ => Ok(completion),
+        }
+    }
+
+    /// Runs one snippet in a fresh REPL of this RLM's executor. Sub-calls go straight to the model.
+    pub async fn exec(&self, context: Context, code: &str, cell_timeout: Duration) -> Result<CellOutcome, RlmError> {
+        let host = Arc::new(DirectHost::new(self.model.clone(), self.engine.config()));
+        exec_with(self.engine.executor(), context, code, cell_timeout, host).await
+    }
+}
+
+/// Runs one snippet in a fresh REPL of `executor`; `host` answers its sub-calls.
+pub async fn exec_with(
+    executor: &Arc<dyn Executor>,
+    context: Context,
+    code: &str,
+    cell_timeout: Duration,
+    host: Arc<dyn protocol::SubCallHost>,
+) -> Result<CellOutcome, RlmError> {
+    let spec = SessionSpec { cell_timeout, ..SessionSpec::new(context) };
+    let mut session = executor.start_session(spec, host).await?;
+    let outcome = session.run_cell(code).await;
+    session.close().await?;
+    Ok(outcome?)
+}
+
+/// Reads a `--context` argument: `-` is standard input (text), a directory becomes a dict of its text files
+/// (relative path → content), a `.json` file its parsed value, anything else a text file.
+pub fn context_from_path(path: &Path) -> Result<Context, RlmError> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| RlmError::Config(format!("cannot read the context from standard input: {e}")))?;
+        return Ok(Context::Text(text));
+    }
+    let metadata = std::fs::metadata(path)
+        .map_err(|e| RlmError::Config(format!("cannot read context {}: {e}", path.display())))?;
+    if metadata.is_dir() {
+        let mut files = serde_json::Map::new();
+        collect_text_files(path, path, &mut files)?;
+        return Ok(Context::Json(serde_json::Value::Object(files)));
+    }
+    let is_json = path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("json"));
+    Ok(if is_json { Context::JsonFile(path.to_owned()) } else { Context::TextFile(path.to_owned()) })
+}
+
+fn collect_text_files(
+    root: &Path,
+    dir: &Path,
+    files: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), RlmError> {
+    let read_error = |e: std::io::Error| RlmError::Config(format!("cannot read directory {}: {e}", dir.display()));
+    let mut entries: Vec<_> =
+        std::fs::read_dir(dir).map_err(read_error)?.collect::<Result<_, _>>().map_err(read_error)?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let path = entry.path();
+        // Hidden files and directories (.git, .venv, ...) are tooling, not content.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(read_error)?;
+        if file_type.is_dir() {
+            collect_text_files(root, &path, files)?;
+        } else if file_type.is_file() {
+            let bytes = std::fs::read(&path).map_err(read_error)?;
+            // Binary files are skipped: the REPL context is text.
+            if let Ok(text) = String::from_utf8(bytes) {
+                let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                files.insert(relative, serde_json::Value::String(text));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_context_maps_relative_paths_to_text() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir_all(dir.path().join("sub"))?;
+        std::fs::create_dir_all(dir.path().join(".git"))?;
+        std::fs::write(dir.path().join("a.txt"), "alpha")?;
+        std::fs::write(dir.path().join("sub/b.md"), "beta")?;
+        std::fs::write(dir.path().join(".git/config"), "hidden")?;
+        std::fs::write(dir.path().join("blob.bin"), [0xff, 0xfe, 0x00])?;
+        let Context::Json(serde_json::Value::Object(files)) = context_from_path(dir.path())? else {
+            panic!("a directory should become a JSON object");
+        };
+        assert_eq!(files.len(), 2);
+        assert_eq!(files["a.txt"], "alpha");
+        assert_eq!(files["sub/b.md"], "beta");
+        Ok(())
+    }
+
+    #[test]
+    fn json_files_are_parsed_and_other_files_are_text() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let json = dir.path().join("data.JSON");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&json, "[1]")?;
+        std::fs::write(&text, "hi")?;
+        assert_eq!(context_from_path(&json)?, Context::JsonFile(json.clone()));
+        assert_eq!(context_from_path(&text)?, Context::TextFile(text.clone()));
+        assert!(context_from_path(&dir.path().join("missing")).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn building_without_a_model_is_a_clear_error() {
+        let err = RlmBuilder { model_set: false, ..RlmBuilder::default() }.build().err();
+        assert!(err.is_some_and(|e| e.to_string().contains("no model set")));
+    }
+}

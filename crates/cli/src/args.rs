@@ -1,0 +1,138 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use rlm::Limits;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rlm",
+    version,
+    about = "Recursive Language Models: answer queries over contexts far larger than a model's window"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Answer a query over a context.
+    Run(RunArgs),
+    /// Run one Python snippet in a fresh REPL and print {"stdout", "stderr", "error", "duration_ms"} as JSON.
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The context: a text file, a .json file (parsed), a directory (a dict of its text files), or - for stdin.
+    #[arg(long, short = 'c')]
+    pub context: PathBuf,
+    /// The question to answer.
+    #[arg(long, short = 'q')]
+    pub query: String,
+    /// Wall-clock seconds for the whole run (sub-calls and child RLMs included).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+    /// Write the JSONL trajectory to this file (default: a new file in $RLM_TRACE_DIR or ./rlm-traces).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Write no trajectory.
+    #[arg(long, conflicts_with = "trace")]
+    pub no_trace: bool,
+    /// Print one JSON object with the answer, counts, usage and trace path.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress or summary on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Python file to run, or - for stdin.
+    pub file: PathBuf,
+    /// Context to load as `context` (same forms as for `run`).
+    #[arg(long, short = 'c')]
+    pub context: Option<PathBuf>,
+    /// Seconds the snippet may run.
+    #[arg(long, default_value_t = 120.0)]
+    pub timeout: f64,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Root model.
+    #[arg(long, short = 'm', env = "RLM_MODEL")]
+    pub model: Option<String>,
+    /// Model for llm_query and child RLMs (default: the root model).
+    #[arg(long, env = "RLM_SUB_MODEL")]
+    pub sub_model: Option<String>,
+    /// Root-loop model per depth, in order from depth 0 (repeat the flag).
+    #[arg(long)]
+    pub depth_model: Vec<String>,
+    /// OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, then OpenAI).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// API key (default: $OPENAI_API_KEY). Prefer the environment: flags show up in process lists.
+    #[arg(long, hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Deepest level of child RLMs (rlm_query); the top-level run is depth 0.
+    #[arg(long, default_value_t = 1)]
+    pub max_depth: u32,
+    /// Root-loop iterations per run.
+    #[arg(long, default_value_t = 30)]
+    pub max_iterations: u32,
+    /// Sub-calls for the whole run tree.
+    #[arg(long)]
+    pub max_sub_calls: Option<u64>,
+    /// Prompt + completion tokens for the whole run tree.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// Seconds one code cell may run.
+    #[arg(long, default_value_t = 120.0)]
+    pub cell_timeout: f64,
+    /// Characters of a cell's output the model sees.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_output_chars: usize,
+    /// Prompts of one batched call in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub batch_concurrency: usize,
+    /// Upper bound on tokens per model response.
+    #[arg(long)]
+    pub max_output_tokens: Option<u32>,
+}
+
+pub fn seconds(value: f64, flag: &str) -> Result<Duration> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => bail!("--{flag} must be a positive number of seconds, got {value}"),
+    }
+}
+
+impl ModelArgs {
+    pub fn limits(&self, run_timeout: Option<f64>) -> Result<Limits> {
+        if self.max_iterations == 0 {
+            bail!("--max-iterations must be at least 1");
+        }
+        if self.batch_concurrency == 0 {
+            bail!("--batch-concurrency must be at least 1");
+        }
+        Ok(Limits {
+            max_iterations: self.max_iterations,
+            max_depth: self.max_depth,
+            timeout: run_timeout.map(|s| seconds(s, "timeout")).transpose()?,
+            max_sub_calls: self.max_sub_calls,
+            max_tokens: self.max_tokens,
+            cell_timeout: seconds(self.cell_timeout, "cell-timeout")?,
+            max_output_chars: self.max_output_chars,
+            batch_concurrency: self.batch_concurrency,
+            max_output_tokens: self.max_output_tokens,
+        })
+    }
+}

@@ -1,0 +1,159 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which model each part of a run tree uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelPlan {
+    /// The root loop of the top-level run.
+    pub root: String,
+    /// Default model of `llm_query*` calls and of child RLMs' root loops; the root model when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Root-loop model per depth (index 0 = top level); overrides `root`/`sub` where given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_depth: Vec<String>,
+}
+
+impl ModelPlan {
+    pub fn new(root: impl Into<String>) -> Self {
+        Self { root: root.into(), sub: None, per_depth: Vec::new() }
+    }
+
+    /// The model driving the root loop of a run at `depth`.
+    pub fn loop_model(&self, depth: u32) -> &str {
+        match self.per_depth.get(depth as usize) {
+            Some(model) => model,
+            None if depth == 0 => &self.root,
+            None => self.sub_model(),
+        }
+    }
+
+    /// The default model of `llm_query` calls.
+    pub fn sub_model(&self) -> &str {
+        self.sub.as_deref().unwrap_or(&self.root)
+    }
+}
+
+/// Budgets of a run tree. Counts (sub-calls, tokens, time) are shared by the whole tree; iterations are per run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Root-loop iterations per run.
+    pub max_iterations: u32,
+    /// Deepest level a child RLM may run at (the top-level run is depth 0). `rlm_query` from a run at this depth
+    /// becomes a plain model call.
+    pub max_depth: u32,
+    /// Wall-clock limit for the whole tree.
+    #[serde(with = "opt_secs", default)]
+    pub timeout: Option<Duration>,
+    /// Sub-calls (`llm_query` prompts and `rlm_query` children) for the whole tree.
+    #[serde(default)]
+    pub max_sub_calls: Option<u64>,
+    /// Prompt + completion tokens for the whole tree.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Wall-clock limit for one code cell.
+    #[serde(with = "secs")]
+    pub cell_timeout: Duration,
+    /// Characters of one cell's output the model sees; the rest is cut with a note saying how much.
+    pub max_output_chars: usize,
+    /// Prompts of one `*_batched` call in flight at once.
+    pub batch_concurrency: usize,
+    /// Upper bound on tokens generated per model call, if any.
+    #[serde(default)]
+    pub max_output_tokens: Option<u32>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_iterations: 30,
+            max_depth: 1,
+            timeout: None,
+            max_sub_calls: None,
+            max_tokens: None,
+            cell_timeout: Duration::from_secs(120),
+            max_output_chars: 20_000,
+            batch_concurrency: 16,
+            max_output_tokens: None,
+        }
+    }
+}
+
+/// Everything that configures an [`crate::Engine`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    pub models: ModelPlan,
+    pub limits: Limits,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+}
+
+impl EngineConfig {
+    pub fn new(root_model: impl Into<String>) -> Self {
+        Self { models: ModelPlan::new(root_model), limits: Limits::default(), temperature: None }
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(duration.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(d) => serializer.serialize_some(&d.as_secs_f64()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(deserializer)?
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_fall_back_from_depth_list_to_sub_to_root() {
+        let mut plan = ModelPlan::new("big");
+        assert_eq!(plan.loop_model(0), "big");
+        assert_eq!(plan.loop_model(1), "big");
+        assert_eq!(plan.sub_model(), "big");
+        plan.sub = Some("small".into());
+        assert_eq!(plan.loop_model(0), "big");
+        assert_eq!(plan.loop_model(1), "small");
+        plan.per_depth = vec!["d0".into(), "d1".into()];
+        assert_eq!(plan.loop_model(0), "d0");
+        assert_eq!(plan.loop_model(1), "d1");
+        assert_eq!(plan.loop_model(2), "small");
+    }
+
+    #[test]
+    fn limits_round_trip_through_json_in_seconds() -> serde_json::Result<()> {
+        let limits = Limits { timeout: Some(Duration::from_millis(1500)), ..Limits::default() };
+        let json = serde_json::to_value(&limits)?;
+        assert_eq!(json["timeout"], 1.5);
+        assert_eq!(json["cell_timeout"], 120.0);
+        assert_eq!(serde_json::from_value::<Limits>(json)?, limits);
+        Ok(())
+    }
+}

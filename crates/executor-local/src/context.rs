@@ -1,0 +1,229 @@
+//! Turning a [`Context`] into the Python value bound to `context`, copying big inputs as few times as possible.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use pyo3::IntoPyObjectExt;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use rlm_protocol::{Context, ContextInfo};
+use serde_json::Value;
+
+use crate::error::{LocalError, LocalResult};
+
+/// Bytes read per `read` call when filling a string from a file.
+const READ_CHUNK: usize = 8 << 20;
+
+/// Builds the Python value of `context`.
+pub(crate) fn load<'py>(py: Python<'py>, context: &Context) -> LocalResult<Bound<'py, PyAny>> {
+    match context {
+        Context::Text(text) => Ok(PyString::new(py, text).into_any()),
+        Context::Json(value) => Ok(json_to_py(py, value)?),
+        Context::JsonFile(path) => load_json_file(py, path),
+        Context::TextFile(path) => load_text_file(py, path),
+    }
+}
+
+/// Computes what the root model is told about `context`.
+pub(crate) fn info(prelude: &Bound<'_, PyModule>, context: &Bound<'_, PyAny>) -> LocalResult<ContextInfo> {
+    let (python_type, total_chars, mut chunk_lengths, chunk_count): (String, u64, Vec<u64>, u64) =
+        prelude.call_method1("context_info", (context,))?.extract()?;
+    chunk_lengths.truncate(ContextInfo::MAX_CHUNKS_LISTED);
+    Ok(ContextInfo { python_type, total_chars, chunk_lengths, chunk_count })
+}
+
+fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    match value {
+        Value::Null => Ok(py.None().into_bound(py)),
+        Value::Bool(b) => b.into_bound_py_any(py),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_bound_py_any(py)
+            } else if let Some(u) = n.as_u64() {
+                u.into_bound_py_any(py)
+            } else {
+                n.as_f64().unwrap_or(f64::NAN).into_bound_py_any(py)
+            }
+        }
+        Value::String(s) => Ok(PyString::new(py, s).into_any()),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            Ok(list.into_any())
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (key, item) in map {
+                dict.set_item(key, json_to_py(py, item)?)?;
+            }
+            Ok(dict.into_any())
+        }
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> LocalError {
+    LocalError::Io { context: format!("cannot read context file {}", path.display()), source }
+}
+
+fn open_with_len(path: &Path) -> LocalResult<(File, usize)> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    let len = usize::try_from(len).map_err(|_| LocalError::InvalidInput(format!("{} is too large", path.display())))?;
+    Ok((file, len))
+}
+
+/// Reads the file straight into a Python `bytes` object, then `json.loads` it.
+fn load_json_file<'py>(py: Python<'py>, path: &Path) -> LocalResult<Bound<'py, PyAny>> {
+    let (mut file, len) = open_with_len(path)?;
+    let mut read_error = None;
+    let bytes = PyBytes::new_with(py, len, |buf| {
+        if let Err(err) = py.detach(|| file.read_exact(buf)) {
+            read_error = Some(err);
+        }
+        Ok(())
+    })?;
+    if let Some(err) = read_error {
+        return Err(io_error(path, err));
+    }
+    let json = py.import("json")?;
+    json.call_method1("loads", (bytes,)).map_err(|err| {
+        LocalError::InvalidInput(format!("context file {} is not valid JSON: {}", path.display(), err.value(py)))
+    })
+}
+
+/// Outcome of trying to read a file as ASCII straight into a string's buffer.
+enum AsciiRead {
+    /// The buffer holds the whole file, all ASCII.
+    Complete,
+    /// A non-ASCII byte, or the file changed size while being read: use the general path.
+    NotAscii,
+}
+
+/// Fills `buf` from `file`, chunk by chunk, checking each chunk is ASCII; the file must be exactly `buf.len()` long.
+fn read_ascii_into(file: &mut File, buf: &mut [u8]) -> std::io::Result<AsciiRead> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let end = buf.len().min(filled + READ_CHUNK);
+        let n = match file.read(&mut buf[filled..end]) {
+            Ok(0) => return Ok(AsciiRead::NotAscii), // shorter than its metadata said
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if !buf[filled..filled + n].is_ascii() {
+            return Ok(AsciiRead::NotAscii);
+        }
+        filled += n;
+    }
+    let mut probe = [0u8; 1];
+    loop {
+        match file.read(&mut probe) {
+            Ok(0) => return Ok(AsciiRead::Complete),
+            Ok(_) => return Ok(AsciiRead::NotAscii), // grew while being read
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Loads a UTF-8 text file as a `str`. ASCII files (the common case for big corpora) are read directly into the
+/// buffer of a freshly allocated compact ASCII string, so the text exists once in memory; anything else is read into
+/// memory and decoded (bytes + string at the peak).
+fn load_text_file<'py>(py: Python<'py>, path: &Path) -> LocalResult<Bound<'py, PyAny>> {
+    let (mut file, len) = open_with_len(path)?;
+    if len > 0 {
+        let size = ffi::Py_ssize_t::try_from(len)
+            .map_err(|_| LocalError::InvalidInput(format!("{} is too large", path.display())))?;
+        // SAFETY: we are attached to the interpreter; `PyUnicode_New(size, 127)` returns a new reference to a fresh
+        // compact ASCII string of `size` characters (or NULL with an exception set, handled by
+        // `from_owned_ptr_or_err`).
+        let string = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_New(size, 127)) }?;
+        // SAFETY: `string` is a compact ASCII string (maxchar 127) that no other code references yet, whose data
+        // buffer holds `len` one-byte characters (plus the NUL terminator we do not touch). The slice does not
+        // outlive `string`, and we only keep the object if every byte written is ASCII, as maxchar 127 promises.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ffi::PyUnicode_DATA(string.as_ptr()).cast::<u8>(), len) };
+        // The object is private to this thread, so other Python threads may run while the disk is read.
+        let read = py.detach(|| read_ascii_into(&mut file, buf)).map_err(|e| io_error(path, e))?;
+        if let AsciiRead::Complete = read {
+            return Ok(string.into_any());
+        }
+        drop(string);
+    }
+    let bytes = py.detach(|| std::fs::read(path)).map_err(|e| io_error(path, e))?;
+    let text = std::str::from_utf8(&bytes).map_err(|err| {
+        LocalError::InvalidInput(format!("context file {} is not valid UTF-8: {err}", path.display()))
+    })?;
+    Ok(PyString::new(py, text).into_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::runtime::runtime;
+
+    fn write_file(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+        let mut file = tempfile::NamedTempFile::new()?;
+        file.write_all(bytes)?;
+        file.flush()?;
+        Ok(file)
+    }
+
+    #[test]
+    fn ascii_reader_detects_non_ascii_and_size_changes() -> std::io::Result<()> {
+        let file = write_file(b"hello")?;
+        let mut buf = [0u8; 5];
+        assert!(matches!(read_ascii_into(&mut File::open(file.path())?, &mut buf)?, AsciiRead::Complete));
+        assert_eq!(&buf, b"hello");
+        let mut short = [0u8; 4];
+        assert!(matches!(read_ascii_into(&mut File::open(file.path())?, &mut short)?, AsciiRead::NotAscii));
+        let mut long = [0u8; 6];
+        assert!(matches!(read_ascii_into(&mut File::open(file.path())?, &mut long)?, AsciiRead::NotAscii));
+        let utf8 = write_file("héllo".as_bytes())?;
+        let mut buf = [0u8; 6];
+        assert!(matches!(read_ascii_into(&mut File::open(utf8.path())?, &mut buf)?, AsciiRead::NotAscii));
+        Ok(())
+    }
+
+    #[test]
+    fn text_files_load_as_str() -> Result<(), Box<dyn std::error::Error>> {
+        runtime()?;
+        let ascii = write_file(b"abc\ndef")?;
+        let utf8 = write_file("na\u{ef}ve \u{1F600}".as_bytes())?;
+        let empty = write_file(b"")?;
+        let invalid = write_file(&[b'a', 0xff, b'b'])?;
+        Python::attach(|py| -> Result<(), Box<dyn std::error::Error>> {
+            let value = load_text_file(py, ascii.path())?;
+            assert_eq!(value.extract::<String>()?, "abc\ndef");
+            assert_eq!(value.len()?, 7);
+            // The string must behave like any other str (hashing, comparison, methods).
+            assert!(value.eq("abc\ndef")?);
+            assert_eq!(value.call_method1("count", ("d",))?.extract::<usize>()?, 1);
+            let value = load_text_file(py, utf8.path())?;
+            assert_eq!(value.extract::<String>()?, "na\u{ef}ve \u{1F600}");
+            assert_eq!(value.len()?, 7);
+            assert_eq!(load_text_file(py, empty.path())?.extract::<String>()?, "");
+            let err = load_text_file(py, invalid.path()).err().map(rlm_protocol::Error::from);
+            assert!(matches!(err, Some(rlm_protocol::Error::InvalidInput(ref m)) if m.contains("UTF-8")), "{err:?}");
+            let missing = load_text_file(py, Path::new("/nonexistent/rlm-context.txt")).err();
+            assert!(matches!(missing.map(rlm_protocol::Error::from), Some(rlm_protocol::Error::Io(_))));
+            Ok(())
+        })
+    }
+
+    #[test]
+    fn json_values_convert() -> Result<(), Box<dyn std::error::Error>> {
+        runtime()?;
+        Python::attach(|py| -> Result<(), Box<dyn std::error::Error>> {
+            let value = serde_json::json!({"a": [1, -2, 3.5, null, true, "x"], "big": u64::MAX});
+            let obj = json_to_py(py, &value)?;
+            assert_eq!(obj.repr()?.to_string(), "{'a': [1, -2, 3.5, None, True, 'x'], 'big': 18446744073709551615}");
+            Ok(())
+        })
+    }
+}

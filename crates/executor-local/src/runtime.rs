@@ -1,0 +1,94 @@
+//! The process-wide interpreter: started once, checked against the Python this crate was built for, with the
+//! prelude module loaded and `sys.stdout` / `sys.stderr` routed per thread.
+
+use std::ffi::CString;
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+
+use crate::error::{LocalError, LocalResult};
+
+/// `major.minor` of the Python that pyo3 was configured against (set by `build.rs`).
+pub(crate) const BUILD_PYTHON_VERSION: &str = env!("RLM_PYTHON_BUILD_VERSION");
+
+const PRELUDE: &str = include_str!("prelude.py");
+
+/// Handles into the interpreter shared by all sessions.
+#[derive(Debug)]
+pub(crate) struct PyRuntime {
+    /// The `_rlm_prelude` module (`prelude.py`).
+    pub(crate) prelude: Py<PyModule>,
+    /// `_rlm_prelude.CellTimeout`, the exception raised in a cell that ran out of time.
+    pub(crate) cell_timeout: Py<PyType>,
+}
+
+static RUNTIME: OnceLock<Result<PyRuntime, String>> = OnceLock::new();
+
+/// The interpreter, started on first use. Must not be called while attached to the interpreter (the first call
+/// initialises it).
+pub(crate) fn runtime() -> LocalResult<&'static PyRuntime> {
+    RUNTIME.get_or_init(start).as_ref().map_err(|message| LocalError::Interpreter(message.clone()))
+}
+
+/// `major.minor` from a `Py_GetVersion()` string such as `3.11.7 (main, ...) [GCC 12.2.0]`.
+pub(crate) fn major_minor(version: &str) -> &str {
+    let number = version.split_whitespace().next().unwrap_or_default();
+    match number.match_indices('.').nth(1) {
+        Some((second_dot, _)) => &number[..second_dot],
+        None => number,
+    }
+}
+
+fn start() -> Result<PyRuntime, String> {
+    // `Py_GetVersion` may be called before the interpreter is initialised: check before committing to it, so that a
+    // libpython of another version is reported instead of crashing on mismatched struct layouts.
+    let running = major_minor(Python::version_str()).to_owned();
+    if running != BUILD_PYTHON_VERSION {
+        return Err(format!(
+            "the libpython loaded at run time is Python {running}, but rlm-executor-local was built against Python \
+             {BUILD_PYTHON_VERSION}. Build with PYO3_PYTHON set to the interpreter whose libpython the binary loads, \
+             or give the binary an rpath to the libpython it was built against (see the build.rs described in the \
+             rlm-executor-local documentation)"
+        ));
+    }
+    Python::initialize();
+    Python::attach(|py| -> PyResult<PyRuntime> {
+        let code = CString::new(PRELUDE).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let prelude = PyModule::from_code(py, &code, c"rlm_prelude.py", c"_rlm_prelude")?;
+        prelude.call_method0("install_streams")?;
+        let cell_timeout = prelude.getattr("CellTimeout")?.cast_into::<PyType>()?;
+        Ok(PyRuntime { prelude: prelude.unbind(), cell_timeout: cell_timeout.unbind() })
+    })
+    .map_err(|err| format!("could not start the embedded Python interpreter: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn major_minor_of_version_strings() {
+        assert_eq!(major_minor("3.11.7 (main, Jan  1 2024, 00:00:00) [GCC 12.2.0]"), "3.11");
+        assert_eq!(major_minor("3.13.0rc1 (main)"), "3.13");
+        assert_eq!(major_minor("3.9"), "3.9");
+        assert_eq!(major_minor(""), "");
+    }
+
+    #[test]
+    fn build_version_is_recorded() {
+        assert_eq!(BUILD_PYTHON_VERSION.split('.').count(), 2);
+        assert!(BUILD_PYTHON_VERSION.starts_with("3."));
+    }
+
+    #[test]
+    fn runtime_starts_and_matches() -> Result<(), LocalError> {
+        let rt = runtime()?;
+        Python::attach(|py| {
+            let info = py.version_info();
+            assert_eq!(format!("{}.{}", info.major, info.minor), BUILD_PYTHON_VERSION);
+            assert!(rt.prelude.bind(py).hasattr("Session").unwrap_or(false));
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+use std::fmt;
+use std::time::Duration;
+
+/// The request field that carries the output-token limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TokenLimitField {
+    /// `max_tokens`: understood by OpenAI, vLLM, llama.cpp and Ollama's OpenAI endpoint.
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens`: required by OpenAI's reasoning models.
+    MaxCompletionTokens,
+}
+
+impl TokenLimitField {
+    /// The JSON field name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxTokens => "max_tokens",
+            Self::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
+/// Settings of an [`crate::OpenAiClient`].
+///
+/// `Debug` never shows the API key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpenAiConfig {
+    /// Base URL including the version prefix, e.g. `https://api.openai.com/v1` or `http://localhost:8000/v1`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer <key>` when set.
+    pub api_key: Option<String>,
+    /// Limit for one whole HTTP attempt, including reading the response.
+    pub request_timeout: Duration,
+    /// Limit for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt for 429, 5xx, timeouts and connection errors.
+    pub max_retries: u32,
+    /// Backoff ceiling of the first retry; it doubles with every retry.
+    pub initial_backoff: Duration,
+    /// Upper bound of any wait between attempts, including waits requested by `Retry-After`.
+    pub max_backoff: Duration,
+    /// Which field carries [`rlm_protocol::ModelRequest::max_output_tokens`].
+    pub max_output_tokens_field: TokenLimitField,
+}
+
+/// OpenAI's public endpoint.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            request_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_output_tokens_field: TokenLimitField::MaxTokens,
+        }
+    }
+}
+
+impl OpenAiConfig {
+    /// Defaults for the given base URL, without an API key.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self { base_url: base_url.into(), ..Self::default() }
+    }
+
+    /// Set the API key.
+    pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
+        self.api_key = Some(api_key.into());
+        self
+    }
+
+    /// Defaults, with the base URL from `OPENAI_BASE_URL` (else `LLM_BASE_URL`, else [`DEFAULT_BASE_URL`]) and the
+    /// key from `OPENAI_API_KEY` (else `LLM_API_KEY`). Empty variables count as unset.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |primary: &str, fallback: &str| {
+            [primary, fallback].into_iter().filter_map(&lookup).map(|v| v.trim().to_owned()).find(|v| !v.is_empty())
+        };
+        Self {
+            base_url: get("OPENAI_BASE_URL", "LLM_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
+            api_key: get("OPENAI_API_KEY", "LLM_API_KEY"),
+            ..Self::default()
+        }
+    }
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("max_output_tokens_field", &self.max_output_tokens_field)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> OpenAiConfig {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        OpenAiConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn env_prefers_openai_variables_then_llm_then_default() {
+        let none = from(&[]);
+        assert_eq!(none.base_url, DEFAULT_BASE_URL);
+        assert_eq!(none.api_key, None);
+
+        let llm = from(&[("LLM_BASE_URL", "http://localhost:8000/v1"), ("LLM_API_KEY", "k1"), ("OPENAI_API_KEY", "")]);
+        assert_eq!(llm.base_url, "http://localhost:8000/v1");
+        assert_eq!(llm.api_key.as_deref(), Some("k1"));
+
+        let openai = from(&[
+            ("OPENAI_BASE_URL", "https://example.com/v1"),
+            ("OPENAI_API_KEY", "k2"),
+            ("LLM_BASE_URL", "http://other/v1"),
+            ("LLM_API_KEY", "k1"),
+        ]);
+        assert_eq!(openai.base_url, "https://example.com/v1");
+        assert_eq!(openai.api_key.as_deref(), Some("k2"));
+        assert_eq!(openai.max_retries, 5);
+        assert_eq!(openai.request_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn debug_redacts_the_key() {
+        let shown = format!("{:?}", OpenAiConfig::default().with_api_key("sk-secret-123"));
+        assert!(!shown.contains("sk-secret-123"));
+        assert!(shown.contains(r#"api_key: Some("<redacted>")"#), "{shown}");
+        assert!(format!("{:?}", OpenAiConfig::default()).contains("api_key: None"));
+    }
+}

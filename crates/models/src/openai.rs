@@ -1,0 +1,314 @@
+//! OpenAI-compatible Chat Completions client.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use rlm_protocol::{Error, ModelClient, ModelRequest, ModelResponse, Result, Usage};
+use serde_json::{Map, Value, json};
+
+use crate::retry::{parse_retry_after, retry_delay};
+use crate::{ModelsError, OpenAiConfig};
+
+/// Longest excerpt of a non-JSON error body quoted in an error message.
+const BODY_EXCERPT_CHARS: usize = 300;
+
+/// A [`ModelClient`] for OpenAI-compatible `POST {base_url}/chat/completions` endpoints.
+///
+/// Cheap to share behind an `Arc`; all requests use one pooled HTTP client.
+#[derive(Clone)]
+pub struct OpenAiClient {
+    config: OpenAiConfig,
+    endpoint: Url,
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiClient").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl OpenAiClient {
+    /// Build a client. Installs rustls' `ring` crypto provider as the process default if none is installed yet.
+    pub fn new(config: OpenAiConfig) -> Result<Self, ModelsError> {
+        let endpoint = chat_endpoint(&config.base_url)?;
+        if let Some(key) = &config.api_key
+            && HeaderValue::from_str(&format!("Bearer {key}")).is_err()
+        {
+            return Err(ModelsError::InvalidApiKey);
+        }
+        install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("rlm/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ModelsError::HttpClient)?;
+        Ok(Self { config, endpoint, http })
+    }
+
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.config
+    }
+
+    fn request_body(&self, request: &ModelRequest) -> Value {
+        let mut body = Map::new();
+        body.insert("model".into(), json!(request.model));
+        body.insert("messages".into(), json!(request.messages));
+        if let Some(limit) = request.max_output_tokens {
+            body.insert(self.config.max_output_tokens_field.as_str().into(), json!(limit));
+        }
+        if let Some(temperature) = request.temperature {
+            body.insert("temperature".into(), json!(temperature));
+        }
+        Value::Object(body)
+    }
+
+    /// One HTTP attempt.
+    async fn attempt(&self, body: &Value, requested_model: &str) -> Result<ModelResponse, Failure> {
+        let mut builder = self.http.post(self.endpoint.clone()).json(body);
+        if let Some(key) = &self.config.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let response = builder.send().await.map_err(|e| self.transport_failure(&e))?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let bytes = response.bytes().await.map_err(|e| self.transport_failure(&e))?;
+        if status.is_success() {
+            return parse_success(&bytes, requested_model).map_err(|message| Failure {
+                status: Some(status.as_u16()),
+                message,
+                retryable: false,
+                retry_after: None,
+            });
+        }
+        let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        Err(Failure {
+            status: Some(status.as_u16()),
+            message: self.status_message(status, &bytes),
+            retryable,
+            retry_after,
+        })
+    }
+
+    fn transport_failure(&self, err: &reqwest::Error) -> Failure {
+        let message = if err.is_timeout() {
+            format!("no complete response from {} within {:?}", self.config.base_url, self.config.request_timeout)
+        } else if err.is_connect() {
+            format!("could not connect to {}: {}", self.config.base_url, error_chain(err))
+        } else {
+            format!("request to {} failed: {}", self.config.base_url, error_chain(err))
+        };
+        // Builder errors cannot get better by retrying; everything else here is a transport problem.
+        Failure { status: None, message, retryable: !err.is_builder(), retry_after: None }
+    }
+
+    fn status_message(&self, status: StatusCode, body: &[u8]) -> String {
+        let detail = provider_message(body);
+        match status {
+            StatusCode::UNAUTHORIZED if self.config.api_key.is_none() => {
+                format!("the provider requires an API key but none is configured (set OPENAI_API_KEY): {detail}")
+            }
+            StatusCode::UNAUTHORIZED => format!("the API key was rejected: {detail}"),
+            StatusCode::FORBIDDEN => format!("access denied for this API key or model: {detail}"),
+            StatusCode::NOT_FOUND => {
+                format!("not found at {} (check the base URL and model name): {detail}", self.endpoint)
+            }
+            StatusCode::TOO_MANY_REQUESTS => format!("rate limited: {detail}"),
+            _ => detail,
+        }
+    }
+}
+
+#[async_trait]
+impl ModelClient for OpenAiClient {
+    async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
+        let body = self.request_body(&request);
+        let mut retries = 0;
+        loop {
+            let failure = match self.attempt(&body, &request.model).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            if !failure.retryable || retries >= self.config.max_retries {
+                let message = if failure.retryable && retries > 0 {
+                    format!("{} (gave up after {} attempts)", failure.message, retries + 1)
+                } else {
+                    failure.message
+                };
+                return Err(Error::model(failure.status, message, failure.retryable));
+            }
+            let delay = retry_delay(retries, self.config.initial_backoff, self.config.max_backoff, failure.retry_after);
+            retries += 1;
+            tracing::warn!(
+                model = %request.model,
+                status = ?failure.status,
+                retry = retries,
+                max_retries = self.config.max_retries,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = %failure.message,
+                "model request failed; retrying",
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+struct Failure {
+    status: Option<u16>,
+    message: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: some provider is then installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// `{base_url}/chat/completions`, validating the base URL.
+fn chat_endpoint(base_url: &str) -> Result<Url, ModelsError> {
+    let invalid = |reason: String| ModelsError::InvalidBaseUrl { url: base_url.to_owned(), reason };
+    let base = Url::parse(base_url.trim()).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(invalid(format!("scheme must be http or https, not {:?}", base.scheme())));
+    }
+    if base.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_owned()));
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(invalid("must not have a query or fragment".to_owned()));
+    }
+    let path = format!("{}/chat/completions", base.path().trim_end_matches('/'));
+    let mut endpoint = base;
+    endpoint.set_path(&path);
+    Ok(endpoint)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, SystemTime::now())
+}
+
+/// The provider's `error.message` (or similar), else an excerpt of the body.
+fn provider_message(body: &[u8]) -> String {
+    if let Ok(json) = serde_json::from_slice::<Value>(body) {
+        let message = json
+            .pointer("/error/message")
+            .or_else(|| json.get("error").filter(|e| e.is_string()))
+            .or_else(|| json.get("message"))
+            .or_else(|| json.get("detail"))
+            .and_then(Value::as_str);
+        if let Some(message) = message {
+            return message.to_owned();
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "empty response body".to_owned();
+    }
+    let mut excerpt: String = text.chars().take(BODY_EXCERPT_CHARS).collect();
+    if excerpt.len() < text.len() {
+        excerpt.push('…');
+    }
+    excerpt
+}
+
+fn parse_success(body: &[u8], requested_model: &str) -> Result<ModelResponse, String> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("malformed response: body is not JSON ({e}): {}", provider_message(body)))?;
+    let Some(choice) = json.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
+        if let Some(message) = json.pointer("/error/message").and_then(Value::as_str) {
+            return Err(format!("the provider returned an error: {message}"));
+        }
+        return Err("malformed response: no `choices[0]`".to_owned());
+    };
+    let message = choice.get("message").ok_or("malformed response: no `choices[0].message`")?;
+    let content = match message.get("content") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text.clone(),
+        // Some providers return content parts.
+        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+        Some(_) => return Err("malformed response: `choices[0].message.content` is not a string".to_owned()),
+    };
+    let usage = json.get("usage").filter(|u| u.is_object());
+    let count = |pointer: &str| usage.and_then(|u| u.pointer(pointer)).and_then(Value::as_u64).unwrap_or(0);
+    let usage = Usage {
+        prompt_tokens: count("/prompt_tokens"),
+        completion_tokens: count("/completion_tokens"),
+        cached_tokens: count("/prompt_tokens_details/cached_tokens"),
+        calls: 1,
+    };
+    let model = json.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(requested_model);
+    Ok(ModelResponse { content, usage, model: model.to_owned() })
+}
+
+/// `err` and its sources, joined by `: ` (skipping causes the message already contains).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_joins_base_url() {
+        let url = |base: &str| chat_endpoint(base).map(|u| u.to_string());
+        assert_eq!(url("http://localhost:8000/v1").ok().as_deref(), Some("http://localhost:8000/v1/chat/completions"));
+        assert_eq!(
+            url("https://api.openai.com/v1/").ok().as_deref(),
+            Some("https://api.openai.com/v1/chat/completions")
+        );
+        assert_eq!(url("http://host:1234").ok().as_deref(), Some("http://host:1234/chat/completions"));
+        assert!(matches!(chat_endpoint("ftp://x/v1"), Err(ModelsError::InvalidBaseUrl { .. })));
+        assert!(matches!(chat_endpoint("not a url"), Err(ModelsError::InvalidBaseUrl { .. })));
+    }
+
+    #[test]
+    fn success_parsing() {
+        let body = br#"{"model":"gpt-x","choices":[{"message":{"role":"assistant","content":null}}],
+            "usage":{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+        let response = parse_success(body, "alias");
+        assert_eq!(
+            response,
+            Ok(ModelResponse {
+                content: String::new(),
+                usage: Usage { prompt_tokens: 7, completion_tokens: 3, cached_tokens: 2, calls: 1 },
+                model: "gpt-x".into(),
+            })
+        );
+        let no_usage = parse_success(br#"{"choices":[{"message":{"content":"hi"}}]}"#, "alias");
+        assert_eq!(no_usage.map(|r| (r.content, r.usage.calls, r.model)), Ok(("hi".into(), 1, "alias".into())));
+        assert!(parse_success(br#"{"choices":[]}"#, "m").is_err_and(|e| e.contains("choices[0]")));
+        assert!(parse_success(br#"{"choices":[{}]}"#, "m").is_err_and(|e| e.contains("choices[0].message")));
+        assert!(parse_success(b"<html>", "m").is_err_and(|e| e.contains("not JSON")));
+    }
+
+    #[test]
+    fn provider_messages() {
+        assert_eq!(provider_message(br#"{"error":{"message":"bad key","type":"x"}}"#), "bad key");
+        assert_eq!(provider_message(br#"{"error":"plain"}"#), "plain");
+        assert_eq!(provider_message(b"  Bad Gateway \n"), "Bad Gateway");
+        assert_eq!(provider_message(b""), "empty response body");
+        assert!(provider_message("x".repeat(1000).as_bytes()).ends_with('…'));
+    }
+}

@@ -1,0 +1,478 @@
+//! End-to-end runs of the RLM loop: the real local executor (embedded CPython), the real OpenAI-compatible client,
+//! and a scripted model server on a loopback socket.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rlm::{
+    CancellationToken, Context, EventBody, FinishedBy, LimitKind, LocalExecutor, OpenAiConfig, Rlm, RlmBuilder,
+    RlmError, TraceEvent, TraceTarget,
+};
+use rlm_test_support::{RecordedRequest, Reply, ScriptedServer, ScriptedServerBuilder};
+
+fn repl(code: &str) -> String {
+    format!("```repl\n{code}\n```")
+}
+
+fn builder(server: &ScriptedServer, model: &str) -> RlmBuilder {
+    let openai = OpenAiConfig {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_secs(2),
+        ..OpenAiConfig::new(server.base_url())
+    };
+    Rlm::builder().openai_config(openai).model(model).sub_model("sub").trace(TraceTarget::Disabled)
+}
+
+async fn start(server: ScriptedServerBuilder) -> ScriptedServer {
+    server.start().await.expect("scripted server starts")
+}
+
+fn read_trace(path: &Path) -> Vec<TraceEvent> {
+    std::fs::read_to_string(path)
+        .expect("trace exists")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is an event"))
+        .collect()
+}
+
+fn last_user(request: &RecordedRequest) -> String {
+    request.last_user_message().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn code_then_final_in_one_response_is_accepted_after_the_code_runs() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [Reply::text(format!("{}\nFINAL_VAR(total)", repl("total = sum(int(x) for x in context.split())")))],
+    ))
+    .await;
+    let rlm = builder(&server, "root").build().unwrap();
+    let done = rlm.completion("1 2 3 4", "What is the sum?").await.unwrap();
+    assert_eq!(done.answer, "10");
+    assert_eq!(done.finished_by, FinishedBy::FinalVar);
+    assert_eq!(done.iterations, 1);
+    // The system prompt describes the context without showing it.
+    let first = &server.requests()[0];
+    let system = first.system_message().unwrap();
+    assert!(system.contains("`str` with 7 characters"), "{system}");
+    assert!(!system.contains("1 2 3 4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn final_in_a_code_block_is_ignored_and_final_after_an_error_is_refused() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [
+            Reply::text(repl("s = 'FINAL(not this)'\nprint(s)")),
+            Reply::text(format!("{}\nFINAL(too early)", repl("1/0"))),
+            Reply::text("FINAL(the (real) answer)"),
+        ],
+    ))
+    .await;
+    let rlm = builder(&server, "root").build().unwrap();
+    let done = rlm.completion("ctx", "q").await.unwrap();
+    assert_eq!(done.answer, "the (real) answer");
+    assert_eq!(done.finished_by, FinishedBy::Final);
+    assert_eq!(done.iterations, 3);
+    let requests = server.requests_for("root");
+    assert!(last_user(&requests[1]).contains("FINAL(not this)"));
+    let after_error = last_user(&requests[2]);
+    assert!(after_error.contains("ZeroDivisionError"), "{after_error}");
+    assert!(after_error.contains("not accepted"), "{after_error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn missing_final_var_lists_the_variables_and_the_run_goes_on() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [Reply::text(format!("{}\nFINAL_VAR(nope)", repl("found = 'x'\ncount = 3"))), Reply::text("FINAL_VAR(count)")],
+    ))
+    .await;
+    let rlm = builder(&server, "root").build().unwrap();
+    let done = rlm.completion("ctx", "q").await.unwrap();
+    assert_eq!(done.answer, "3");
+    let note = last_user(&server.requests_for("root")[1]);
+    assert!(note.contains("no variable called `nope`"), "{note}");
+    assert!(note.contains("count") && note.contains("found"), "{note}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_answer_dict_ends_the_run() {
+    let server = start(
+        ScriptedServer::builder()
+            .script("root", [Reply::text(repl("answer['content'] = 6 * 7\nanswer['ready'] = True"))]),
+    )
+    .await;
+    let done = builder(&server, "root").build().unwrap().completion("ctx", "q").await.unwrap();
+    assert_eq!((done.answer.as_str(), done.finished_by), ("42", FinishedBy::Answer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_fences_run_when_there_is_no_repl_fence() {
+    let server = start(
+        ScriptedServer::builder()
+            .script("root", [Reply::text("```python\nn = len(context)\n```\nFINAL_VAR(n)".to_owned())]),
+    )
+    .await;
+    let done = builder(&server, "root").build().unwrap().completion("abcdef", "q").await.unwrap();
+    assert_eq!(done.answer, "6");
+}
+
+/// A million-line context; the needle is found by fanning chunks out with `llm_query_batched`. The sub-model rule
+/// really reads each chunk, so a wrong split or a lost chunk gives a wrong answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn needle_in_a_million_lines_with_batched_sub_calls() {
+    let needle_line = 737_373;
+    let mut context = String::with_capacity(40_000_000);
+    for i in 0..1_000_000 {
+        if i == needle_line {
+            context.push_str("line 737373: the secret code is 4817203\n");
+        } else {
+            context.push_str(&format!("line {i:06}: the quick brown fox jumps\n"));
+        }
+    }
+    let find = repl(
+        "lines = context.splitlines()\n\
+         chunks = ['\\n'.join(lines[i:i + 100_000]) for i in range(0, len(lines), 100_000)]\n\
+         print(len(lines), len(chunks))",
+    );
+    let ask = repl(
+        "replies = llm_query_batched([f'Find the secret code in this text. Reply with the code only, or NONE.\\n{c}' for c in chunks])\n\
+         hits = [r for r in replies if r != 'NONE']\n\
+         print(hits)\n\
+         code = hits[0]",
+    );
+    let server = start(
+        ScriptedServer::builder()
+            .script("root", [Reply::text(find), Reply::text(format!("{ask}\nFINAL_VAR(code)"))])
+            .rule(|request| {
+                (request.model == "sub").then(|| {
+                    let prompt = request.last_user_message().unwrap_or_default();
+                    match prompt.find("the secret code is ") {
+                        Some(at) => {
+                            Reply::text(prompt[at + 19..].chars().take_while(char::is_ascii_digit).collect::<String>())
+                        }
+                        None => Reply::text("NONE"),
+                    }
+                })
+            }),
+    )
+    .await;
+    let rlm = builder(&server, "root").build().unwrap();
+    let done = rlm.completion(context, "What is the secret code?").await.unwrap();
+    assert_eq!(done.answer, "4817203");
+    assert_eq!(done.sub_calls, 10);
+    assert_eq!(server.requests_for("sub").len(), 10);
+    let observation = last_user(&server.requests_for("root")[1]);
+    assert!(observation.contains("1000000 10"), "{observation}");
+    assert_eq!(done.usage.by_model["sub"].calls, 10);
+    assert_eq!(done.usage.by_model["root"].calls, 2);
+}
+
+/// N prompts with latency L at concurrency C take about ceil(N/C)·L, and the server sees exactly C at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_sub_calls_run_concurrently_up_to_the_limit() {
+    let (n, c, latency) = (48usize, 8usize, Duration::from_millis(250));
+    let code = repl(&format!(
+        "import time\nt0 = time.perf_counter()\nout = llm_query_batched([f'p{{i}}' for i in range({n})])\n\
+         elapsed = time.perf_counter() - t0\nprint(out[:3], out[-1], round(elapsed, 3))"
+    ));
+    let server =
+        start(ScriptedServer::builder().script("root", [Reply::text(code), Reply::text("FINAL_VAR(elapsed)")]).rule(
+            move |request| {
+                (request.model == "sub").then(|| {
+                    Reply::text(format!("echo {}", request.last_user_message().unwrap_or(""))).with_delay(latency)
+                })
+            },
+        ))
+        .await;
+    let rlm = builder(&server, "root").batch_concurrency(c).build().unwrap();
+    let done = rlm.completion("ctx", "q").await.unwrap();
+    let elapsed: f64 = done.answer.parse().unwrap();
+    let waves = n.div_ceil(c) as f64;
+    let ideal = waves * latency.as_secs_f64();
+    assert!(elapsed >= ideal * 0.95, "{elapsed} s is faster than {waves} waves of {latency:?}");
+    assert!(elapsed < ideal + 1.5, "{elapsed} s; ideal {ideal} s");
+    assert_eq!(server.max_concurrent_for("sub"), c);
+    let observation = last_user(&server.requests_for("root")[1]);
+    assert!(observation.contains("['echo p0', 'echo p1', 'echo p2'] echo p47"), "{observation}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recursion_reaches_depth_two_and_degrades_to_a_plain_call_at_max_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let server = start(
+        ScriptedServer::builder()
+            .script(
+                "root",
+                [Reply::text(format!("{}\nFINAL_VAR(r)", repl("r = 'root<' + rlm_query('outer task') + '>'")))],
+            )
+            .script(
+                "child",
+                [Reply::text(format!("{}\nFINAL_VAR(r)", repl("r = 'child<' + rlm_query(context + '/inner') + '>'")))],
+            )
+            .script(
+                "grandchild",
+                [Reply::text(format!(
+                    "{}\nFINAL_VAR(g)",
+                    repl("g = 'grand<' + context + '|' + rlm_query('leaf') + '>'")
+                ))],
+            )
+            .rule(|request| (request.model == "sub").then(|| Reply::text("plain"))),
+    )
+    .await;
+    let rlm = builder(&server, "root")
+        .depth_models(vec!["root".into(), "child".into(), "grandchild".into()])
+        .max_depth(2)
+        .trace(TraceTarget::File(trace.clone()))
+        .build()
+        .unwrap();
+    let done = rlm.completion("top", "q").await.unwrap();
+    assert_eq!(done.answer, "root<child<grand<outer task/inner|plain>>>");
+    assert_eq!(done.sub_calls, 3);
+    for model in ["root", "child", "grandchild", "sub"] {
+        assert_eq!(done.usage.by_model[model].calls, 1, "{model}");
+    }
+    let summed: u64 = done.usage.by_model.values().map(|u| u.total_tokens()).sum();
+    assert_eq!(done.usage.total.total_tokens(), summed);
+
+    // The trace nests each child under the sub-call that started it.
+    let events = read_trace(&trace);
+    let metadata: Vec<&TraceEvent> = events.iter().filter(|e| matches!(e.body, EventBody::Metadata(_))).collect();
+    assert_eq!(metadata.iter().map(|e| e.depth).collect::<Vec<_>>(), vec![0, 1, 2]);
+    for child in &metadata[1..] {
+        let parent_call = events.iter().find(|e| Some(e.event_id) == child.parent_event_id).unwrap();
+        assert!(matches!(&parent_call.body, EventBody::SubCall(call) if call.child_run_id == Some(child.run_id)));
+        assert_eq!(Some(parent_call.run_id), child.parent_run_id);
+    }
+    let finals = events.iter().filter(|e| matches!(e.body, EventBody::Final(_))).count();
+    assert_eq!(finals, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_iterations_asks_once_for_a_final_answer() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [Reply::text(repl("x = 1")), Reply::text(repl("x += 1")), Reply::text("I think FINAL(best guess)")],
+    ))
+    .await;
+    let done = builder(&server, "root").max_iterations(2).build().unwrap().completion("ctx", "q").await.unwrap();
+    assert_eq!(done.answer, "best guess");
+    assert_eq!((done.finished_by, done.limit), (FinishedBy::Limit, Some(LimitKind::MaxIterations)));
+    let last = last_user(&server.requests_for("root")[2]);
+    assert!(last.contains("maximum number of iterations"), "{last}");
+    assert_eq!(server.remaining_script("root"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sub_call_budget_refuses_extra_prompts_then_ends_the_run() {
+    let server = start(
+        ScriptedServer::builder()
+            .script(
+                "root",
+                [
+                    Reply::text(repl("out = llm_query_batched(['a', 'b', 'c', 'd', 'e'])\nprint(out)")),
+                    Reply::text("FINAL(partial)"),
+                ],
+            )
+            .rule(|request| (request.model == "sub").then(|| Reply::text("ok"))),
+    )
+    .await;
+    let done = builder(&server, "root").max_sub_calls(3).build().unwrap().completion("ctx", "q").await.unwrap();
+    assert_eq!((done.finished_by, done.limit), (FinishedBy::Limit, Some(LimitKind::MaxSubCalls)));
+    assert_eq!(done.answer, "partial");
+    assert_eq!(server.requests_for("sub").len(), 3);
+    // The observation of the refused prompts comes right before the request for a final answer.
+    let messages = &server.requests_for("root")[1].messages;
+    let observation = &messages[messages.len() - 2].1;
+    assert!(observation.contains("'ok', 'ok', 'ok', 'Error: the sub-call budget of 3 calls"), "{observation}");
+    assert!(messages[messages.len() - 1].1.contains("sub-call budget"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_budget_ends_the_run() {
+    let server =
+        start(ScriptedServer::builder().script(
+            "root",
+            [Reply::text(repl("x = 1")).with_usage(1000, 1000, 0), Reply::text("FINAL(out of tokens)")],
+        ))
+        .await;
+    let done = builder(&server, "root").max_tokens(1500).build().unwrap().completion("ctx", "q").await.unwrap();
+    assert_eq!((done.finished_by, done.limit), (FinishedBy::Limit, Some(LimitKind::MaxTokens)));
+    assert_eq!(done.answer, "out of tokens");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wall_clock_timeout_still_returns_an_answer() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [Reply::text(repl("x = 1")).with_delay(Duration::from_secs(3)), Reply::text("FINAL(in time)")],
+    ))
+    .await;
+    let started = Instant::now();
+    let done =
+        builder(&server, "root").timeout(Duration::from_secs(1)).build().unwrap().completion("ctx", "q").await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(2800), "{:?}", started.elapsed());
+    assert_eq!((done.finished_by, done.limit), (FinishedBy::Limit, Some(LimitKind::Timeout)));
+    assert_eq!(done.answer, "in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_429_is_retried_after_retry_after() {
+    let server = start(
+        ScriptedServer::builder()
+            .fail_next(1, Reply::error(429, "slow down").with_retry_after(1))
+            .script("root", [Reply::text("FINAL(after retry)")]),
+    )
+    .await;
+    let started = Instant::now();
+    let done = builder(&server, "root").build().unwrap().completion("ctx", "q").await.unwrap();
+    assert_eq!(done.answer, "after retry");
+    assert!(started.elapsed() >= Duration::from_millis(950));
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejected_key_fails_the_run_with_a_clear_error() {
+    let server = start(ScriptedServer::builder().fail_next(1, Reply::error(401, "Incorrect API key provided"))).await;
+    let err = builder(&server, "root").build().unwrap().completion("ctx", "q").await.unwrap_err();
+    let RlmError::Failed { message, completion } = err else { panic!("expected a failed run, got {err:?}") };
+    assert_eq!(completion.finished_by, FinishedBy::Error);
+    assert!(message.contains("401") && message.contains("API key"), "{message}");
+    assert_eq!(server.requests().len(), 1, "a 401 is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endless_cell_times_out_and_the_session_stays_usable() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [
+            Reply::text(repl("before = 1\nwhile True:\n    pass")),
+            Reply::text(format!("{}\nFINAL_VAR(after)", repl("after = before + 1"))),
+        ],
+    ))
+    .await;
+    let rlm = builder(&server, "root").cell_timeout(Duration::from_secs(1)).build().unwrap();
+    let started = Instant::now();
+    let done = rlm.completion("ctx", "q").await.unwrap();
+    assert_eq!(done.answer, "2");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let observation = last_user(&server.requests_for("root")[1]);
+    assert!(observation.contains("TimeoutError"), "{observation}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_runs_have_isolated_namespaces() {
+    let slow = Duration::from_millis(300);
+    let server = start(
+        ScriptedServer::builder()
+            .script(
+                "a",
+                [
+                    Reply::text(repl("secret = 'A'")),
+                    Reply::text(format!("{}\nFINAL_VAR(seen)", repl("seen = secret + str('other' in globals())")))
+                        .with_delay(slow),
+                ],
+            )
+            .script(
+                "b",
+                [Reply::text(repl("secret = 'B'\nother = 1")).with_delay(slow / 2), Reply::text("FINAL_VAR(secret)")],
+            ),
+    )
+    .await;
+    let executor = Arc::new(LocalExecutor::new());
+    let run_a = builder(&server, "a").executor(executor.clone()).build().unwrap();
+    let run_b = builder(&server, "b").executor(executor).build().unwrap();
+    let (a, b) = tokio::join!(run_a.completion("ctx-a", "q"), run_b.completion("ctx-b", "q"));
+    assert_eq!(a.unwrap().answer, "AFalse");
+    assert_eq!(b.unwrap().answer, "B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_stops_the_run_and_the_trace_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("cancel.jsonl");
+    let server = start(
+        ScriptedServer::builder().script("root", [Reply::text("FINAL(late)").with_delay(Duration::from_secs(10))]),
+    )
+    .await;
+    let rlm = builder(&server, "root").trace(TraceTarget::File(trace.clone())).build().unwrap();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let err = rlm.completion_with(Context::from("ctx"), "q", cancel, None).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(err, RlmError::Failed { ref completion, .. } if completion.finished_by == FinishedBy::Cancelled));
+    let events = read_trace(&trace);
+    assert!(matches!(&events.last().unwrap().body, EventBody::Final(f) if f.finished_by == FinishedBy::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_trace_records_every_step_and_never_the_api_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        ScriptedServer::builder()
+            .script(
+                "root",
+                [
+                    Reply::text(format!(
+                        "Looking.\n{}",
+                        repl("print(len(context))\nparts = llm_query_batched(['x', 'y'])")
+                    )),
+                    Reply::text("FINAL(done)"),
+                ],
+            )
+            .rule(|request| (request.model == "sub").then(|| Reply::text("sub answer"))),
+    )
+    .await;
+    let rlm = builder(&server, "root")
+        .api_key("sk-test-very-secret")
+        .trace(TraceTarget::Directory(dir.path().to_owned()))
+        .build()
+        .unwrap();
+    let done = rlm.completion("hello world", "q").await.unwrap();
+    let path = done.trace.clone().unwrap();
+    assert!(path.starts_with(dir.path()));
+    let raw = std::fs::read_to_string(&path).unwrap();
+    assert!(!raw.contains("sk-test-very-secret"));
+    assert_eq!(server.requests()[0].authorization.as_deref(), Some("Bearer sk-test-very-secret"));
+
+    let events = read_trace(&path);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| match &e.body {
+            EventBody::Metadata(_) => "metadata",
+            EventBody::ModelCall(_) => "model_call",
+            EventBody::Cell(_) => "cell",
+            EventBody::SubCall(_) => "sub_call",
+            EventBody::Final(_) => "final",
+        })
+        .collect();
+    assert_eq!(kinds, ["metadata", "model_call", "sub_call", "sub_call", "cell", "model_call", "final"]);
+    assert!(events.iter().all(|e| e.run_id == done.run_id && e.depth == 0));
+    let EventBody::Metadata(meta) = &events[0].body else { unreachable!() };
+    assert_eq!((meta.root_model.as_str(), meta.sub_model.as_str(), meta.executor.as_str()), ("root", "sub", "local"));
+    assert_eq!(meta.context.total_chars, 11);
+    assert_eq!(meta.config["limits"]["max_iterations"], 30);
+    let EventBody::ModelCall(first) = &events[1].body else { unreachable!() };
+    assert_eq!(first.new_messages.len(), 2, "system prompt and query");
+    assert_eq!(events[1].iteration, Some(1));
+    let EventBody::Cell(cell) = &events[4].body else { unreachable!() };
+    assert_eq!(cell.stdout, "11\n");
+    assert!(cell.code.contains("llm_query_batched"));
+    let EventBody::SubCall(call) = &events[2].body else { unreachable!() };
+    assert_eq!((call.response.as_deref(), call.batch_size), (Some("sub answer"), 2));
+    let EventBody::ModelCall(second) = &events[5].body else { unreachable!() };
+    assert_eq!(second.new_messages.len(), 2, "assistant reply and observation");
+    assert_eq!(second.history_len, 4);
+    let EventBody::Final(fin) = &events[6].body else { unreachable!() };
+    assert_eq!((fin.answer.as_deref(), fin.finished_by, fin.sub_calls), (Some("done"), FinishedBy::Final, 2));
+}
