@@ -136,10 +136,14 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         Some(path) => rlm::context_from_path(path)?,
         None => Context::Text(String::new()),
     };
-    // Sub-calls work when a model is configured; without one they return an error string to the code.
-    let models = ModelArgs { model: args.models.model.clone().or_else(|| Some("unset".into())), ..args.models.clone() };
-    let rlm = build_rlm(&models, None, TraceTarget::Disabled)?;
-    let outcome = rlm.exec(context, &code, args::seconds(args.timeout, "timeout")?).await?;
+    let timeout = args::seconds(args.timeout, "timeout")?;
+    // Sub-calls reach the model when one is configured; without one they return an error string to the code.
+    let outcome = if args.models.model.is_some() {
+        build_rlm(&args.models, None, TraceTarget::Disabled)?.exec(context, &code, timeout).await?
+    } else {
+        let executor: Arc<dyn rlm::Executor> = Arc::new(rlm::LocalExecutor::new());
+        rlm::exec_with(&executor, context, &code, timeout, Arc::new(rlm::NoModelHost)).await?
+    };
     let error = outcome.error.as_ref().map(|error| {
         if error.traceback.is_empty() { error.to_string() } else { format!("{}\n{error}", error.traceback.trim_end()) }
     });

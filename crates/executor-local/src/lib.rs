@@ -43,16 +43,20 @@
 //! pyo3 links against the libpython of the Python it finds at build time (`PYO3_PYTHON`, else `python3` on PATH),
 //! but the resulting binary has no rpath, so at run time the dynamic loader may pick another libpython (on the
 //! development machine: Debian's instead of pyenv's). This crate's `build.rs` adds the rpath to its own test and
-//! example binaries only — **every crate that produces a binary linking this crate needs the same `build.rs`**
-//! (with `pyo3-build-config` as a build-dependency):
+//! example binaries only (`cargo:rustc-link-arg` does not propagate). It also publishes the directory: the package
+//! declares `links = "rlm_python"`, so the build script of **every crate that directly depends on this one and
+//! produces a binary** (including its tests) reads it as `DEP_RLM_PYTHON_LIB_DIR` and needs:
 //!
 //! ```ignore
 //! fn main() {
-//!     if let Some(lib_dir) = pyo3_build_config::get().lib_dir() {
+//!     if let Ok(lib_dir) = std::env::var("DEP_RLM_PYTHON_LIB_DIR") {
 //!         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
 //!     }
 //! }
 //! ```
+//!
+//! (A crate that depends on it only indirectly can use `pyo3_build_config::get().lib_dir()` instead, with
+//! `pyo3-build-config` as a build-dependency.)
 //!
 //! At run time the executor checks that the loaded libpython has the `major.minor` it was built for and otherwise
 //! fails [`rlm_protocol::Executor::start_session`] with [`rlm_protocol::Error::Executor`] (no crash).
@@ -119,5 +123,21 @@ impl Executor for LocalExecutor {
         host: Arc<dyn SubCallHost>,
     ) -> rlm_protocol::Result<Box<dyn ReplSession>> {
         Ok(Box::new(self.start_local_session(spec, host).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send + 'static>() {}
+
+    #[test]
+    fn sessions_are_send_and_executors_shareable() {
+        assert_send::<LocalSession>();
+        assert_send::<Box<dyn ReplSession>>();
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<LocalExecutor>();
+        assert_eq!(LocalExecutor::new().name(), "local");
     }
 }

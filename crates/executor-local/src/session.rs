@@ -113,18 +113,20 @@ impl Shared {
             let error = if interrupted
                 || failure.as_ref().is_some_and(|e| e.is_instance(py, self.runtime.cell_timeout.bind(py)))
             {
-                let traceback = match &failure {
-                    Some(err) => describe(session, err)?.traceback,
+                let message =
+                    format!("cell exceeded the {} s time limit and was interrupted", limits.timeout.as_secs_f64());
+                // Keep the frames (where the cell was stopped); the last line names the internal exception.
+                let mut traceback: String = match &failure {
+                    Some(err) => describe(session, err)?
+                        .traceback
+                        .lines()
+                        .filter(|line| !line.starts_with("_rlm_prelude.CellTimeout"))
+                        .flat_map(|line| [line, "\n"])
+                        .collect(),
                     None => String::new(),
                 };
-                Some(CellError {
-                    kind: "TimeoutError".to_owned(),
-                    message: format!(
-                        "cell exceeded the {} s time limit and was interrupted",
-                        limits.timeout.as_secs_f64()
-                    ),
-                    traceback,
-                })
+                traceback.push_str(&format!("TimeoutError: {message}"));
+                Some(CellError { kind: "TimeoutError".to_owned(), message, traceback })
             } else {
                 match &failure {
                     Some(err) => Some(describe(session, err)?),

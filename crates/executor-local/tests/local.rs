@@ -380,7 +380,8 @@ async fn busy_loop_times_out_and_the_session_survives() -> TestResult {
     let error = outcome.error.ok_or("expected a timeout")?;
     assert_eq!(error.kind, "TimeoutError");
     assert_eq!(error.message, "cell exceeded the 1 s time limit and was interrupted");
-    assert!(error.traceback.contains("<cell 1>"), "{}", error.traceback);
+    assert!(error.traceback.contains("<cell 1>\", line 2"), "{}", error.traceback);
+    assert!(error.traceback.ends_with("\nTimeoutError: cell exceeded the 1 s time limit and was interrupted"));
     assert_eq!(outcome.stdout, "start\n");
     assert!(elapsed >= Duration::from_millis(950) && elapsed < Duration::from_secs(4), "{elapsed:?}");
 
@@ -544,5 +545,17 @@ async fn a_50_mb_ascii_text_file_loads() -> TestResult {
     let outcome = run_ok(&mut s, "print(context.count('needle'), context.isascii(), len(context))").await?;
     assert_eq!(outcome.stdout, format!("1 True {SIZE}\n"));
     Box::new(s).close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn works_on_a_current_thread_runtime() -> TestResult {
+    let host = EchoHost::with_sleep(Duration::from_millis(50));
+    let mut s = session_with(timeout_spec(Duration::from_secs(1)), host).await?;
+    let outcome = run_ok(&mut s, "print(llm_query_batched(['a', 'b']))").await?;
+    assert_eq!(outcome.stdout, "['echo: a', 'echo: b']\n");
+    let outcome = s.run_cell("while True:\n    pass").await?;
+    assert_eq!(outcome.error.map(|e| e.kind), Some("TimeoutError".to_owned()));
+    assert_eq!(run_ok(&mut s, "print('ok')").await?.stdout, "ok\n");
     Ok(())
 }

@@ -44,3 +44,14 @@ impl SubCallHost for DirectHost {
             .await
     }
 }
+
+/// Answers every sub-call with an error saying that no model is configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoModelHost;
+
+#[async_trait]
+impl SubCallHost for NoModelHost {
+    async fn sub_calls(&self, calls: Vec<SubCall>) -> Vec<SubCallResult> {
+        calls.iter().map(|_| Err("no model is configured (pass --model or set RLM_MODEL)".to_owned())).collect()
+    }
+}

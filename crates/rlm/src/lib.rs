@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use direct::DirectHost;
+pub use direct::{DirectHost, NoModelHost};
 pub use rlm_engine::{Engine, EngineConfig, Limits, ModelPlan, RunOptions, RunResult, parse, prompt};
 pub use rlm_executor_local::LocalExecutor;
 pub use rlm_models::{OpenAiClient, OpenAiConfig, TokenLimitField};

@@ -1,0 +1,208 @@
+//! `cargo bench -p rlm-cli --bench engine`
+//!
+//! 1. Harness overhead per root iteration, against the scripted model server with zero latency. Baseline, measured
+//!    in the same run: the same model requests sent straight through the same client (no engine), plus the same
+//!    cells run straight in a REPL session. The difference is what the loop itself costs.
+//! 2. Loading a 100 MB and a 1 GB context: wall time and peak RSS of `rlm exec --context FILE` against plain
+//!    `python3` reading the same file into a `str` in the same run.
+//!
+//! Set `RLM_BENCH_SKIP_1GB=1` to skip the 1 GB case (it needs ~1 GB of disk and ~3 GB of free memory).
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rlm::{ChatMessage, Context, ModelClient, OpenAiClient, OpenAiConfig, Rlm, SessionSpec, TraceTarget};
+use rlm_protocol::{ModelRequest, Role};
+use rlm_test_support::{Reply, ScriptedServer};
+
+const ITERATIONS: u32 = 60;
+const ROUNDS: usize = 3;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!("rlm benchmark — harness overhead and context loading (min of {ROUNDS} rounds)\n");
+    runtime.block_on(harness_overhead());
+    context_loading();
+}
+
+fn role(name: &str) -> Role {
+    match name {
+        "system" => Role::System,
+        "assistant" => Role::Assistant,
+        _ => Role::User,
+    }
+}
+
+async fn harness_overhead() {
+    let cell = "x = len(context)\nprint(x)";
+    let mut best_run = Duration::MAX;
+    let mut best_model = Duration::MAX;
+    let mut best_cells = Duration::MAX;
+    let trace_dir = tempfile::tempdir().unwrap();
+    for _ in 0..ROUNDS {
+        let replies = (1..ITERATIONS)
+            .map(|_| Reply::text(format!("Checking.\n```repl\n{cell}\n```")))
+            .chain([Reply::text("FINAL(done)")]);
+        let server = ScriptedServer::builder().script("root", replies).start().await.unwrap();
+        let rlm = Rlm::builder()
+            .base_url(server.base_url())
+            .model("root")
+            .max_iterations(ITERATIONS)
+            .trace(TraceTarget::Directory(trace_dir.path().to_owned()))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let done = rlm.completion("some context", "q").await.unwrap();
+        best_run = best_run.min(started.elapsed());
+        assert_eq!(done.iterations, ITERATIONS);
+
+        // Baseline 1: the very same requests, straight through the client.
+        let requests: Vec<ModelRequest> = server
+            .requests()
+            .into_iter()
+            .map(|r| ModelRequest {
+                model: r.model,
+                messages: r
+                    .messages
+                    .into_iter()
+                    .map(|(who, content)| ChatMessage { role: role(&who), content })
+                    .collect(),
+                max_output_tokens: None,
+                temperature: None,
+            })
+            .collect();
+        let replay = ScriptedServer::builder()
+            .rule(|_| Some(Reply::text("Checking.\n```repl\nx = 1\n```")))
+            .start()
+            .await
+            .unwrap();
+        let client_replay = OpenAiClient::new(OpenAiConfig::new(replay.base_url())).unwrap();
+        let started = Instant::now();
+        for request in &requests {
+            client_replay.complete(request.clone()).await.unwrap();
+        }
+        best_model = best_model.min(started.elapsed());
+
+        // Baseline 2: the same cells, straight in a session.
+        let executor = rlm.engine().executor().clone();
+        let mut session = executor
+            .start_session(SessionSpec::new(Context::from("some context")), Arc::new(rlm::NoModelHost))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for _ in 1..ITERATIONS {
+            session.run_cell(cell).await.unwrap();
+        }
+        best_cells = best_cells.min(started.elapsed());
+        session.close().await.unwrap();
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(ITERATIONS);
+    let baseline = per(best_model) + per(best_cells);
+    println!(
+        "## Harness overhead per root iteration ({ITERATIONS} iterations, zero-latency scripted model, JSONL trace on)"
+    );
+    println!("{:<52} {:>10}", "", "ms/iter");
+    println!("{:<52} {:>10.3}", "rlm run (loop + model call + cell + trace)", per(best_run));
+    println!("{:<52} {:>10.3}", "baseline: same model requests, client only", per(best_model));
+    println!("{:<52} {:>10.3}", "baseline: same cells, REPL session only", per(best_cells));
+    println!("{:<52} {:>10.3}", "harness overhead (run - baselines)", per(best_run) - baseline);
+    println!("{:<52} {:>10.2}x", "ratio run / baselines", per(best_run) / baseline);
+    println!();
+}
+
+/// Peak RSS (kB) printed by the measured program itself, and the wall time of the whole process.
+fn measure(command: &mut Command) -> (Duration, u64, String) {
+    let started = Instant::now();
+    let output = command.output().unwrap();
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let hwm =
+        stdout.split(|c: char| !c.is_ascii_digit()).rfind(|s| !s.is_empty()).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (elapsed, hwm, stdout)
+}
+
+const PEAK_RSS: &str = "import re\nprint(len(context))\nprint(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n";
+
+fn context_loading() {
+    let rlm_bin = env!("CARGO_BIN_EXE_rlm");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("peak.py");
+    std::fs::write(&script, PEAK_RSS).unwrap();
+    let native = format!("context = open(__import__('sys').argv[1]).read()\n{PEAK_RSS}");
+    let native_script = dir.path().join("native.py");
+    std::fs::write(&native_script, native).unwrap();
+
+    println!("## Loading a context (ASCII text file), min of {ROUNDS} processes");
+    println!("{:<10} {:<28} {:>10} {:>14} {:>12}", "size", "program", "wall s", "peak RSS MB", "RSS/size");
+    let mut sizes = vec![100usize];
+    if std::env::var_os("RLM_BENCH_SKIP_1GB").is_none() {
+        sizes.push(1000);
+    }
+    for mb in sizes {
+        let path = dir.path().join(format!("ctx-{mb}.txt"));
+        write_context(&path, mb * 1_000_000);
+        let mut rows = Vec::new();
+        for (name, mut make) in [
+            (
+                "rlm exec (local executor)",
+                Box::new(|| {
+                    let mut c = Command::new(rlm_bin);
+                    c.arg("exec").arg("--context").arg(&path).arg(&script);
+                    c
+                }) as Box<dyn FnMut() -> Command>,
+            ),
+            (
+                "python3 open().read()",
+                Box::new(|| {
+                    let mut c = Command::new("python3");
+                    c.arg(&native_script).arg(&path);
+                    c
+                }),
+            ),
+        ] {
+            let mut best = (Duration::MAX, u64::MAX);
+            for _ in 0..ROUNDS {
+                let (elapsed, hwm, stdout) = measure(&mut make());
+                assert!(stdout.contains(&(mb * 1_000_000).to_string()), "{stdout}");
+                best = (best.0.min(elapsed), best.1.min(hwm));
+            }
+            rows.push((name, best));
+        }
+        for (name, (elapsed, hwm)) in &rows {
+            let rss_mb = *hwm as f64 / 1000.0;
+            println!(
+                "{:<10} {name:<28} {:>10.3} {rss_mb:>14.1} {:>12.2}",
+                format!("{mb} MB"),
+                elapsed.as_secs_f64(),
+                rss_mb / mb as f64
+            );
+        }
+        let (rlm_row, py_row) = (rows[0].1, rows[1].1);
+        println!(
+            "{:<10} {:<28} {:>10.2}x {:>13.2}x",
+            "",
+            "ratio rlm / python3",
+            rlm_row.0.as_secs_f64() / py_row.0.as_secs_f64(),
+            rlm_row.1 as f64 / py_row.1 as f64
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+fn write_context(path: &Path, bytes: usize) {
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let line = b"line of filler text about nothing in particular, with a number 1234567\n";
+    let mut written = 0;
+    while written + line.len() <= bytes {
+        file.write_all(line).unwrap();
+        written += line.len();
+    }
+    file.write_all(&vec![b'x'; bytes - written]).unwrap();
+    file.flush().unwrap();
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing rlm needs on a Debian/Ubuntu machine with a Rust toolchain.
+# Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. Install Rust (https://rustup.rs) and run this again." >&2
+    exit 1
+fi
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+# The local executor embeds the CPython that `python3` names; pyo3 needs its headers and shared library.
+has_python_headers() {
+    python3 - <<'PY' 2>/dev/null
+import os, sys, sysconfig
+include = sysconfig.get_paths()["include"]
+sys.exit(0 if os.path.exists(os.path.join(include, "Python.h")) and sysconfig.get_config_var("Py_ENABLE_SHARED") else 1)
+PY
+}
+if ! command -v python3 >/dev/null 2>&1 || ! has_python_headers; then
+    echo "setup: installing python3 and python3-dev" >&2
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3 python3-dev >/dev/null
+fi
+
+# The WebAssembly executor's CPython, pinned by sha256 (see docs/security.md).
+if [ -x scripts/fetch-python-wasm.sh ]; then
+    scripts/fetch-python-wasm.sh
+fi

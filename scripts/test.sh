@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine if needed, then runs every check CI runs: formatting, lints, and all tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
