@@ -82,6 +82,7 @@ fi
 mkdir -p "$(dirname "$dest")"
 # Copy next to the destination first, then rename: a reader never sees a half-written module.
 tmp="$(mktemp "$(dirname "$dest")/.python.wasm.XXXXXX")"
+trap 'rm -rf "$work"; rm -f "$tmp"' EXIT
 cp "$work/python.wasm" "$tmp"
 chmod 0644 "$tmp"
 mv -f "$tmp" "$dest"

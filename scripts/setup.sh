@@ -30,3 +30,5 @@ fi
 if [ -x scripts/fetch-python-wasm.sh ]; then
     scripts/fetch-python-wasm.sh
 fi
+if [ -x scripts/setup-browser.sh ]; then scripts/setup-browser.sh; fi  # headless Chromium for the viewer's browser tests
+if [ -x scripts/setup-postgres.sh ]; then scripts/setup-postgres.sh; fi  # PostgreSQL 15 and TimescaleDB (PGlite) for the trace-store tests

@@ -22,6 +22,14 @@ pub enum Command {
     Run(RunArgs),
     /// Run one Python snippet in a fresh REPL and print {"stdout", "stderr", "error", "duration_ms"} as JSON.
     Exec(ExecArgs),
+    /// Serve RLMs over HTTP: the RLM API, an OpenAI-compatible front, streaming run events (see docs/api.md).
+    Serve(crate::serve::ServeArgs),
+    /// Browse trajectories in a local web page: runs as trees, a timeline, live updates of growing traces.
+    View(crate::view::ViewArgs),
+    /// The trajectory database: `rlm trace import FILE.jsonl... --db URL`.
+    Trace(crate::trace_cmd::TraceArgs),
+    /// Latency percentiles, tokens and cost per model, and the slowest runs, from the trajectory database.
+    Stats(crate::trace_cmd::StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +57,8 @@ pub struct RunArgs {
     /// No progress or summary on stderr.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub trace_db: crate::trace_cmd::TraceDbArgs,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,9 @@
 
 mod args;
 mod progress;
+mod serve;
+mod trace_cmd;
+mod view;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -32,6 +35,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Exec(args) => exec(args).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::View(args) => view::view(args).await,
+            Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
@@ -85,7 +92,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
 
     let interactive = std::io::stderr().is_terminal() && !args.quiet;
     let observer: Option<Arc<dyn TraceSink>> = interactive.then(|| Arc::new(progress::Progress::new()) as _);
-    let outcome = rlm.completion_with(context, &args.query, cancel, observer).await;
+    let db_sink = trace_cmd::start_sink(&args.trace_db)?;
+    let outcome = rlm.completion_with(context, &args.query, cancel, trace_cmd::with_sink(observer, &db_sink)).await;
+    trace_cmd::finish_sink(db_sink);
     let (completion, failure) = match outcome {
         Ok(completion) => (completion, None),
         Err(RlmError::Failed { message, completion }) => (*completion, Some(message)),

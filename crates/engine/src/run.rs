@@ -202,7 +202,8 @@ pub(crate) async fn run_one(
                 context: session.context_info().clone(),
             };
             tree.trace.record(&scope.event(started_at, EventBody::Metadata(metadata)));
-            let mut run = Loop { engine: &engine, tree: &tree, scope: &scope, model: &loop_model, sent: 0 };
+            let mut run =
+                Loop { engine: &engine, tree: &tree, scope: &scope, model: &loop_model, sent: 0, cells_run: 0 };
             let ending = run.drive(session.as_mut(), query).await;
             if let Err(err) = session.close().await {
                 tracing::debug!("closing a REPL session failed: {err}");
@@ -271,6 +272,8 @@ struct Loop<'a> {
     model: &'a str,
     /// Messages already recorded in an earlier `model_call` event.
     sent: usize,
+    /// Cells run so far in this run; numbers them like a notebook.
+    cells_run: u32,
 }
 
 impl Loop<'_> {
@@ -320,8 +323,8 @@ impl Loop<'_> {
                     Some(Ok(outcome)) => outcome,
                 };
                 let view = prompt::view_cell(&outcome, limits.max_output_chars);
-                let index = u32::try_from(outcomes.len() + 1).unwrap_or(u32::MAX);
-                self.record(started_at, cell_record(index, code, &outcome, &view));
+                self.cells_run += 1;
+                self.record(started_at, cell_record(self.cells_run, code, &outcome, &view));
                 outcomes.push((view, outcome));
             }
 

@@ -9,6 +9,7 @@ mod error;
 mod exec;
 mod message;
 mod model;
+pub mod sandbox;
 mod trace;
 mod usage;
 

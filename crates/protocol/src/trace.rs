@@ -135,7 +135,7 @@ pub struct ModelCallRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {
-    /// 1-based index of the cell in its run.
+    /// 1-based number of the cell in its run, counting every cell of every iteration (like a notebook).
     pub index: u32,
     pub code: String,
     /// Output as the model saw it (after truncation).

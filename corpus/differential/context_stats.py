@@ -1,0 +1,10 @@
+# name: basic facts about the context
+print(type(context).__name__, len(context))
+lines = context.splitlines()
+print(len(lines), len(context.split()), len(context.encode("utf-8")))
+print(lines[0])
+print(lines[-1])
+print(sum(1 for l in lines if l.startswith("## ")), sum(1 for l in lines if not l.strip()))
+print(max(lines, key=len)[:80])
+print(context[:60].replace("\n", "|"))
+print(context.rstrip("\n")[-30:])

@@ -1,0 +1,17 @@
+# name: datetime arithmetic and formatting with fixed dates
+from datetime import date, datetime, timedelta, timezone
+d = date(2024, 2, 28)
+print(d + timedelta(days=1), d + timedelta(days=2), d.isoformat(), d.weekday(), d.isoweekday())
+print(d.strftime("%A %d %B %Y"), d.strftime("%j %U %a %b"), d.replace(year=2023))
+dt = datetime(2024, 3, 15, 9, 30, 45, 123456)
+print(dt, dt.isoformat(), dt.isoformat(timespec="seconds"), dt.strftime("%Y-%m-%dT%H:%M"))
+print(repr(dt), dt.date(), dt.time(), dt.timestamp() if dt.tzinfo else "naive")
+utc = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+plus2 = utc.astimezone(timezone(timedelta(hours=2)))
+print(utc, plus2, plus2.utcoffset(), utc.timestamp(), utc == plus2)
+delta = datetime(2024, 12, 25) - datetime(2024, 3, 15, 8, 0)
+print(delta, delta.days, delta.seconds, delta.total_seconds())
+print(datetime.fromisoformat("2024-03-21T14:30:00"), datetime.strptime("21/03/2024 14:30", "%d/%m/%Y %H:%M"))
+print(date.fromordinal(738000), date(2024, 3, 1).toordinal(), date.fromisocalendar(2024, 12, 4))
+print(sorted([date(2024, 5, 1), date(2023, 12, 31), date(2024, 1, 15)]))
+print(timedelta(hours=36, minutes=90), timedelta(seconds=-1), timedelta(weeks=1) // timedelta(days=2))

@@ -1,0 +1,3 @@
+# name: an undefined name ends the cell with NameError
+print("before")
+print(undefined_variable_name)

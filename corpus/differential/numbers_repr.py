@@ -1,0 +1,10 @@
+# name: int and float repr, rounding, bases and big integers
+print(0.1, 1 / 3, 2 / 3, 1e16, 1e-5, 123456789012345678.0, 1.0, -0.0, 5e-324)
+print(repr(0.1 + 0.2), str(1.5e300 * 1e10), float("1_000.5"), int("1_000"))
+print(int("ff", 16), int("0b1011", 0), int("0o17", 0), int("  42  "), bin(10), oct(64), hex(-255))
+print((255).to_bytes(2, "big"), int.from_bytes(b"\x01\x00", "little"), (1023).bit_length(), (-5).bit_count())
+print(2 ** 200, len(str(3 ** 1000)), 10 ** 50 // 7, -7 // 2, 7 / -2)
+print(float.hex(0.5), (0.1).as_integer_ratio(), (2.0).is_integer(), abs(-3.5), complex(1, -2) * 1j)
+print(max(1, 2.5, -3), min("b", "a"), sum([0.5, 0.25], start=1))
+print(format(1234567, "_"), format(0.000123, ".2e"), format(1e21, "f")[:10])
+print(True + True, int(True), 3 * False, round(7.0 / 3, 3))

@@ -1,0 +1,18 @@
+# name: encoding to bytes and back
+s = "naïve café – 東京 🚀"
+b = s.encode("utf-8")
+print(len(s), len(b))
+print(b)
+print(b.hex())
+print(b.decode("utf-8") == s)
+print(s.encode("ascii", errors="replace"))
+print(s.encode("ascii", errors="ignore"))
+print(s.encode("ascii", errors="xmlcharrefreplace"))
+print(s.encode("ascii", errors="backslashreplace"))
+print(b[:5].decode("utf-8", errors="replace"))
+ba = bytearray(b"hello")
+ba[0] = ord("J")
+ba.extend(b" world")
+print(ba, bytes(ba).upper(), ba.find(b"o"))
+print(bytes.fromhex("de ad be ef"), list(b"AZ"), bytes([72, 105]))
+print(s.encode("utf-16-le")[:8], len(s.encode("utf-32")))

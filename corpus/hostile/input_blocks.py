@@ -1,0 +1,4 @@
+# threat: block forever waiting on input()
+# expect: error:EOFError
+# local: yes
+answer = input("waiting for a human: ")

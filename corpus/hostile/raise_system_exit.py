@@ -1,0 +1,4 @@
+# threat: raise SystemExit directly
+# expect: error:SystemExit
+# local: yes
+raise SystemExit

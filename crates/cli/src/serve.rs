@@ -1,0 +1,237 @@
+//! `rlm serve`: the inference service (see `rlm-server` and docs/api.md).
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use rlm::{Limits, OpenAiConfig, TraceTarget};
+use rlm_server::{AppState, ExecutorChoice, ServerConfig};
+
+use crate::args::seconds;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Default root model (`rlm` in the OpenAI-compatible API, /infer without "model"); default: $RLM_MODEL, then
+    /// $LLM_MODEL.
+    #[arg(long, short = 'm', env = "RLM_MODEL")]
+    pub model: Option<String>,
+    /// Model for llm_query and child RLMs (default: the root model).
+    #[arg(long, env = "RLM_SUB_MODEL")]
+    pub sub_model: Option<String>,
+    /// OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, then $LLM_BASE_URL, then OpenAI). The key comes
+    /// from $OPENAI_API_KEY or $LLM_API_KEY only.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Default deepest level of child RLMs.
+    #[arg(long, env = "MAX_DEPTH", default_value_t = 1)]
+    pub max_depth: u32,
+    /// Default root-loop iterations per run.
+    #[arg(long, env = "MAX_ITERATIONS", default_value_t = 30)]
+    pub max_iterations: u32,
+    /// Default seconds one code cell may run.
+    #[arg(long, env = "EXECUTION_TIMEOUT", default_value_t = 120.0)]
+    pub cell_timeout: f64,
+    /// Default wall-clock seconds for a whole run.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Default sub-call budget of a run tree.
+    #[arg(long)]
+    pub max_sub_calls: Option<u64>,
+    /// Default token budget of a run tree.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// Characters of a cell's output the model sees.
+    #[arg(long, default_value_t = 20_000)]
+    pub max_output_chars: usize,
+    /// Prompts of one batched call in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub batch_concurrency: usize,
+    /// Upper bound on tokens per model response.
+    #[arg(long)]
+    pub max_output_tokens: Option<u32>,
+    /// URL of the remote sandbox service. Stored; until the remote executor exists, runs are refused with 503 and
+    /// /ready says why (code never silently runs unsandboxed).
+    #[arg(long, env = "WASM_SERVICE_URL")]
+    pub wasm_service_url: Option<String>,
+    /// Runs executing at once; more get 429.
+    #[arg(long, env = "RLM_MAX_CONCURRENT_RUNS", default_value_t = 8)]
+    pub max_concurrent_runs: usize,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, env = "RLM_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Finished runs kept in memory for GET /v1/runs/{id}.
+    #[arg(long, default_value_t = 100)]
+    pub max_stored_runs: usize,
+    /// Write each run's JSONL trajectory into this directory (default: none).
+    #[arg(long, env = "RLM_TRACE_DIR")]
+    pub trace_dir: Option<std::path::PathBuf>,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for running runs before cancelling them.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_grace: f64,
+    /// Bearer token every request except /health and /ready must carry. Prefer the environment.
+    #[arg(long, env = "RLM_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+impl ServeArgs {
+    fn config(self) -> Result<ServerConfig> {
+        if self.max_iterations == 0 {
+            bail!("--max-iterations must be at least 1");
+        }
+        if self.batch_concurrency == 0 {
+            bail!("--batch-concurrency must be at least 1");
+        }
+        if self.max_concurrent_runs == 0 {
+            bail!("--max-concurrent-runs must be at least 1");
+        }
+        let mut openai = OpenAiConfig::from_env();
+        if let Some(url) = non_empty(self.base_url) {
+            openai.base_url = url;
+        }
+        let limits = Limits {
+            max_iterations: self.max_iterations,
+            max_depth: self.max_depth,
+            timeout: self.timeout.map(|s| seconds(s, "timeout")).transpose()?,
+            max_sub_calls: self.max_sub_calls,
+            max_tokens: self.max_tokens,
+            cell_timeout: seconds(self.cell_timeout, "cell-timeout")?,
+            max_output_chars: self.max_output_chars,
+            batch_concurrency: self.batch_concurrency,
+            max_output_tokens: self.max_output_tokens,
+        };
+        let executor = match non_empty(self.wasm_service_url) {
+            Some(url) => ExecutorChoice::Remote { url },
+            None => ExecutorChoice::Local,
+        };
+        Ok(ServerConfig {
+            openai,
+            default_model: non_empty(self.model).or_else(|| non_empty(std::env::var("LLM_MODEL").ok())),
+            sub_model: non_empty(self.sub_model),
+            limits,
+            executor,
+            max_concurrent_runs: self.max_concurrent_runs,
+            max_body_bytes: self.max_body_bytes,
+            max_stored_runs: self.max_stored_runs.max(1),
+            api_token: non_empty(self.api_token),
+            trace: self.trace_dir.map_or(TraceTarget::Disabled, TraceTarget::Directory),
+            shutdown_grace: seconds(self.shutdown_grace, "shutdown-grace")?,
+            ..ServerConfig::default()
+        })
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let address = (args.host.clone(), args.port);
+    let config = args.config()?;
+    let executor = match &config.executor {
+        ExecutorChoice::Local => "local".to_owned(),
+        ExecutorChoice::Remote { url } => format!("remote ({url}, not available yet: runs are refused)"),
+    };
+    let summary = format!(
+        "default model: {}, executor: {executor}, max concurrent runs: {}, auth: {}",
+        config.default_model.as_deref().unwrap_or("none (use rlm:<model>)"),
+        config.max_concurrent_runs,
+        if config.api_token.is_some() { "bearer token" } else { "none" },
+    );
+    let state = AppState::new(config).context("cannot start the server")?;
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+    let local = listener.local_addr().context("cannot read the listening address")?;
+    eprintln!("rlm serve: listening on http://{local} — {summary}");
+    rlm_server::serve(listener, state, shutdown_signal()).await.context("server error")?;
+    eprintln!("rlm serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["rlm", "serve"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Serve(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_become_the_server_configuration() {
+        let config = parse(&[
+            "--port",
+            "0",
+            "--model",
+            "big",
+            "--sub-model",
+            "small",
+            "--max-depth",
+            "2",
+            "--max-iterations",
+            "7",
+            "--cell-timeout",
+            "5",
+            "--max-concurrent-runs",
+            "3",
+            "--max-body-bytes",
+            "1000",
+            "--wasm-service-url",
+            "http://sandbox:8000",
+            "--api-token",
+            "tok",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(config.default_model.as_deref(), Some("big"));
+        assert_eq!(config.sub_model.as_deref(), Some("small"));
+        assert_eq!(config.limits.max_depth, 2);
+        assert_eq!(config.limits.max_iterations, 7);
+        assert_eq!(config.limits.cell_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(config.max_concurrent_runs, 3);
+        assert_eq!(config.max_body_bytes, 1000);
+        assert_eq!(config.executor, ExecutorChoice::Remote { url: "http://sandbox:8000".into() });
+        assert_eq!(config.api_token.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn nonsense_limits_are_refused() {
+        assert!(parse(&["--max-iterations", "0"]).config().is_err());
+        assert!(parse(&["--max-concurrent-runs", "0"]).config().is_err());
+        assert!(parse(&["--cell-timeout=-1"]).config().is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! [`WasmSession`]: one sandboxed interpreter on its own OS thread, rebuilt (and its history replayed) after a trap.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rlm_protocol::{CellError, CellOutcome, Context, ContextInfo, ReplSession, SessionSpec, SubCallHost};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use wasmtime::{InstancePre, Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::engine::SESSION_THREAD_STACK;
+use crate::error::{WasmError, WasmResult};
+use crate::guest::{ContextKind, Control, DeadlineReached, GuestState, Job, Owed, Phase, ProtocolError, on_epoch};
+
+/// Start-up (loading the context) gets at least this long, whatever the cell time limit.
+const MIN_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Rebuilds in a row without a cell completing in between, after which the session is given up.
+const MAX_REBUILDS_WITHOUT_PROGRESS: u32 = 3;
+
+/// What every session of one executor shares.
+pub(crate) struct Runtime {
+    pub(crate) pre: InstancePre<GuestState>,
+    pub(crate) args: Vec<String>,
+    pub(crate) memory_limit: usize,
+    pub(crate) fuel_per_cell: Option<u64>,
+    pub(crate) max_captured_chars: Option<usize>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("memory_limit", &self.memory_limit)
+            .field("fuel_per_cell", &self.fuel_per_cell)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The context as bytes for the guest: UTF-8 text, or JSON text. Files are read here, on the host (the guest has
+/// no file access).
+pub(crate) fn context_bytes(context: Context) -> WasmResult<(ContextKind, Vec<u8>)> {
+    fn read(path: &PathBuf) -> WasmResult<Vec<u8>> {
+        std::fs::read(path).map_err(|err| WasmError::io(format!("cannot read context file {}", path.display()), err))
+    }
+    match context {
+        Context::Text(text) => Ok((ContextKind::Text, text.into_bytes())),
+        Context::Json(value) => serde_json::to_vec(&value)
+            .map(|bytes| (ContextKind::Json, bytes))
+            .map_err(|err| WasmError::InvalidInput(format!("cannot encode the JSON context: {err}"))),
+        Context::TextFile(path) => {
+            let bytes = read(&path)?;
+            if let Err(err) = std::str::from_utf8(&bytes) {
+                return Err(WasmError::InvalidInput(format!(
+                    "context file {} is not valid UTF-8: {err}",
+                    path.display()
+                )));
+            }
+            Ok((ContextKind::Text, bytes))
+        }
+        // Parsed in the guest (Python's json, like the local executor); a parse error is reported as invalid input.
+        Context::JsonFile(path) => Ok((ContextKind::Json, read(&path)?)),
+    }
+}
+
+/// Runs one instance of the sandbox until `_start` returns; gives back the store data.
+fn run_instance(runtime: &Runtime, ctl: Control) -> (wasmtime::Result<()>, GuestState) {
+    let wasi = WasiCtxBuilder::new()
+        .args(&runtime.args)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build_p1();
+    let limits = StoreLimitsBuilder::new()
+        .memory_size(runtime.memory_limit)
+        .instances(1)
+        .memories(1)
+        // A failed `memory.grow` returns -1 to the guest's allocator, which Python turns into MemoryError.
+        .trap_on_grow_failure(false)
+        .build();
+    let mut store = Store::new(runtime.pre.module().engine(), GuestState::new(wasi, limits, ctl));
+    store.limiter(|state| &mut state.limits);
+    store.epoch_deadline_callback(|mut ctx| on_epoch(ctx.data_mut()));
+    store.set_epoch_deadline(1);
+    let result = (|| -> wasmtime::Result<()> {
+        if runtime.fuel_per_cell.is_some() {
+            store.set_fuel(u64::MAX / 4)?;
+        }
+        let instance = runtime.pre.instantiate(&mut store)?;
+        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+        start.call(&mut store, ())
+    })();
+    (result, store.into_data())
+}
+
+/// Why an instance stopped, as (Python-like exception name, message).
+fn classify(err: &wasmtime::Error, timed_out: bool, ctl: &Control) -> (String, String) {
+    if timed_out || err.is::<DeadlineReached>() || matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return (
+            "TimeoutError".to_owned(),
+            format!("cell exceeded the {} s time limit", ctl.cell_timeout.as_secs_f64()),
+        );
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => {
+            return (
+                "TimeoutError".to_owned(),
+                format!("cell used up its fuel budget ({} units)", ctl.fuel_per_cell.unwrap_or_default()),
+            );
+        }
+        Some(Trap::StackOverflow) => {
+            return ("RecursionError".to_owned(), "the interpreter's stack overflowed".to_owned());
+        }
+        _ => {}
+    }
+    if let Some(exit) = err.downcast_ref::<I32Exit>() {
+        return ("SystemExit".to_owned(), format!("the interpreter exited with status {}", exit.0));
+    }
+    if let Some(ProtocolError(message)) = err.downcast_ref::<ProtocolError>() {
+        return ("SystemError".to_owned(), format!("the sandbox's channel to the host broke ({message})"));
+    }
+    ("SystemError".to_owned(), format!("the sandbox crashed ({err})"))
+}
+
+/// The session thread: runs the sandbox, and rebuilds it after a trap, until the session is closed or dies.
+pub(crate) fn run_sandbox(runtime: Arc<Runtime>, mut ctl: Control) {
+    let mut rebuilds_without_progress = 0u32;
+    loop {
+        let cells_before = ctl.history.len();
+        let (result, state) = run_instance(&runtime, ctl);
+        let diagnostics = state.diagnostics_text();
+        let timed_out = state.timed_out;
+        let phase = state.phase;
+        ctl = state.ctl;
+        if matches!(phase, Phase::Exiting) {
+            // Closed (or the context did not load, already reported): whatever the exit status, we are done.
+            return;
+        }
+        let (kind, message) = match &result {
+            Ok(()) => ("SystemExit".to_owned(), "the interpreter exited".to_owned()),
+            Err(err) => classify(err, timed_out, &ctl),
+        };
+        tracing::debug!(%kind, %message, %diagnostics, "wasm sandbox stopped");
+        match phase {
+            Phase::Boot | Phase::Replay { .. } => {
+                let mut detail = message.clone();
+                if !diagnostics.is_empty() {
+                    detail = format!("{detail}: {diagnostics}");
+                }
+                if let Some(reply) = ctl.boot_reply.take() {
+                    drop(reply.send(Err(WasmError::Runtime(format!("the sandbox failed to start: {detail}")))));
+                } else if let Some(owed) = ctl.owed.take() {
+                    give_up(owed, &format!("the sandbox could not be rebuilt after a trap: {detail}"));
+                }
+                return;
+            }
+            Phase::Cell { reply, started, .. } => {
+                let outcome = CellOutcome {
+                    error: Some(CellError {
+                        kind,
+                        message: format!("{message}; the sandbox was restarted and earlier cells were replayed"),
+                        traceback: String::new(),
+                    }),
+                    duration: started.elapsed(),
+                    ..CellOutcome::default()
+                };
+                if let Some(reply) = reply {
+                    ctl.owed = Some(Owed::Cell(reply, outcome));
+                }
+            }
+            Phase::Get { reply } => {
+                if let Some(reply) = reply {
+                    let err = WasmError::Runtime(format!("reading the variable stopped the sandbox: {message}"));
+                    ctl.owed = Some(Owed::Get(reply, err));
+                }
+            }
+            Phase::Names { reply } => {
+                if let Some(reply) = reply {
+                    let err = WasmError::Runtime(format!("listing variables stopped the sandbox: {message}"));
+                    ctl.owed = Some(Owed::Names(reply, err));
+                }
+            }
+            Phase::Idle | Phase::Exiting => {}
+        }
+        if ctl.history.len() == cells_before {
+            rebuilds_without_progress += 1;
+        } else {
+            rebuilds_without_progress = 0;
+        }
+        if rebuilds_without_progress > MAX_REBUILDS_WITHOUT_PROGRESS {
+            if let Some(owed) = ctl.owed.take() {
+                give_up(owed, "the sandbox keeps failing; the session was closed");
+            }
+            return;
+        }
+    }
+}
+
+/// Delivers the reply of a trapped job when the sandbox cannot be rebuilt: a cell still gets its outcome (saying
+/// the session is over); later calls find the session dead.
+fn give_up(owed: Owed, message: &str) {
+    match owed {
+        Owed::Cell(reply, mut outcome) => {
+            if let Some(error) = outcome.error.as_mut()
+                && let Some((reason, _)) = error.message.split_once("; the sandbox was restarted")
+            {
+                error.message = format!("{reason}; {message}");
+            }
+            drop(reply.send(Ok(outcome)));
+        }
+        other => other.fail(message),
+    }
+}
+
+/// A REPL session of the [`crate::WasmExecutor`]: a CPython interpreter in its own wasmtime `Store`, driven from a
+/// dedicated OS thread.
+///
+/// Dropping it without [`ReplSession::close`] also ends the sandbox (once any cell still running has ended).
+#[derive(Debug)]
+pub struct WasmSession {
+    jobs: Option<Sender<Job>>,
+    info: ContextInfo,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WasmSession {
+    pub(crate) async fn start(
+        runtime: Arc<Runtime>,
+        spec: SessionSpec,
+        host: Arc<dyn SubCallHost>,
+    ) -> WasmResult<Self> {
+        let handle = Handle::current();
+        let SessionSpec { context, cell_timeout, max_captured_chars } = spec;
+        let (context_kind, bytes) = tokio::task::spawn_blocking(move || context_bytes(context))
+            .await
+            .map_err(|err| WasmError::Runtime(format!("context loading task failed: {err}")))??;
+        let max_chars = match runtime.max_captured_chars {
+            Some(cap) => cap.min(max_captured_chars),
+            None => max_captured_chars,
+        };
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+        let (boot_tx, boot_rx) = oneshot::channel();
+        let ctl = Control {
+            jobs: jobs_rx,
+            host,
+            handle,
+            cell_timeout,
+            boot_timeout: cell_timeout.max(MIN_BOOT_TIMEOUT),
+            max_chars,
+            fuel_per_cell: runtime.fuel_per_cell,
+            context_kind,
+            context: Arc::new(bytes),
+            cells: 0,
+            history: Vec::new(),
+            info: None,
+            boot_reply: Some(boot_tx),
+            owed: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("rlm-wasm-session".to_owned())
+            .stack_size(SESSION_THREAD_STACK)
+            .spawn(move || run_sandbox(runtime, ctl))
+            .map_err(|err| WasmError::io("cannot start the session thread", err))?;
+        let info =
+            boot_rx.await.map_err(|_| WasmError::Runtime("the sandbox thread ended during start-up".to_owned()))??;
+        Ok(Self { jobs: Some(jobs_tx), info, thread: Some(thread) })
+    }
+
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<WasmResult<T>>) -> Job) -> WasmResult<T> {
+        let dead = || WasmError::Dead("the wasm sandbox of this session is gone".to_owned());
+        let jobs = self.jobs.as_ref().ok_or_else(dead)?;
+        let (tx, rx) = oneshot::channel();
+        jobs.send(make(tx)).map_err(|_| dead())?;
+        rx.await.map_err(|_| dead())?
+    }
+}
+
+#[async_trait]
+impl ReplSession for WasmSession {
+    fn context_info(&self) -> &ContextInfo {
+        &self.info
+    }
+
+    async fn run_cell(&mut self, code: &str) -> rlm_protocol::Result<CellOutcome> {
+        let code = code.to_owned();
+        Ok(self.request(|reply| Job::Cell { code, reply }).await?)
+    }
+
+    async fn get_variable(&mut self, name: &str) -> rlm_protocol::Result<Option<String>> {
+        let name = name.to_owned();
+        Ok(self.request(|reply| Job::Get { name, reply }).await?)
+    }
+
+    async fn variable_names(&mut self) -> rlm_protocol::Result<Vec<String>> {
+        Ok(self.request(|reply| Job::Names { reply }).await?)
+    }
+
+    async fn close(mut self: Box<Self>) -> rlm_protocol::Result<()> {
+        // Closing the job channel makes the driver leave its loop; then wait for the thread.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|err| rlm_protocol::Error::Executor(format!("closing the session failed: {err}")))?
+                .map_err(|_| rlm_protocol::Error::Executor("the session thread panicked".to_owned()))?;
+        }
+        Ok(())
+    }
+}

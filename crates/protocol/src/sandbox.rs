@@ -1,0 +1,185 @@
+//! The wire format between the inference side and the sandbox service (`rlm sandbox serve`).
+//!
+//! A cell that makes sub-calls suspends: the sandbox answers [`CellResponse::NeedsLlm`] with the prompts, the client
+//! (which alone holds model credentials) performs them and resumes the cell with [`ResumeRequest`], until the cell
+//! finishes with [`CellResponse::Done`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CellOutcome, ContextInfo, SubCallKind};
+
+/// How the bytes of an uploaded context are to be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextKind {
+    /// UTF-8 text: `context` is a `str`.
+    #[default]
+    Text,
+    /// JSON: `context` is the parsed value.
+    Json,
+}
+
+impl ContextKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// `POST /v1/sessions` with a JSON body.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest {
+    /// An inline context: a string becomes a `str`, anything else the matching Python value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
+    /// A context uploaded earlier with `PUT /v1/contexts/{sha256}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_sha256: Option<String>,
+    /// Seconds one cell may run (capped by the server's limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell_timeout: Option<f64>,
+}
+
+/// `PUT /v1/contexts/{sha256}` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextUploaded {
+    pub sha256: String,
+    pub bytes: u64,
+    pub kind: ContextKind,
+}
+
+/// A created session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionCreated {
+    pub session_id: String,
+    pub context: ContextInfo,
+    /// The cell time limit in force, in seconds.
+    pub cell_timeout: f64,
+}
+
+/// `GET /v1/sessions` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub session_id: String,
+    pub context: ContextInfo,
+    pub cells: u64,
+    /// Seconds since the session was created / last used.
+    pub age_secs: f64,
+    pub idle_secs: f64,
+    pub busy: bool,
+    /// The cell time limit in force, in seconds.
+    pub cell_timeout: f64,
+}
+
+/// `POST /v1/sessions/{id}/cells`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellRequest {
+    pub code: String,
+}
+
+/// One sub-call a suspended cell is waiting for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCall {
+    /// Unique within the cell.
+    pub id: u64,
+    pub kind: SubCallKind,
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The state of a cell after a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CellResponse {
+    /// The cell finished (user-code errors included: they are in `outcome.error`).
+    Done { outcome: CellOutcome },
+    /// The cell is suspended until these calls are answered with `POST .../cells/{cell_id}/resume`.
+    NeedsLlm { cell_id: u64, calls: Vec<PendingCall> },
+}
+
+/// The answer to one [`PendingCall`]: exactly one of `response` and `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallResult {
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /v1/sessions/{id}/cells/{cell_id}/resume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRequest {
+    pub results: Vec<CallResult>,
+}
+
+/// `GET /v1/sessions/{id}/variables/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariableValue {
+    pub name: String,
+    /// `str()` of the variable; `null` when it does not exist.
+    pub value: Option<String>,
+}
+
+/// `GET /v1/sessions/{id}/variables`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VariableNames {
+    pub names: Vec<String>,
+}
+
+/// The seed-compatible one-shot `POST /execute` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+}
+
+/// The seed-compatible one-shot `POST /execute` answer. A user-code error is `success: false` with status 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+    /// `str()` of each user variable after the code ran.
+    pub locals: serde_json::Map<String, serde_json::Value>,
+    /// Seconds.
+    pub execution_time: f64,
+    pub error: Option<String>,
+}
+
+/// The JSON body of every error status the sandbox service returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_responses_are_tagged_by_status() -> serde_json::Result<()> {
+        let suspended = CellResponse::NeedsLlm {
+            cell_id: 3,
+            calls: vec![PendingCall { id: 0, kind: SubCallKind::Llm, prompt: "p".into(), model: None }],
+        };
+        let json = serde_json::to_value(&suspended)?;
+        assert_eq!(json["status"], "needs_llm");
+        assert_eq!(json["calls"][0]["kind"], "llm");
+        assert_eq!(serde_json::from_value::<CellResponse>(json)?, suspended);
+        let done = serde_json::to_value(CellResponse::Done { outcome: CellOutcome::default() })?;
+        assert_eq!(done["status"], "done");
+        assert_eq!(done["outcome"]["stdout"], "");
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+use std::fmt;
+use std::time::Duration;
+
+use rlm::{Limits, OpenAiConfig, TraceTarget};
+
+/// Where model-written code runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutorChoice {
+    /// CPython embedded in the server process (trusted code only).
+    Local,
+    /// The remote sandbox service at this URL (`WASM_SERVICE_URL`). Accepted and stored; runs are refused with
+    /// `503` until the remote executor is implemented, rather than silently running code unsandboxed.
+    Remote { url: String },
+}
+
+/// Everything that configures the server. `Debug` never shows the API key or the access token.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The OpenAI-compatible endpoint the RLMs call (base URL, key, retries).
+    pub openai: OpenAiConfig,
+    /// Root model of runs that name none (`rlm` in the OpenAI-compatible API, `/infer` without `model`).
+    pub default_model: Option<String>,
+    /// Default model of `llm_query` and child RLMs (default: the run's root model).
+    pub sub_model: Option<String>,
+    /// Default limits of a run; requests may override each of them.
+    pub limits: Limits,
+    pub executor: ExecutorChoice,
+    /// Runs executing at once; more get `429`.
+    pub max_concurrent_runs: usize,
+    /// Largest request body accepted, in bytes; larger ones get `413`.
+    pub max_body_bytes: usize,
+    /// Finished runs kept in memory for `GET /v1/runs/{id}`; the oldest finished run is evicted first.
+    pub max_stored_runs: usize,
+    /// When set, every endpoint except `/health` and `/ready` needs `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// JSONL trajectories of runs (default: none; runs keep their events in memory either way).
+    pub trace: TraceTarget,
+    /// Interval of SSE comment lines that keep idle streams (and proxies) alive and detect gone clients.
+    pub sse_keep_alive: Duration,
+    /// How long a graceful shutdown waits for running runs before cancelling them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            openai: OpenAiConfig::default(),
+            default_model: None,
+            sub_model: None,
+            limits: Limits::default(),
+            executor: ExecutorChoice::Local,
+            max_concurrent_runs: 8,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_stored_runs: 100,
+            api_token: None,
+            trace: TraceTarget::Disabled,
+            sse_keep_alive: Duration::from_secs(15),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("openai", &self.openai)
+            .field("default_model", &self.default_model)
+            .field("sub_model", &self.sub_model)
+            .field("limits", &self.limits)
+            .field("executor", &self.executor)
+            .field("max_concurrent_runs", &self.max_concurrent_runs)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_stored_runs", &self.max_stored_runs)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("trace", &self.trace)
+            .field("sse_keep_alive", &self.sse_keep_alive)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let config = ServerConfig {
+            openai: OpenAiConfig::new("http://x/v1").with_api_key("sk-secret-key"),
+            api_token: Some("tok-secret".into()),
+            ..ServerConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("sk-secret-key"), "{text}");
+        assert!(!text.contains("tok-secret"), "{text}");
+        assert!(text.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,37 @@
+//! A PostgreSQL / TimescaleDB store for rlm trajectories.
+//!
+//! * [`PostgresSink`]: a [`rlm_protocol::TraceSink`] that queues events and writes them in batches from its own
+//!   thread; when the database is unreachable, events go to a spool file and are replayed later. Never blocks the
+//!   RLM loop, never drops or duplicates an event.
+//! * [`import_jsonl`]: loads JSONL trajectories (or spool files) into the database, idempotently.
+//! * [`stats`]: per-model latency percentiles, tokens and cost, and the slowest runs.
+//! * [`Prices`]: the per-model price table used to compute costs.
+//!
+//! The schema (embedded migrations, see `docs/observability.md`) uses hypertables, compression and retention
+//! policies and a continuous aggregate when the server has TimescaleDB, and plain tables and a view otherwise.
+
+mod import;
+mod prices;
+mod rows;
+mod sink;
+mod stats;
+mod store;
+
+pub use import::{ImportReport, import_jsonl};
+pub use prices::{ModelPrice, Prices};
+pub use rows::Converter;
+pub use sink::{PostgresSink, PostgresSinkConfig, SinkStatus, read_events};
+pub use stats::{ModelStats, RunStats, Stats, parse_since, parse_since_now, stats};
+pub use store::{MIGRATOR, connect, has_timescaledb, migrate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceDbError {
+    #[error("{0}")]
+    Config(String),
+    #[error("trace database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("trace database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Io(String),
+}

@@ -1,0 +1,216 @@
+//! Model prices, so a cost can be computed for any provider (most OpenAI-compatible servers return tokens but no
+//! cost). Prices are USD per 1,000 tokens. Cached prompt tokens are a subset of the prompt tokens and are charged at
+//! the cached price instead of the prompt price.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rlm_protocol::{Usage, UsageReport};
+use serde::{Deserialize, Serialize};
+
+use crate::TraceDbError;
+
+/// Price of one model in USD per 1,000 tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelPrice {
+    pub prompt: f64,
+    pub completion: f64,
+    /// Price of prompt tokens served from the provider's cache; the prompt price when not given.
+    #[serde(default)]
+    pub cached: Option<f64>,
+}
+
+impl ModelPrice {
+    pub const fn new(prompt: f64, completion: f64, cached: f64) -> Self {
+        Self { prompt, completion, cached: Some(cached) }
+    }
+
+    /// Cost in USD of `usage`.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        let cached = usage.cached_tokens.min(usage.prompt_tokens);
+        let uncached = usage.prompt_tokens - cached;
+        (uncached as f64 * self.prompt
+            + cached as f64 * self.cached.unwrap_or(self.prompt)
+            + usage.completion_tokens as f64 * self.completion)
+            / 1000.0
+    }
+}
+
+/// Built-in list prices (USD per 1K tokens: prompt, completion, cached prompt) of common models, as published by
+/// their providers when this table was written. Override or extend them with a price file.
+const DEFAULT_PRICES: &[(&str, ModelPrice)] = &[
+    ("gpt-4o", ModelPrice::new(0.0025, 0.01, 0.00125)),
+    ("gpt-4o-mini", ModelPrice::new(0.00015, 0.0006, 0.000075)),
+    ("gpt-4.1", ModelPrice::new(0.002, 0.008, 0.0005)),
+    ("gpt-4.1-mini", ModelPrice::new(0.0004, 0.0016, 0.0001)),
+    ("gpt-4.1-nano", ModelPrice::new(0.0001, 0.0004, 0.000025)),
+    ("gpt-5", ModelPrice::new(0.00125, 0.01, 0.000125)),
+    ("gpt-5-mini", ModelPrice::new(0.00025, 0.002, 0.000025)),
+    ("gpt-5-nano", ModelPrice::new(0.00005, 0.0004, 0.000005)),
+    ("o3", ModelPrice::new(0.002, 0.008, 0.0005)),
+    ("o4-mini", ModelPrice::new(0.0011, 0.0044, 0.000275)),
+    ("claude-opus-4", ModelPrice::new(0.015, 0.075, 0.0015)),
+    ("claude-sonnet-4", ModelPrice::new(0.003, 0.015, 0.0003)),
+    ("claude-3-7-sonnet", ModelPrice::new(0.003, 0.015, 0.0003)),
+    ("claude-3-5-sonnet", ModelPrice::new(0.003, 0.015, 0.0003)),
+    ("claude-3-5-haiku", ModelPrice::new(0.0008, 0.004, 0.00008)),
+    ("gemini-2.5-pro", ModelPrice::new(0.00125, 0.01, 0.00031)),
+    ("gemini-2.5-flash", ModelPrice::new(0.0003, 0.0025, 0.000075)),
+];
+
+/// A price table: exact model names first, then the longest known name that the model name starts with (so
+/// `gpt-4o-2024-08-06` costs as `gpt-4o`, and `gpt-4o-mini-...` as `gpt-4o-mini`). A provider prefix such as
+/// `openai/` is ignored when the full name is unknown. Models without a price get no cost (NULL), never 0.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Prices {
+    models: BTreeMap<String, ModelPrice>,
+}
+
+impl Prices {
+    /// The built-in defaults.
+    pub fn builtin() -> Self {
+        Self { models: DEFAULT_PRICES.iter().map(|(name, price)| ((*name).to_owned(), *price)).collect() }
+    }
+
+    /// No prices at all.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// The defaults, overridden by the price file at `path` (when given), else by the file named by `$RLM_PRICES`.
+    pub fn load(path: Option<&Path>) -> Result<Self, TraceDbError> {
+        let mut prices = Self::builtin();
+        let from_env = std::env::var_os("RLM_PRICES").filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
+        if let Some(path) = path.map(Path::to_path_buf).or(from_env) {
+            prices.merge(Self::from_file(&path)?);
+        }
+        Ok(prices)
+    }
+
+    /// Reads a JSON price file: `{"model": {"prompt": 0.001, "completion": 0.002, "cached": 0.0005}, ...}` (USD
+    /// per 1K tokens; `cached` optional).
+    pub fn from_file(path: &Path) -> Result<Self, TraceDbError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TraceDbError::Config(format!("cannot read price file {}: {e}", path.display())))?;
+        Self::from_json(&text).map_err(|e| TraceDbError::Config(format!("price file {}: {e}", path.display())))
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, TraceDbError> {
+        let models: BTreeMap<String, ModelPrice> =
+            serde_json::from_str(text).map_err(|e| TraceDbError::Config(format!("invalid price table: {e}")))?;
+        for (name, price) in &models {
+            let values = [Some(price.prompt), Some(price.completion), price.cached];
+            if values.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
+                return Err(TraceDbError::Config(format!("price of {name} must be finite and not negative")));
+            }
+        }
+        Ok(Self { models })
+    }
+
+    /// Adds or replaces the prices of `other`'s models.
+    pub fn merge(&mut self, other: Self) {
+        self.models.extend(other.models);
+    }
+
+    pub fn set(&mut self, model: impl Into<String>, price: ModelPrice) {
+        self.models.insert(model.into(), price);
+    }
+
+    /// The price of `model`, if known.
+    pub fn get(&self, model: &str) -> Option<&ModelPrice> {
+        self.lookup(model).or_else(|| model.rsplit_once('/').and_then(|(_, bare)| self.lookup(bare)))
+    }
+
+    fn lookup(&self, model: &str) -> Option<&ModelPrice> {
+        if let Some(price) = self.models.get(model) {
+            return Some(price);
+        }
+        self.models
+            .iter()
+            .filter(|(name, _)| {
+                model.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with(['-', ':', '@', '.']))
+            })
+            .max_by_key(|(name, _)| name.len())
+            .map(|(_, price)| price)
+    }
+
+    /// Cost of `usage` of `model`, or `None` when the model has no price.
+    pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
+        self.get(model).map(|price| price.cost(usage))
+    }
+
+    /// Cost of a whole usage report (every model in it); `None` when any model with tokens has no price.
+    pub fn report_cost(&self, report: &UsageReport) -> Option<f64> {
+        report.by_model.iter().try_fold(0.0, |sum, (model, usage)| {
+            if usage.total_tokens() == 0 {
+                return Some(sum);
+            }
+            self.cost(model, usage).map(|cost| sum + cost)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(prompt: u64, completion: u64, cached: u64) -> Usage {
+        Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: cached, calls: 1 }
+    }
+
+    #[test]
+    fn cost_charges_cached_tokens_at_the_cached_price() {
+        let price = ModelPrice::new(0.002, 0.008, 0.0005);
+        // 1000 uncached prompt + 1000 cached + 500 completion tokens.
+        let cost = price.cost(&usage(2000, 500, 1000));
+        assert!((cost - (0.002 + 0.0005 + 0.004)).abs() < 1e-12, "{cost}");
+        let no_cached_price = ModelPrice { prompt: 0.001, completion: 0.0, cached: None };
+        assert!((no_cached_price.cost(&usage(1000, 0, 400)) - 0.001).abs() < 1e-12);
+    }
+
+    #[test]
+    fn lookup_is_exact_then_longest_prefix_then_without_provider() {
+        let prices = Prices::builtin();
+        assert_eq!(prices.get("gpt-4o-mini"), Some(&ModelPrice::new(0.00015, 0.0006, 0.000075)));
+        assert_eq!(prices.get("gpt-4o-mini-2024-07-18"), prices.get("gpt-4o-mini"));
+        assert_eq!(prices.get("gpt-4o-2024-08-06"), prices.get("gpt-4o"));
+        assert_eq!(prices.get("openai/gpt-4.1-nano"), prices.get("gpt-4.1-nano"));
+        assert_eq!(prices.get("gpt-4o1"), None, "a prefix must end at a separator");
+        assert_eq!(prices.get("qwen2.5-coder"), None);
+        assert_eq!(prices.cost("unknown-model", &usage(10, 10, 0)), None);
+    }
+
+    #[test]
+    fn a_price_file_overrides_and_extends_the_defaults() -> Result<(), TraceDbError> {
+        let mut prices = Prices::builtin();
+        prices.merge(Prices::from_json(
+            r#"{"gpt-4o": {"prompt": 1.0, "completion": 2.0}, "local-qwen": {"prompt": 0, "completion": 0.5, "cached": 0}}"#,
+        )?);
+        let cost = prices.cost("gpt-4o", &usage(1000, 1000, 500)).unwrap_or_default();
+        assert!((cost - 3.0).abs() < 1e-12, "cached falls back to the prompt price: {cost}");
+        let local = prices.cost("local-qwen", &usage(4000, 2000, 0)).unwrap_or_default();
+        assert!((local - 1.0).abs() < 1e-12);
+        assert!(Prices::from_json(r#"{"x": {"prompt": -1, "completion": 0}}"#).is_err());
+        assert!(Prices::from_json("not json").is_err());
+
+        let mut report = UsageReport::default();
+        report.add("gpt-4o", usage(1000, 0, 0));
+        report.add("local-qwen", usage(0, 2000, 0));
+        assert!((prices.report_cost(&report).unwrap_or_default() - 2.0).abs() < 1e-12);
+        report.add("nameless", usage(1, 1, 0));
+        assert_eq!(prices.report_cost(&report), None);
+        Ok(())
+    }
+
+    #[test]
+    fn load_reads_a_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("prices.json");
+        std::fs::write(&path, r#"{"my-model": {"prompt": 0.01, "completion": 0.02, "cached": 0.001}}"#)?;
+        let prices = Prices::load(Some(&path))?;
+        assert!(prices.get("my-model").is_some());
+        assert!(prices.get("gpt-4o").is_some(), "defaults stay");
+        assert!(Prices::load(Some(&dir.path().join("missing.json"))).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,370 @@
+//! Turns trace events into the rows of the typed tables, column by column, ready for `INSERT ... SELECT FROM
+//! UNNEST(...)` (one statement per table and batch).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use rlm_protocol::{EventBody, ModelCallPurpose, SubCallKind, TraceEvent};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::prices::Prices;
+
+/// What the converter remembers about a run between its events: its max depth (from `metadata`) and the size of
+/// the root model's request so far (the request is the concatenation of every call's `new_messages`).
+#[derive(Debug, Default, Clone)]
+struct RunState {
+    max_depth: Option<i32>,
+    request_chars: i64,
+}
+
+#[derive(Debug)]
+pub(crate) struct ConverterState(HashMap<Uuid, RunState>);
+
+/// Converts events to rows. Keeps a little per-run state, dropped at each run's `final` event.
+#[derive(Debug, Default)]
+pub struct Converter {
+    prices: Prices,
+    runs: HashMap<Uuid, RunState>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct EventRows {
+    pub time: Vec<DateTime<Utc>>,
+    pub event_id: Vec<Uuid>,
+    pub run_id: Vec<Uuid>,
+    pub parent_run_id: Vec<Option<Uuid>>,
+    pub parent_event_id: Vec<Option<Uuid>>,
+    pub depth: Vec<i32>,
+    pub iteration: Vec<Option<i32>>,
+    pub event_type: Vec<String>,
+    pub event: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LatencyRows {
+    pub time: Vec<DateTime<Utc>>,
+    pub event_id: Vec<Uuid>,
+    pub run_id: Vec<Uuid>,
+    pub parent_run_id: Vec<Option<Uuid>>,
+    pub event_type: Vec<&'static str>,
+    pub subtype: Vec<&'static str>,
+    pub model: Vec<Option<String>>,
+    pub end_time: Vec<DateTime<Utc>>,
+    pub duration_ms: Vec<f64>,
+    pub iteration: Vec<Option<i32>>,
+    pub depth: Vec<i32>,
+    pub max_depth: Vec<Option<i32>>,
+    pub success: Vec<bool>,
+    pub error: Vec<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ModelRows {
+    pub time: Vec<DateTime<Utc>>,
+    pub event_id: Vec<Uuid>,
+    pub run_id: Vec<Uuid>,
+    pub call_type: Vec<&'static str>,
+    pub subtype: Vec<&'static str>,
+    pub model: Vec<String>,
+    pub prompt_tokens: Vec<i64>,
+    pub completion_tokens: Vec<i64>,
+    pub cached_tokens: Vec<i64>,
+    pub cost_usd: Vec<Option<f64>>,
+    pub context_chars: Vec<i64>,
+    pub history_len: Vec<Option<i32>>,
+    pub response_chars: Vec<i64>,
+    pub latency_ms: Vec<f64>,
+    pub iteration: Vec<Option<i32>>,
+    pub depth: Vec<i32>,
+    pub success: Vec<bool>,
+    pub error: Vec<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CodeRows {
+    pub time: Vec<DateTime<Utc>>,
+    pub event_id: Vec<Uuid>,
+    pub run_id: Vec<Uuid>,
+    pub cell_index: Vec<i32>,
+    pub code: Vec<String>,
+    pub code_sha256: Vec<String>,
+    pub code_chars: Vec<i64>,
+    pub stdout_chars: Vec<i64>,
+    pub stderr_chars: Vec<i64>,
+    pub truncated_chars: Vec<i64>,
+    pub duration_ms: Vec<f64>,
+    pub iteration: Vec<Option<i32>>,
+    pub depth: Vec<i32>,
+    pub success: Vec<bool>,
+    pub error_kind: Vec<Option<String>>,
+    pub error_message: Vec<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RunRows {
+    pub time: Vec<DateTime<Utc>>,
+    pub run_id: Vec<Uuid>,
+    pub parent_run_id: Vec<Option<Uuid>>,
+    pub parent_event_id: Vec<Option<Uuid>>,
+    pub depth: Vec<i32>,
+    pub started_at: Vec<DateTime<Utc>>,
+    pub status: Vec<&'static str>,
+    pub limit_kind: Vec<Option<String>>,
+    pub error: Vec<Option<String>>,
+    pub iterations: Vec<i32>,
+    pub sub_calls: Vec<i64>,
+    pub prompt_tokens: Vec<i64>,
+    pub completion_tokens: Vec<i64>,
+    pub cached_tokens: Vec<i64>,
+    pub cost_usd: Vec<Option<f64>>,
+    pub duration_ms: Vec<f64>,
+    pub answer_chars: Vec<Option<i64>>,
+}
+
+/// The rows of one batch of events.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub events: EventRows,
+    pub latency: LatencyRows,
+    pub models: ModelRows,
+    pub code: CodeRows,
+    pub runs: RunRows,
+    /// Every run the batch touches: their summary rows are refreshed after the insert.
+    pub touched_runs: Vec<Uuid>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.events.event_id.len()
+    }
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn int32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn chars(text: &str) -> i64 {
+    int(text.chars().count() as u64)
+}
+
+fn end_of(start: DateTime<Utc>, duration_ms: f64) -> DateTime<Utc> {
+    let micros = if duration_ms.is_finite() { (duration_ms * 1000.0).round() as i64 } else { 0 };
+    start + Duration::microseconds(micros.max(0))
+}
+
+impl Converter {
+    pub fn new(prices: Prices) -> Self {
+        Self { prices, runs: HashMap::new() }
+    }
+
+    pub fn prices(&self) -> &Prices {
+        &self.prices
+    }
+
+    pub(crate) fn snapshot(&self) -> ConverterState {
+        ConverterState(self.runs.clone())
+    }
+
+    /// Forgets what was learnt since `snapshot` (the batch was not stored and will be converted again).
+    pub(crate) fn restore(&mut self, state: ConverterState) {
+        self.runs = state.0;
+    }
+
+    /// Adds the rows of `event` to `batch`. `raw` is the event's JSON (the trajectory line).
+    pub(crate) fn add(&mut self, batch: &mut Batch, event: &TraceEvent, raw: String) {
+        let iteration = event.iteration.map(int32);
+        let depth = int32(event.depth);
+        let type_name = match &event.body {
+            EventBody::Metadata(_) => "metadata",
+            EventBody::ModelCall(_) => "model_call",
+            EventBody::Cell(_) => "cell",
+            EventBody::SubCall(_) => "sub_call",
+            EventBody::Final(_) => "final",
+        };
+        let rows = &mut batch.events;
+        rows.time.push(event.ts);
+        rows.event_id.push(event.event_id);
+        rows.run_id.push(event.run_id);
+        rows.parent_run_id.push(event.parent_run_id);
+        rows.parent_event_id.push(event.parent_event_id);
+        rows.depth.push(depth);
+        rows.iteration.push(iteration);
+        rows.event_type.push(type_name.to_owned());
+        rows.event.push(raw);
+        if !batch.touched_runs.contains(&event.run_id) {
+            batch.touched_runs.push(event.run_id);
+        }
+
+        match &event.body {
+            EventBody::Metadata(metadata) => {
+                let max_depth = metadata
+                    .config
+                    .pointer("/limits/max_depth")
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|d| i32::try_from(d).unwrap_or(i32::MAX));
+                self.runs.entry(event.run_id).or_default().max_depth = max_depth;
+            }
+            EventBody::ModelCall(call) => {
+                let state = self.runs.entry(event.run_id).or_default();
+                state.request_chars += call.new_messages.iter().map(|m| chars(&m.content)).sum::<i64>();
+                let subtype = match call.purpose {
+                    ModelCallPurpose::Iteration => "iteration",
+                    ModelCallPurpose::FinalAnswer => "final_answer",
+                };
+                let max_depth = state.max_depth;
+                let context_chars = state.request_chars;
+                self.latency(
+                    batch,
+                    event,
+                    "root_model",
+                    subtype,
+                    Some(&call.model),
+                    call.latency_ms,
+                    max_depth,
+                    &call.error,
+                );
+                let response = call.response.as_deref().unwrap_or_default();
+                let m = &mut batch.models;
+                m.time.push(event.ts);
+                m.event_id.push(event.event_id);
+                m.run_id.push(event.run_id);
+                m.call_type.push("root_model");
+                m.subtype.push(subtype);
+                m.model.push(call.model.clone());
+                m.prompt_tokens.push(int(call.usage.prompt_tokens));
+                m.completion_tokens.push(int(call.usage.completion_tokens));
+                m.cached_tokens.push(int(call.usage.cached_tokens));
+                m.cost_usd.push(self.prices.cost(&call.model, &call.usage));
+                m.context_chars.push(context_chars);
+                m.history_len.push(Some(i32::try_from(call.history_len).unwrap_or(i32::MAX)));
+                m.response_chars.push(chars(response));
+                m.latency_ms.push(call.latency_ms);
+                m.iteration.push(iteration);
+                m.depth.push(depth);
+                m.success.push(call.error.is_none());
+                m.error.push(call.error.clone());
+            }
+            EventBody::SubCall(call) => {
+                let subtype = match call.kind {
+                    SubCallKind::Llm => "llm",
+                    SubCallKind::Rlm => "rlm",
+                };
+                let max_depth = self.runs.get(&event.run_id).and_then(|s| s.max_depth);
+                self.latency(
+                    batch,
+                    event,
+                    "recursive_model",
+                    subtype,
+                    Some(&call.model),
+                    call.latency_ms,
+                    max_depth,
+                    &call.error,
+                );
+                // A child run's model calls are recorded by the child's own events; only a call that was a single
+                // model call is a model interaction here (counting both would count the tokens twice).
+                if call.child_run_id.is_none() {
+                    let m = &mut batch.models;
+                    m.time.push(event.ts);
+                    m.event_id.push(event.event_id);
+                    m.run_id.push(event.run_id);
+                    m.call_type.push("recursive_model");
+                    m.subtype.push(subtype);
+                    m.model.push(call.model.clone());
+                    m.prompt_tokens.push(int(call.usage.prompt_tokens));
+                    m.completion_tokens.push(int(call.usage.completion_tokens));
+                    m.cached_tokens.push(int(call.usage.cached_tokens));
+                    m.cost_usd.push(self.prices.cost(&call.model, &call.usage));
+                    m.context_chars.push(chars(&call.prompt));
+                    m.history_len.push(None);
+                    m.response_chars.push(chars(call.response.as_deref().unwrap_or_default()));
+                    m.latency_ms.push(call.latency_ms);
+                    m.iteration.push(iteration);
+                    m.depth.push(depth);
+                    m.success.push(call.error.is_none());
+                    m.error.push(call.error.clone());
+                }
+            }
+            EventBody::Cell(cell) => {
+                let max_depth = self.runs.get(&event.run_id).and_then(|s| s.max_depth);
+                let error = cell.error.as_ref().map(ToString::to_string);
+                self.latency(batch, event, "code_execution", "cell", None, cell.duration_ms, max_depth, &error);
+                let c = &mut batch.code;
+                c.time.push(event.ts);
+                c.event_id.push(event.event_id);
+                c.run_id.push(event.run_id);
+                c.cell_index.push(int32(cell.index));
+                c.code.push(cell.code.clone());
+                let digest = Sha256::digest(cell.code.as_bytes());
+                c.code_sha256.push(digest.iter().map(|b| format!("{b:02x}")).collect());
+                c.code_chars.push(chars(&cell.code));
+                c.stdout_chars.push(chars(&cell.stdout));
+                c.stderr_chars.push(chars(&cell.stderr));
+                c.truncated_chars.push(int(cell.truncated_chars));
+                c.duration_ms.push(cell.duration_ms);
+                c.iteration.push(iteration);
+                c.depth.push(depth);
+                c.success.push(cell.error.is_none());
+                c.error_kind.push(cell.error.as_ref().map(|e| e.kind.clone()));
+                c.error_message.push(cell.error.as_ref().map(|e| e.message.clone()));
+            }
+            EventBody::Final(done) => {
+                self.runs.remove(&event.run_id);
+                let r = &mut batch.runs;
+                r.time.push(event.ts);
+                r.run_id.push(event.run_id);
+                r.parent_run_id.push(event.parent_run_id);
+                r.parent_event_id.push(event.parent_event_id);
+                r.depth.push(depth);
+                let micros = if done.duration_ms.is_finite() { (done.duration_ms * 1000.0).round() as i64 } else { 0 };
+                r.started_at.push(event.ts - Duration::microseconds(micros.max(0)));
+                r.status.push(done.finished_by.as_str());
+                r.limit_kind.push(
+                    done.limit.and_then(|l| serde_json::to_value(l).ok()).and_then(|v| v.as_str().map(str::to_owned)),
+                );
+                r.error.push(done.error.clone());
+                r.iterations.push(int32(done.iterations));
+                r.sub_calls.push(int(done.sub_calls));
+                r.prompt_tokens.push(int(done.usage.total.prompt_tokens));
+                r.completion_tokens.push(int(done.usage.total.completion_tokens));
+                r.cached_tokens.push(int(done.usage.total.cached_tokens));
+                r.cost_usd.push(self.prices.report_cost(&done.usage));
+                r.duration_ms.push(done.duration_ms);
+                r.answer_chars.push(done.answer.as_deref().map(chars));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one row's columns")]
+    fn latency(
+        &self,
+        batch: &mut Batch,
+        event: &TraceEvent,
+        event_type: &'static str,
+        subtype: &'static str,
+        model: Option<&str>,
+        duration_ms: f64,
+        max_depth: Option<i32>,
+        error: &Option<String>,
+    ) {
+        let l = &mut batch.latency;
+        l.time.push(event.ts);
+        l.event_id.push(event.event_id);
+        l.run_id.push(event.run_id);
+        l.parent_run_id.push(event.parent_run_id);
+        l.event_type.push(event_type);
+        l.subtype.push(subtype);
+        l.model.push(model.map(str::to_owned));
+        l.end_time.push(end_of(event.ts, duration_ms));
+        l.duration_ms.push(duration_ms);
+        l.iteration.push(event.iteration.map(int32));
+        l.depth.push(int32(event.depth));
+        l.max_depth.push(max_depth);
+        l.success.push(error.is_none());
+        l.error.push(error.clone());
+    }
+}
