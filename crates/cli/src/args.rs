@@ -30,6 +30,49 @@ pub enum Command {
     Trace(crate::trace_cmd::TraceArgs),
     /// Latency percentiles, tokens and cost per model, and the slowest runs, from the trajectory database.
     Stats(crate::trace_cmd::StatsArgs),
+    /// The sandbox service for untrusted code: `rlm sandbox serve`, `rlm sandbox prepare`.
+    Sandbox(crate::sandbox::SandboxArgs),
+}
+
+/// Where model-written code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// CPython embedded in this process: fastest, full Python, for trusted use only.
+    Local,
+    /// CPython compiled to WebAssembly, sandboxed in this process: no files, network or environment.
+    Wasm,
+    /// A sandbox service (`rlm sandbox serve`) at --sandbox-url.
+    Remote,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecutorArgs {
+    /// Where model-written code runs.
+    #[arg(long, value_enum, env = "RLM_EXECUTOR", default_value_t = ExecutorKind::Local)]
+    pub executor: ExecutorKind,
+    /// The sandbox service for --executor remote (its token comes from $RLM_SANDBOX_TOKEN).
+    #[arg(long, env = "RLM_SANDBOX_URL")]
+    pub sandbox_url: Option<String>,
+    #[command(flatten)]
+    pub wasm: WasmArgs,
+}
+
+/// Settings of the WebAssembly sandbox.
+#[derive(Debug, Clone, Args)]
+pub struct WasmArgs {
+    /// The CPython WebAssembly module (default: $RLM_PYTHON_WASM, else ~/.local/share/rlm/python-3.12.0.wasm, as
+    /// installed by scripts/fetch-python-wasm.sh).
+    #[arg(long)]
+    pub python_wasm: Option<PathBuf>,
+    /// Where the compiled module is cached (default: $XDG_CACHE_HOME/rlm or ~/.cache/rlm).
+    #[arg(long, env = "RLM_WASM_CACHE_DIR")]
+    pub wasm_cache_dir: Option<PathBuf>,
+    /// Memory limit of each sandbox, in MiB.
+    #[arg(long, env = "RLM_SANDBOX_MEMORY_MB", default_value_t = 1024)]
+    pub memory_mb: usize,
+    /// Fuel (about one unit per WebAssembly instruction) each cell may use; none by default.
+    #[arg(long)]
+    pub fuel: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +88,8 @@ pub struct RunArgs {
     pub timeout: Option<f64>,
     #[command(flatten)]
     pub models: ModelArgs,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
     /// Write the JSONL trajectory to this file (default: a new file in $RLM_TRACE_DIR or ./rlm-traces).
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -73,6 +118,8 @@ pub struct ExecArgs {
     pub timeout: f64,
     #[command(flatten)]
     pub models: ModelArgs,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,6 +4,7 @@
 
 mod args;
 mod progress;
+mod sandbox;
 mod serve;
 mod trace_cmd;
 mod view;
@@ -16,7 +17,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmError, TraceSink, TraceTarget};
 
-use crate::args::{Cli, Command, ExecArgs, ModelArgs, RunArgs};
+use rlm::Executor;
+use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
+
+use crate::args::{Cli, Command, ExecArgs, ExecutorArgs, ExecutorKind, ModelArgs, RunArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
             Command::View(args) => view::view(args).await,
             Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),
             Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Sandbox(args) => sandbox::sandbox(args).await,
         }
     });
     match result {
@@ -50,8 +55,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn build_rlm(models: &ModelArgs, run_timeout: Option<f64>, trace: TraceTarget) -> Result<Rlm> {
-    let mut builder = Rlm::builder().trace(trace);
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+impl ExecutorArgs {
+    fn build(&self) -> Result<Arc<dyn Executor>> {
+        Ok(match self.executor {
+            ExecutorKind::Local => Arc::new(rlm::LocalExecutor::new()),
+            ExecutorKind::Wasm => Arc::new(self.wasm.executor()?),
+            ExecutorKind::Remote => {
+                let Some(url) = self.sandbox_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+                    bail!("--executor remote needs --sandbox-url (or RLM_SANDBOX_URL)");
+                };
+                let token =
+                    std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+                Arc::new(RemoteExecutor::new(RemoteConfig { token, ..RemoteConfig::new(url) })?)
+            }
+        })
+    }
+}
+
+fn build_rlm(
+    models: &ModelArgs,
+    run_timeout: Option<f64>,
+    trace: TraceTarget,
+    executor: Arc<dyn Executor>,
+) -> Result<Rlm> {
+    let mut builder = Rlm::builder().trace(trace).executor(executor);
     if let Some(model) = &models.model {
         builder = builder.model(model);
     }
@@ -79,7 +128,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
         },
     };
-    let rlm = build_rlm(&args.models, args.timeout, trace)?;
+    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?)?;
     let context = rlm::context_from_path(&args.context)?;
 
     let cancel = CancellationToken::new();
@@ -147,10 +196,10 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
     };
     let timeout = args::seconds(args.timeout, "timeout")?;
     // Sub-calls reach the model when one is configured; without one they return an error string to the code.
+    let executor = args.executor.build()?;
     let outcome = if args.models.model.is_some() {
-        build_rlm(&args.models, None, TraceTarget::Disabled)?.exec(context, &code, timeout).await?
+        build_rlm(&args.models, None, TraceTarget::Disabled, executor)?.exec(context, &code, timeout).await?
     } else {
-        let executor: Arc<dyn rlm::Executor> = Arc::new(rlm::LocalExecutor::new());
         rlm::exec_with(&executor, context, &code, timeout, Arc::new(rlm::NoModelHost)).await?
     };
     let error = outcome.error.as_ref().map(|error| {

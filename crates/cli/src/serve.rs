@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use rlm::{Limits, OpenAiConfig, TraceTarget};
+use rlm_executor_remote::RemoteConfig;
 use rlm_server::{AppState, ExecutorChoice, ServerConfig};
 
 use crate::args::seconds;
@@ -55,8 +56,9 @@ pub struct ServeArgs {
     /// Upper bound on tokens per model response.
     #[arg(long)]
     pub max_output_tokens: Option<u32>,
-    /// URL of the remote sandbox service. Stored; until the remote executor exists, runs are refused with 503 and
-    /// /ready says why (code never silently runs unsandboxed).
+    /// URL of the sandbox service (`rlm sandbox serve`) to run code in; its token comes from $RLM_SANDBOX_TOKEN.
+    /// When set, /ready checks the sandbox and runs are refused while it is unreachable (code never silently runs
+    /// unsandboxed). Default: run code in this process.
     #[arg(long, env = "WASM_SERVICE_URL")]
     pub wasm_service_url: Option<String>,
     /// Runs executing at once; more get 429.
@@ -110,7 +112,10 @@ impl ServeArgs {
             max_output_tokens: self.max_output_tokens,
         };
         let executor = match non_empty(self.wasm_service_url) {
-            Some(url) => ExecutorChoice::Remote { url },
+            Some(url) => ExecutorChoice::Remote(RemoteConfig {
+                token: non_empty(std::env::var("RLM_SANDBOX_TOKEN").ok()),
+                ..RemoteConfig::new(url)
+            }),
             None => ExecutorChoice::Local,
         };
         Ok(ServerConfig {
@@ -130,34 +135,12 @@ impl ServeArgs {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let address = (args.host.clone(), args.port);
     let config = args.config()?;
     let executor = match &config.executor {
         ExecutorChoice::Local => "local".to_owned(),
-        ExecutorChoice::Remote { url } => format!("remote ({url}, not available yet: runs are refused)"),
+        ExecutorChoice::Remote(remote) => format!("remote sandbox at {}", remote.base_url),
     };
     let summary = format!(
         "default model: {}, executor: {executor}, max concurrent runs: {}, auth: {}",
@@ -171,7 +154,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
     let local = listener.local_addr().context("cannot read the listening address")?;
     eprintln!("rlm serve: listening on http://{local} — {summary}");
-    rlm_server::serve(listener, state, shutdown_signal()).await.context("server error")?;
+    rlm_server::serve(listener, state, crate::shutdown_signal()).await.context("server error")?;
     eprintln!("rlm serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -224,7 +207,7 @@ mod tests {
         assert_eq!(config.limits.cell_timeout, std::time::Duration::from_secs(5));
         assert_eq!(config.max_concurrent_runs, 3);
         assert_eq!(config.max_body_bytes, 1000);
-        assert_eq!(config.executor, ExecutorChoice::Remote { url: "http://sandbox:8000".into() });
+        assert!(matches!(&config.executor, ExecutorChoice::Remote(remote) if remote.base_url == "http://sandbox:8000"));
         assert_eq!(config.api_token.as_deref(), Some("tok"));
     }
 

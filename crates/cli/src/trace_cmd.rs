@@ -92,6 +92,13 @@ pub fn finish_sink(sink: Option<Arc<PostgresSink>>) {
     if status.lost > 0 {
         eprintln!("warning: {} trace events could not be stored anywhere", status.lost);
     }
+    if let Some(file) = &status.rejected_file {
+        eprintln!(
+            "warning: the trace database refused {} events; they are kept in {}",
+            status.rejected,
+            file.display()
+        );
+    }
     if !status.spool_files.is_empty() {
         let files: Vec<String> = status.spool_files.iter().map(|p| p.display().to_string()).collect();
         eprintln!(

@@ -8,9 +8,9 @@ use rlm::{Limits, OpenAiConfig, TraceTarget};
 pub enum ExecutorChoice {
     /// CPython embedded in the server process (trusted code only).
     Local,
-    /// The remote sandbox service at this URL (`WASM_SERVICE_URL`). Accepted and stored; runs are refused with
-    /// `503` until the remote executor is implemented, rather than silently running code unsandboxed.
-    Remote { url: String },
+    /// The remote sandbox service (`WASM_SERVICE_URL` / `RLM_SANDBOX_URL`); `/ready` and every run check that it
+    /// answers, and runs are refused with `503` while it does not — code never silently runs unsandboxed.
+    Remote(rlm_executor_remote::RemoteConfig),
 }
 
 /// Everything that configures the server. `Debug` never shows the API key or the access token.

@@ -125,8 +125,8 @@ pub fn context_from_json(value: Value) -> Context {
 pub fn check_executor(state: &AppState, requested: Option<&str>) -> Result<(), ApiError> {
     match (requested.map(str::trim), &state.config().executor) {
         (None | Some(""), _) | (Some("local"), ExecutorChoice::Local) => Ok(()),
-        (Some("remote" | "wasm"), ExecutorChoice::Remote { .. }) => Ok(()),
-        (Some("local"), ExecutorChoice::Remote { .. }) => {
+        (Some("remote" | "wasm"), ExecutorChoice::Remote(_)) => Ok(()),
+        (Some("local"), ExecutorChoice::Remote(_)) => {
             Err(ApiError::bad_request("this server runs code only in its remote sandbox; executor \"local\" is off"))
         }
         (Some("remote" | "wasm"), ExecutorChoice::Local) => Err(ApiError::bad_request(

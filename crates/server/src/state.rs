@@ -15,6 +15,8 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 use uuid::Uuid;
 
+use rlm_executor_remote::RemoteExecutor;
+
 use crate::config::{ExecutorChoice, ServerConfig};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -30,6 +32,8 @@ pub(crate) struct Inner {
     pub config: ServerConfig,
     model: Arc<dyn ModelClient>,
     executor: Arc<dyn Executor>,
+    /// The same remote executor, for health checks of its sandbox.
+    remote: Option<RemoteExecutor>,
     slots: Arc<Semaphore>,
     runs: Mutex<Registry>,
     pub metrics: Metrics,
@@ -64,15 +68,23 @@ impl AppState {
         if config.limits.max_iterations == 0 {
             return Err(StartError::Config("max_iterations must be at least 1".into()));
         }
-        if config.executor == ExecutorChoice::Local {
-            LocalExecutor::initialize().map_err(RlmError::from)?;
-        }
+        let (executor, remote): (Arc<dyn Executor>, _) = match &config.executor {
+            ExecutorChoice::Local => {
+                LocalExecutor::initialize().map_err(RlmError::from)?;
+                (Arc::new(LocalExecutor::new()), None)
+            }
+            ExecutorChoice::Remote(settings) => {
+                let remote = RemoteExecutor::new(settings.clone()).map_err(RlmError::from)?;
+                (Arc::new(remote.clone()), Some(remote))
+            }
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
                 config,
                 model,
-                executor: Arc::new(LocalExecutor::new()),
+                remote,
+                executor,
                 runs: Mutex::new(Registry::default()),
                 metrics: Metrics::default(),
                 shutting_down: AtomicBool::new(false),
@@ -119,14 +131,17 @@ impl AppState {
         }
     }
 
-    /// Whether code can be executed. The hook for the remote sandbox: once the remote executor exists, probe its
-    /// health endpoint here.
+    /// Whether code can be executed: always for the local executor; for the remote one, when its sandbox service
+    /// answers and has room for another session.
     pub async fn executor_ready(&self) -> Result<(), String> {
-        match &self.inner.config.executor {
-            ExecutorChoice::Local => Ok(()),
-            ExecutorChoice::Remote { url } => {
-                Err(format!("the remote executor ({url}) is configured but not available yet in this build"))
-            }
+        let Some(remote) = &self.inner.remote else { return Ok(()) };
+        match remote.health_check().await {
+            Ok(health) if health.ready => Ok(()),
+            Ok(health) => Err(format!(
+                "the remote executor's sandbox is full ({} of {} sessions)",
+                health.sessions, health.capacity
+            )),
+            Err(err) => Err(format!("the remote executor's sandbox is not reachable: {err}")),
         }
     }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -703,7 +704,7 @@ async fn metrics_count_runs_durations_and_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_remote_executor_is_reported_not_ready_instead_of_faked() {
     let model_server = models(ScriptedServer::builder()).await;
-    let executor = ExecutorChoice::Remote { url: "http://127.0.0.1:9/sandbox".into() };
+    let executor = ExecutorChoice::Remote(rlm_executor_remote::RemoteConfig::new("http://127.0.0.1:9/sandbox"));
     let server = Server::start(ServerConfig { executor, ..config(&model_server) }).await;
     let (status, body) = server.get("/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -714,6 +715,45 @@ async fn a_configured_remote_executor_is_reported_not_ready_instead_of_faked() {
     let (status, _) = server.post("/v1/runs", &json!({"query": "q", "executor": "local"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(model_server.requests().is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_execute_in_the_remote_sandbox_when_one_is_configured() {
+    let module = rlm_executor_wasm::WasmConfig::default().module_path;
+    if !module.exists() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/fetch-python-wasm.sh");
+        assert!(std::process::Command::new("bash").arg(script).status().unwrap().success());
+    }
+    let wasm = Arc::new(rlm_executor_wasm::WasmExecutor::new(rlm_executor_wasm::WasmConfig::default()).unwrap());
+    let sandbox = rlm_sandbox::Sandbox::new(wasm, rlm_sandbox::SandboxConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(rlm_sandbox::serve(listener, sandbox, std::future::pending()));
+
+    let code = "import sys\nn = len(context)\nwhere = sys.platform\nreply = llm_query('ping')";
+    let model_server = models(
+        ScriptedServer::builder()
+            .script("root", [Reply::text(format!("```repl\n{code}\n```\nFINAL(done)"))])
+            .rule(|_| Some(Reply::text("pong"))),
+    )
+    .await;
+    let executor = ExecutorChoice::Remote(rlm_executor_remote::RemoteConfig::new(&sandbox_url));
+    let server = Server::start(ServerConfig { executor, ..config(&model_server) }).await;
+    assert_eq!(server.get("/ready").await.0, StatusCode::OK);
+    let (status, body) =
+        server.post("/v1/runs", &json!({"query": "q", "context": "12345", "executor": "remote"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["answer"], "done");
+    // The cell ran in the sandbox (CPython for WASI), and its sub-call came back to this side.
+    let run: uuid::Uuid = body["run_id"].as_str().unwrap().parse().unwrap();
+    let (events, _) = server.state.run(run).unwrap().events_from(0);
+    let platform = events.iter().find_map(|e| match &e.body {
+        rlm::EventBody::Metadata(meta) => Some(meta.executor.clone()),
+        _ => None,
+    });
+    assert_eq!(platform.as_deref(), Some("remote"));
+    assert_eq!(model_server.requests().iter().filter(|r| r.last_user_message() == Some("ping")).count(), 1);
     server.shutdown().await;
 }
 

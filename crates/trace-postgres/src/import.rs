@@ -41,8 +41,7 @@ pub async fn import_jsonl(
         for chunk in events.chunks(batch_size.max(1)) {
             let mut batch = Batch::default();
             for event in chunk {
-                let raw = serde_json::to_string(event).map_err(|e| TraceDbError::Io(e.to_string()))?;
-                converter.add(&mut batch, event, raw);
+                converter.add(&mut batch, event);
             }
             report.inserted += store::write_batch(pool, &batch).await?;
         }

@@ -35,3 +35,16 @@ pub enum TraceDbError {
     #[error("{0}")]
     Io(String),
 }
+
+impl TraceDbError {
+    /// Whether the database refused the data itself (SQLSTATE class 22, data exception, or 23, integrity constraint
+    /// violation): trying again cannot help, unlike with a lost connection.
+    pub fn is_rejection(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(err)) => {
+                err.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+            }
+            _ => false,
+        }
+    }
+}

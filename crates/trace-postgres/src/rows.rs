@@ -152,6 +152,22 @@ fn chars(text: &str) -> i64 {
     int(text.chars().count() as u64)
 }
 
+fn replace_nul(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => *text = text.replace('\0', "\u{FFFD}"),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        serde_json::Value::Object(map) => {
+            // Keys are field names or model names; a NUL there is as unstorable as in a value.
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                replace_nul(&mut item);
+                map.insert(key.replace('\0', "\u{FFFD}"), item);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn end_of(start: DateTime<Utc>, duration_ms: f64) -> DateTime<Utc> {
     let micros = if duration_ms.is_finite() { (duration_ms * 1000.0).round() as i64 } else { 0 };
     start + Duration::microseconds(micros.max(0))
@@ -175,8 +191,22 @@ impl Converter {
         self.runs = state.0;
     }
 
-    /// Adds the rows of `event` to `batch`. `raw` is the event's JSON (the trajectory line).
-    pub(crate) fn add(&mut self, batch: &mut Batch, event: &TraceEvent, raw: String) {
+    /// Adds the rows of `event` to `batch`. PostgreSQL text and jsonb cannot hold NUL characters: any in the event's
+    /// strings (model output, captured stdout...) are stored as U+FFFD.
+    pub(crate) fn add(&mut self, batch: &mut Batch, event: &TraceEvent) {
+        let raw = serde_json::to_string(event).unwrap_or_default();
+        if raw.contains("\\u0000") {
+            let mut value = serde_json::to_value(event).unwrap_or_default();
+            replace_nul(&mut value);
+            if let Ok(clean) = serde_json::from_value::<TraceEvent>(value.clone()) {
+                self.add_clean(batch, &clean, value.to_string());
+                return;
+            }
+        }
+        self.add_clean(batch, event, raw);
+    }
+
+    fn add_clean(&mut self, batch: &mut Batch, event: &TraceEvent, raw: String) {
         let iteration = event.iteration.map(int32);
         let depth = int32(event.depth);
         let type_name = match &event.body {
@@ -366,5 +396,154 @@ impl Converter {
         l.max_depth.push(max_depth);
         l.success.push(error.is_none());
         l.error.push(error.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rlm_protocol::{
+        CellRecord, ChatMessage, ContextInfo, FinalRecord, FinishedBy, ModelCallRecord, RunMetadata, SubCallRecord,
+        Usage, UsageReport,
+    };
+
+    use super::*;
+
+    fn event(run_id: Uuid, body: EventBody) -> TraceEvent {
+        TraceEvent {
+            event_id: Uuid::new_v4(),
+            run_id,
+            parent_run_id: None,
+            parent_event_id: None,
+            depth: 0,
+            iteration: Some(1),
+            ts: Utc::now(),
+            body,
+        }
+    }
+
+    fn model_call(text: &str) -> EventBody {
+        EventBody::ModelCall(ModelCallRecord {
+            purpose: ModelCallPurpose::Iteration,
+            model: "gpt-4o".into(),
+            new_messages: vec![ChatMessage::user(text)],
+            history_len: 1,
+            response: Some("ok".into()),
+            usage: Usage { prompt_tokens: 1000, completion_tokens: 100, cached_tokens: 0, calls: 1 },
+            latency_ms: 12.5,
+            error: None,
+        })
+    }
+
+    fn sub_call(child: Option<Uuid>) -> EventBody {
+        EventBody::SubCall(SubCallRecord {
+            kind: if child.is_some() { SubCallKind::Rlm } else { SubCallKind::Llm },
+            model: "gpt-4o-mini".into(),
+            prompt: "four".into(),
+            response: None,
+            error: Some("boom".into()),
+            usage: Usage::default(),
+            latency_ms: 3.0,
+            batch_id: None,
+            batch_index: 0,
+            batch_size: 1,
+            child_run_id: child,
+        })
+    }
+
+    #[test]
+    fn events_become_typed_rows() {
+        let run = Uuid::new_v4();
+        let mut converter = Converter::new(Prices::builtin());
+        let mut batch = Batch::default();
+        let metadata = EventBody::Metadata(RunMetadata {
+            rlm_version: "0".into(),
+            query: "q".into(),
+            root_model: "gpt-4o".into(),
+            sub_model: "gpt-4o-mini".into(),
+            config: serde_json::json!({"limits": {"max_depth": 3}}),
+            executor: "local".into(),
+            context: ContextInfo { python_type: "str".into(), total_chars: 1, chunk_lengths: vec![1], chunk_count: 1 },
+        });
+        let cell = EventBody::Cell(CellRecord {
+            index: 1,
+            code: "print(1)".into(),
+            stdout: "1\n".into(),
+            stderr: String::new(),
+            error: None,
+            duration_ms: 2.0,
+            truncated_chars: 0,
+        });
+        let done = EventBody::Final(FinalRecord {
+            answer: Some("42".into()),
+            finished_by: FinishedBy::Final,
+            limit: None,
+            iterations: 2,
+            sub_calls: 2,
+            usage: UsageReport::default(),
+            duration_ms: 1500.0,
+            error: None,
+        });
+        for body in
+            [metadata, model_call("abc"), cell, sub_call(None), sub_call(Some(Uuid::new_v4())), model_call("de"), done]
+        {
+            converter.add(&mut batch, &event(run, body));
+        }
+        assert_eq!(batch.len(), 7);
+        assert_eq!(batch.touched_runs, [run]);
+        assert_eq!(
+            batch.latency.event_type,
+            ["root_model", "code_execution", "recursive_model", "recursive_model", "root_model"]
+        );
+        assert_eq!(batch.latency.subtype, ["iteration", "cell", "llm", "rlm", "iteration"]);
+        assert!(batch.latency.max_depth.iter().all(|d| *d == Some(3)));
+        assert_eq!(batch.latency.success, [true, true, false, false, true]);
+        // The child run's sub-call is not a model interaction; the request grows by each call's new messages.
+        assert_eq!(batch.models.subtype, ["iteration", "llm", "iteration"]);
+        assert_eq!(batch.models.context_chars, [3, 4, 5]);
+        let cost = batch.models.cost_usd[0].unwrap_or_default();
+        assert!((cost - (1000.0 * 0.0025 + 100.0 * 0.01) / 1000.0).abs() < 1e-12);
+        assert_eq!(batch.code.code_sha256[0].len(), 64);
+        assert_eq!(batch.runs.status, ["final"]);
+        assert_eq!(batch.runs.time[0] - batch.runs.started_at[0], Duration::milliseconds(1500));
+        assert_eq!(batch.runs.cost_usd, [Some(0.0)]);
+        // The run's state is dropped at its final event.
+        assert!(converter.runs.is_empty());
+    }
+
+    #[test]
+    fn nul_characters_become_replacement_characters() {
+        let mut converter = Converter::new(Prices::empty());
+        let mut batch = Batch::default();
+        let cell = EventBody::Cell(CellRecord {
+            index: 1,
+            code: "print('\\0')".into(),
+            stdout: "a\0b".into(),
+            stderr: String::new(),
+            error: None,
+            duration_ms: 1.0,
+            truncated_chars: 0,
+        });
+        converter.add(&mut batch, &event(Uuid::new_v4(), cell));
+        assert!(!batch.events.event[0].contains("\\u0000"), "{}", batch.events.event[0]);
+        assert!(batch.events.event[0].contains("a\u{FFFD}b"));
+        assert_eq!(batch.code.code[0], "print('\\0')", "a backslash-zero in code is not a NUL");
+        assert_eq!(batch.code.stdout_chars[0], 3);
+    }
+
+    #[test]
+    fn a_restored_snapshot_converts_the_same_events_to_the_same_rows() {
+        let run = Uuid::new_v4();
+        let mut converter = Converter::new(Prices::empty());
+        let mut first = Batch::default();
+        converter.add(&mut first, &event(run, model_call("abc")));
+        let saved = converter.snapshot();
+        let second_call = event(run, model_call("de"));
+        let mut failed = Batch::default();
+        converter.add(&mut failed, &second_call);
+        converter.restore(saved);
+        let mut retried = Batch::default();
+        converter.add(&mut retried, &second_call);
+        assert_eq!(failed.models.context_chars, retried.models.context_chars);
+        assert_eq!(retried.models.cost_usd, [None], "no price, no cost");
     }
 }

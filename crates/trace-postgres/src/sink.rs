@@ -90,6 +90,9 @@ pub struct SinkStatus {
     pub replayed: u64,
     /// Events that could not be written anywhere (the spool file failed too).
     pub lost: u64,
+    /// Events the database refused (a data error that retrying cannot fix), set aside in `rejected_file`.
+    pub rejected: u64,
+    pub rejected_file: Option<PathBuf>,
     /// Spool files of this sink that still hold events not yet in the database.
     pub spool_files: Vec<PathBuf>,
     pub last_error: Option<String>,
@@ -161,6 +164,8 @@ struct Shared {
     overflowed: AtomicU64,
     replayed: AtomicU64,
     lost: AtomicU64,
+    rejected: AtomicU64,
+    rejected_path: PathBuf,
     /// Replay files that failed to replay and wait for the next attempt.
     leftovers: Mutex<Vec<PathBuf>>,
     last_error: Mutex<Option<String>>,
@@ -230,7 +235,9 @@ impl PostgresSink {
         use std::str::FromStr;
         let options = PgConnectOptions::from_str(&config.url)
             .map_err(|e| TraceDbError::Config(format!("bad database URL: {e}")))?;
-        let spool_path = config.spool_dir.join(format!("pg-spool-{}.jsonl", uuid::Uuid::new_v4().simple()));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let spool_path = config.spool_dir.join(format!("pg-spool-{id}.jsonl"));
+        let rejected_path = config.spool_dir.join(format!("pg-rejected-{id}.jsonl"));
         let shared = Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
             settled_changed: Condvar::new(),
@@ -243,6 +250,8 @@ impl PostgresSink {
             overflowed: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            rejected_path,
             leftovers: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             loss: Mutex::new(None),
@@ -296,6 +305,8 @@ impl PostgresSink {
             overflowed: s.overflowed.load(Ordering::Relaxed),
             replayed: s.replayed.load(Ordering::Relaxed),
             lost: s.lost.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            rejected_file: (s.rejected.load(Ordering::Relaxed) > 0).then(|| s.rejected_path.clone()),
             spool_files,
             last_error: lock(&s.last_error).clone(),
         }
@@ -474,14 +485,63 @@ impl Writer {
             return;
         }
         let n = events.len() as u64;
-        match self.write(&events).await {
-            Ok(()) => {
-                self.shared.written.fetch_add(n, Ordering::Relaxed);
+        match self.write_isolating(&events).await {
+            Ok(rejected) => {
+                self.shared.written.fetch_add(n - rejected, Ordering::Relaxed);
                 self.shared.settle(n);
             }
             Err(err) => {
                 self.mark_down(&err);
                 self.shared.spool(&events, false);
+            }
+        }
+    }
+
+    /// Like [`Writer::write`]; when the database refuses the batch's data (not a connection problem), writes the
+    /// events one by one and sets aside those it refuses, so one bad event cannot hold back the others forever.
+    /// Returns how many were set aside.
+    async fn write_isolating(&mut self, events: &[TraceEvent]) -> Result<u64, TraceDbError> {
+        match self.write(events).await {
+            Err(err) if err.is_rejection() && events.len() > 1 => {
+                let mut rejected = 0;
+                for event in events {
+                    match self.write(std::slice::from_ref(event)).await {
+                        Ok(()) => {}
+                        Err(err) if err.is_rejection() => {
+                            self.reject(event, &err);
+                            rejected += 1;
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+                Ok(rejected)
+            }
+            Err(err) if err.is_rejection() => {
+                for event in events {
+                    self.reject(event, &err);
+                }
+                Ok(events.len() as u64)
+            }
+            Err(err) => Err(err),
+            Ok(()) => Ok(0),
+        }
+    }
+
+    fn reject(&self, event: &TraceEvent, err: &TraceDbError) {
+        tracing::error!("the trace database refused event {}: {err}", event.event_id);
+        self.shared.note_error(err);
+        let path = &self.shared.rejected_path;
+        let line = serde_json::to_string(event).unwrap_or_default() + "\n";
+        let written =
+            OpenOptions::new().create(true).append(true).open(path).and_then(|mut f| f.write_all(line.as_bytes()));
+        match written {
+            Ok(()) => {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(io) => {
+                self.shared.lost.fetch_add(1, Ordering::Relaxed);
+                let message = format!("trace event {} refused by the database and lost: {err}; {io}", event.event_id);
+                lock(&self.shared.loss).get_or_insert(message);
             }
         }
     }
@@ -499,8 +559,7 @@ impl Writer {
         for chunk in events.chunks(self.config.batch_size.max(1)) {
             let mut batch = Batch::default();
             for event in chunk {
-                let raw = serde_json::to_string(event).map_err(|e| TraceDbError::Io(e.to_string()))?;
-                self.converter.add(&mut batch, event, raw);
+                self.converter.add(&mut batch, event);
             }
             let result = tokio::time::timeout(timeout, store::write_batch(&self.pool, &batch))
                 .await
@@ -535,10 +594,11 @@ impl Writer {
                     return;
                 }
             };
-            match self.write(&events).await {
-                Ok(()) => {
-                    self.shared.replayed.fetch_add(events.len() as u64, Ordering::Relaxed);
-                    self.shared.written.fetch_add(events.len() as u64, Ordering::Relaxed);
+            match self.write_isolating(&events).await {
+                Ok(rejected) => {
+                    let stored = events.len() as u64 - rejected;
+                    self.shared.replayed.fetch_add(stored, Ordering::Relaxed);
+                    self.shared.written.fetch_add(stored, Ordering::Relaxed);
                     lock(&self.shared.leftovers).retain(|p| p != &path);
                     if let Err(err) = std::fs::remove_file(&path) {
                         tracing::warn!("cannot remove replayed spool file {}: {err}", path.display());

@@ -788,6 +788,13 @@ async fn record_never_blocks_and_a_full_queue_spills_to_the_spool_without_loss()
     let events: Vec<TraceEvent> =
         (0..800).flat_map(|i| synthetic_run(start + chrono::Duration::seconds(i), 4, 50.0, 5.0)).collect();
     let total = events.len();
+    // A NUL in captured output (PostgreSQL text cannot hold one) is stored, as U+FFFD.
+    let mut events = events;
+    if let Some(EventBody::Cell(cell)) =
+        events.iter_mut().map(|e| &mut e.body).find(|b| matches!(b, EventBody::Cell(_)))
+    {
+        cell.stdout = "before\0after".into();
+    }
 
     // Throughput: a queue large enough to hold everything; time from the first record to all rows committed.
     let config = PostgresSinkConfig { queue_capacity: total, ..sink_config(&server.url(), &dir.path().join("a")) };
@@ -841,6 +848,7 @@ async fn record_never_blocks_and_a_full_queue_spills_to_the_spool_without_loss()
     assert_eq!(count(&pool, "SELECT count(*) FROM rlm_events").await, total as i64);
     assert_eq!(count(&pool, "SELECT count(DISTINCT event_id) FROM rlm_events").await, total as i64);
     assert_eq!(count(&pool, "SELECT count(*) FROM rlm_runs").await, 800);
+    assert_eq!(count(&pool, "SELECT count(*) FROM rlm_events WHERE event->>'stdout' = 'before\u{FFFD}after'").await, 1);
     // Summaries were refreshed even where a run's events arrived after its final event.
     assert_eq!(count(&pool, "SELECT count(*) FROM rlm_runs WHERE model_calls = 8 AND cells = 4").await, 800);
     pool.close().await;
@@ -868,6 +876,47 @@ async fn an_unreachable_database_spools_everything_and_import_loads_the_spool() 
     let pool = pool(&server.url(), 1).await;
     let report = import_jsonl(&pool, &status.spool_files, &Prices::builtin(), 100).await.unwrap();
     assert_eq!(report.inserted, events.len() as u64);
+    assert_eq!(count(&pool, "SELECT count(*) FROM rlm_runs").await, 1);
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_database_refuses_is_set_aside_and_the_others_are_stored() {
+    let server = PgServer::start();
+    let pool = pool(&server.url(), 1).await;
+    rlm_trace_postgres::migrate(&pool).await.unwrap();
+    // A data error for one particular cell, as a constraint or a type limit would raise it.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.code = 'poison' THEN \
+         RAISE EXCEPTION 'poisoned' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$; CREATE TRIGGER refuse BEFORE \
+         INSERT ON rlm_code_executions FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = synthetic_run(Utc::now(), 3, 20.0, 2.0);
+    let poisoned = events
+        .iter_mut()
+        .find_map(|e| match &mut e.body {
+            EventBody::Cell(cell) => {
+                cell.code = "poison".into();
+                Some(e.event_id)
+            }
+            _ => None,
+        })
+        .unwrap();
+    let sink = PostgresSink::start(sink_config(&server.url(), dir.path())).unwrap();
+    for event in &events {
+        sink.record(event);
+    }
+    sink.flush().unwrap();
+    let status = sink.close(Duration::from_secs(10));
+    assert_eq!((status.rejected, status.written, status.lost), (1, events.len() as u64 - 1, 0), "{status:?}");
+    assert!(status.spool_files.is_empty(), "a refused event does not hold back the others: {status:?}");
+    let (set_aside, _) = read_events(status.rejected_file.as_deref().unwrap()).unwrap();
+    assert_eq!(set_aside.iter().map(|e| e.event_id).collect::<Vec<_>>(), [poisoned]);
+    assert_eq!(count(&pool, "SELECT count(*) FROM rlm_events").await, events.len() as i64 - 1);
     assert_eq!(count(&pool, "SELECT count(*) FROM rlm_runs").await, 1);
     pool.close().await;
 }

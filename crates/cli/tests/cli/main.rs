@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod sandbox;
+
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -17,9 +19,19 @@ fn repl(code: &str) -> String {
 
 fn rlm(server: Option<&ScriptedServer>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rlm"));
-    for name in
-        ["OPENAI_API_KEY", "OPENAI_BASE_URL", "LLM_API_KEY", "LLM_BASE_URL", "RLM_MODEL", "LLM_MODEL", "RLM_TRACE_DIR"]
-    {
+    for name in [
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "LLM_API_KEY",
+        "LLM_BASE_URL",
+        "RLM_MODEL",
+        "LLM_MODEL",
+        "RLM_TRACE_DIR",
+        "RLM_EXECUTOR",
+        "RLM_SANDBOX_URL",
+        "RLM_SANDBOX_TOKEN",
+        "WASM_SERVICE_URL",
+    ] {
         command.env_remove(name);
     }
     if let Some(server) = server {

@@ -1,0 +1,111 @@
+//! `rlm sandbox serve`: the sandbox service (see `rlm-sandbox` and docs/sandbox.md); `rlm sandbox prepare`: compile
+//! and cache the WebAssembly CPython ahead of time (for container images).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use rlm_executor_wasm::{WasmConfig, WasmExecutor};
+use rlm_sandbox::{Sandbox, SandboxConfig};
+
+use crate::args::{WasmArgs, seconds};
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    #[command(subcommand)]
+    pub command: SandboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Serve REPL sessions in WebAssembly sandboxes over HTTP. Holds no model keys: sub-calls go back to the client.
+    Serve(SandboxServeArgs),
+    /// Compile the WebAssembly CPython into the cache (so a later start only loads it), then exit.
+    Prepare(WasmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Sessions held at once; more get 429.
+    #[arg(long, env = "RLM_SANDBOX_MAX_SESSIONS", default_value_t = 64)]
+    pub max_sessions: usize,
+    /// Cells executing at once (the worker pool); default: twice the CPU count.
+    #[arg(long, env = "RLM_SANDBOX_MAX_CONCURRENT_CELLS")]
+    pub max_concurrent_cells: Option<usize>,
+    /// Seconds a session may stay unused before it is closed.
+    #[arg(long, env = "RLM_SANDBOX_IDLE_TTL", default_value_t = 600.0)]
+    pub idle_ttl: f64,
+    /// Largest cell time limit a client may ask for, in seconds.
+    #[arg(long, env = "RLM_SANDBOX_MAX_CELL_TIMEOUT", default_value_t = 600.0)]
+    pub max_cell_timeout: f64,
+    /// Largest request body (and uploaded context), in MiB.
+    #[arg(long, env = "RLM_SANDBOX_MAX_BODY_MB", default_value_t = 2048)]
+    pub max_body_mb: usize,
+    #[command(flatten)]
+    pub wasm: WasmArgs,
+}
+
+pub async fn sandbox(args: SandboxArgs) -> Result<ExitCode> {
+    match args.command {
+        SandboxCommand::Serve(args) => serve(args).await,
+        SandboxCommand::Prepare(wasm) => {
+            let executor = wasm.executor()?;
+            println!("compiled module ready: {} ({:?})", executor.cache_file().display(), executor.module_source());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
+    for name in ["OPENAI_API_KEY", "LLM_API_KEY", "ANTHROPIC_API_KEY"] {
+        if std::env::var_os(name).is_some() {
+            // Sandboxes never see this process's environment, but the service has no use for model keys at all.
+            tracing::warn!("{name} is set in the sandbox service's environment; it is not needed here: remove it");
+        }
+    }
+    if args.max_sessions == 0 {
+        bail!("--max-sessions must be at least 1");
+    }
+    let executor = Arc::new(args.wasm.executor()?);
+    let defaults = SandboxConfig::default();
+    let token = std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let config = SandboxConfig {
+        max_sessions: args.max_sessions,
+        max_concurrent_cells: args.max_concurrent_cells.unwrap_or(defaults.max_concurrent_cells).max(1),
+        idle_ttl: seconds(args.idle_ttl, "idle-ttl")?,
+        max_cell_timeout: seconds(args.max_cell_timeout, "max-cell-timeout")?,
+        max_body_bytes: args.max_body_mb << 20,
+        context_store_bytes: defaults.context_store_bytes.max(args.max_body_mb << 20),
+        token,
+        ..defaults
+    };
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let address = listener.local_addr()?;
+    println!("rlm sandbox listening on http://{address} ({} sessions at most)", config.max_sessions);
+    rlm_sandbox::serve(listener, Sandbox::new(executor, config), crate::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+impl WasmArgs {
+    pub fn executor(&self) -> Result<WasmExecutor> {
+        let mut config = WasmConfig::default();
+        if let Some(path) = &self.python_wasm {
+            config.module_path = path.clone();
+        }
+        if let Some(dir) = &self.wasm_cache_dir {
+            config.cache_dir = dir.clone();
+        }
+        config.memory_limit_bytes = self.memory_mb << 20;
+        config.fuel_per_cell = self.fuel;
+        Ok(WasmExecutor::new(config)?)
+    }
+}
