@@ -10,7 +10,7 @@ use rlm::{FanoutSink, TraceSink};
 use rlm_trace_postgres::{PostgresSink, PostgresSinkConfig, Prices};
 
 /// How long `rlm run` waits at the end for the database writer before leaving the rest in the spool file.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `rlm run` flags of the PostgreSQL / TimescaleDB trace store.
 #[derive(Debug, Clone, Args)]

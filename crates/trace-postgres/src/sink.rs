@@ -67,7 +67,7 @@ impl PostgresSinkConfig {
             linger: Duration::from_millis(50),
             max_connections: 2,
             connect_timeout: Duration::from_secs(3),
-            write_timeout: Duration::from_secs(15),
+            write_timeout: Duration::from_secs(10),
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(30),

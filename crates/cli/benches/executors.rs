@@ -1,0 +1,126 @@
+//! `cargo bench -p rlm-cli --bench executors`
+//!
+//! The local (in-process CPython) and wasm (wasmtime + CPython for WASI) executors side by side, in one run:
+//! start-up with a cached module, session start, per-cell overhead of a trivial cell, loading a 100 MB context, and
+//! idle memory per session. The wasm module must be installed (scripts/fetch-python-wasm.sh).
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rlm::{Context, Executor, LocalExecutor, NoModelHost, SessionSpec};
+use rlm_executor_wasm::{WasmConfig, WasmExecutor};
+
+const CELLS: u32 = 2000;
+const SESSIONS_FOR_MEMORY: usize = 20;
+
+fn rss_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+struct Row {
+    init: Duration,
+    session_start: Duration,
+    per_cell: Duration,
+    load_100mb: Duration,
+    idle_kb: f64,
+}
+
+async fn measure(executor: Arc<dyn Executor>, init: Duration, big: &std::path::Path) -> Row {
+    let spec = |context| SessionSpec::new(context);
+    // Session start: median of 21 (the first one pays one-time costs, kept out by the median).
+    let mut starts = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        let session = executor.start_session(spec(Context::from("")), Arc::new(NoModelHost)).await.unwrap();
+        starts.push(started.elapsed());
+        session.close().await.unwrap();
+    }
+    starts.sort();
+    let session_start = starts[starts.len() / 2];
+
+    let mut session = executor.start_session(spec(Context::from("")), Arc::new(NoModelHost)).await.unwrap();
+    for _ in 0..50 {
+        session.run_cell("x = 1").await.unwrap();
+    }
+    let started = Instant::now();
+    for _ in 0..CELLS {
+        session.run_cell("x = 1").await.unwrap();
+    }
+    let per_cell = started.elapsed() / CELLS;
+    session.close().await.unwrap();
+
+    let mut load_100mb = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut session =
+            executor.start_session(spec(Context::TextFile(big.to_owned())), Arc::new(NoModelHost)).await.unwrap();
+        let outcome = session.run_cell("print(len(context))").await.unwrap();
+        load_100mb = load_100mb.min(started.elapsed());
+        assert_eq!(outcome.stdout.trim(), "100000000");
+        session.close().await.unwrap();
+    }
+
+    let before = rss_kb();
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS_FOR_MEMORY {
+        let mut session = executor.start_session(spec(Context::from("")), Arc::new(NoModelHost)).await.unwrap();
+        session.run_cell("x = [i for i in range(10)]").await.unwrap();
+        sessions.push(session);
+    }
+    let idle_kb = rss_kb().saturating_sub(before) as f64 / SESSIONS_FOR_MEMORY as f64;
+    for session in sessions {
+        session.close().await.unwrap();
+    }
+    Row { init, session_start, per_cell, load_100mb, idle_kb }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("100mb.txt");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let line = b"the quick brown fox jumps over the lazy dog, again and again and again\n";
+        let mut written = 0;
+        while written + line.len() <= 100_000_000 {
+            file.write_all(line).unwrap();
+            written += line.len();
+        }
+        file.write_all(&vec![b'.'; 100_000_000 - written]).unwrap();
+    }
+    runtime.block_on(async {
+        let started = Instant::now();
+        LocalExecutor::initialize().unwrap();
+        let local_init = started.elapsed();
+        let local = measure(Arc::new(LocalExecutor::new()), local_init, &big).await;
+
+        // Make sure the compiled module is cached, then time a start that only loads it (a new process would).
+        drop(WasmExecutor::new(WasmConfig::default()).unwrap());
+        let started = Instant::now();
+        let wasm_executor = WasmExecutor::new(WasmConfig::default()).unwrap();
+        let wasm_init = started.elapsed();
+        let wasm = measure(Arc::new(wasm_executor), wasm_init, &big).await;
+
+        println!("## Executors side by side (local = CPython in-process, wasm = wasmtime + CPython/WASI)\n");
+        println!("{:<44} {:>12} {:>12} {:>10}", "", "local", "wasm", "wasm/local");
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let rows: [(&str, f64, f64, &str); 5] = [
+            ("executor start-up (wasm: cached module), ms", ms(local.init), ms(wasm.init), "ms"),
+            ("session start (median of 21), ms", ms(local.session_start), ms(wasm.session_start), "ms"),
+            ("trivial cell `x = 1` (mean of 2000), ms", ms(local.per_cell), ms(wasm.per_cell), "ms"),
+            ("100 MB text context: start + len(), ms", ms(local.load_100mb), ms(wasm.load_100mb), "ms"),
+            ("idle session memory (RSS / session), MB", local.idle_kb / 1024.0, wasm.idle_kb / 1024.0, "MB"),
+        ];
+        for (name, l, w, _) in rows {
+            println!("{name:<44} {l:>12.3} {w:>12.3} {:>9.1}x", w / l.max(1e-9));
+        }
+    });
+}
