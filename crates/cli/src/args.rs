@@ -32,6 +32,8 @@ pub enum Command {
     Stats(crate::trace_cmd::StatsArgs),
     /// The sandbox service for untrusted code: `rlm sandbox serve`, `rlm sandbox prepare`.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// GET a URL; exit 0 on a 2xx status, 1 otherwise (container health checks in images without curl).
+    Health(crate::health::HealthArgs),
 }
 
 /// Where model-written code runs.

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line program talks through stdout and stderr")]
 
 mod args;
+mod health;
 mod progress;
 mod sandbox;
 mod serve;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),
             Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
             Command::Sandbox(args) => sandbox::sandbox(args).await,
+            Command::Health(args) => health::health(args).await,
         }
     });
     match result {

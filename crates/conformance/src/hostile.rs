@@ -97,7 +97,8 @@ pub async fn run_hostile(
             return report;
         }
     };
-    let (target, watcher, executor) = (&target, &bystander, executor.as_ref());
+    let signals_before = watched_signal_dispositions();
+    let (target, watcher, executor, signals_before) = (&target, &bystander, executor.as_ref(), &signals_before);
     report.results = futures::stream::iter(snippets.iter().copied())
         .map(|snippet| async move {
             let observation = target.run(&snippet.cells).await;
@@ -107,6 +108,12 @@ pub async fn run_hostile(
             }
             if let Err(err) = fresh_session_probe(executor, config).await {
                 failures.push(format!("fresh session after the snippet: {err}"));
+            }
+            let signals_after = watched_signal_dispositions();
+            if signals_after != *signals_before {
+                failures.push(format!(
+                    "the host process's signal dispositions changed: {signals_before:?} -> {signals_after:?}"
+                ));
             }
             HostileResult { file: snippet.file.clone(), expect: snippet.expect.clone(), observation, failures }
         })
@@ -143,6 +150,25 @@ fn check_snippet(snippet: &HostileSnippet, observation: &Observation, config: &H
         }
     }
     failures
+}
+
+/// Signals whose disposition hostile code might change to keep the host from being stopped or to kill it later:
+/// SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTERM (bit `n - 1` for signal `n`).
+const WATCHED_SIGNALS: u64 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 9) | (1 << 11) | (1 << 13) | (1 << 14);
+
+/// Which of the [`WATCHED_SIGNALS`] this process ignores and catches (`SigIgn` / `SigCgt` of `/proc/self/status`),
+/// or `None` where that file does not exist. (Other signals are left out: wasmtime installs its own handlers for
+/// SIGSEGV and friends when the first engine is created, which may happen while the snippets run.)
+pub fn watched_signal_dispositions() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .map(|bits| bits & WATCHED_SIGNALS)
+    };
+    Some((mask("SigIgn:")?, mask("SigCgt:")?))
 }
 
 fn excerpt(text: &str, needle: &str) -> String {

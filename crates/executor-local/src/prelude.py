@@ -4,19 +4,29 @@ Loaded once per process as the module ``_rlm_prelude``. The Rust side (``lib.rs`
 
 * ``install_streams()`` once, to route ``sys.stdout`` / ``sys.stderr`` per thread;
 * ``Session(host, context)`` per REPL session: owns the session's globals dict and the reserved functions;
-* per cell: ``begin_capture`` -> ``Session.prepare`` -> ``Session.run`` -> ``Session.finish`` -> ``end_capture``.
+* per cell: ``begin_capture`` -> ``Session.prepare`` -> ``Session.run`` -> ``Session.finish`` -> ``end_capture``
+  (which also repairs the process-wide state a cell may have tampered with: ``sys.stdout`` / ``sys.stderr`` and the
+  ``builtins`` module).
 
 Everything here runs with the GIL held by the thread that runs the cell.
 """
 
-import ast
 import builtins
-import json
-import linecache
-import sys
-import threading
-import traceback
-import types
+
+# The builtins as they were when the interpreter started (this module is loaded right after). Every session gets a
+# copy; the shared `builtins` module is put back to this state after every cell; and the code of this module looks its
+# builtins up in a private copy (functions take their builtins from their module's `__builtins__` when they are
+# defined), so that `builtins.print = None` in a cell cannot break the echo or the capture of any session.
+_PRISTINE_BUILTINS = dict(builtins.__dict__)
+__builtins__ = dict(_PRISTINE_BUILTINS)
+
+import ast  # noqa: E402
+import json  # noqa: E402
+import linecache  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import traceback  # noqa: E402
+import types  # noqa: E402
 
 _get_ident = threading.get_ident
 
@@ -66,11 +76,22 @@ class _Capture:
 
 
 class _Router:
-    """Stands in for sys.stdout / sys.stderr: writes go to the current thread's capture, if any."""
+    """Stands in for sys.stdout / sys.stderr: writes go to the current thread's capture, if any.
+
+    Its two fields cannot be reassigned (`sys.stdout._real = spy` from a cell would redirect every session).
+    """
+
+    __slots__ = ("_real", "_index")
 
     def __init__(self, real, index):
-        self._real = real
-        self._index = index
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_index", index)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"the output router's {name!r} is read-only")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"the output router's {name!r} is read-only")
 
     def write(self, text):
         if not isinstance(text, str):
@@ -101,15 +122,38 @@ class _Router:
 
     def __getattr__(self, name):
         # encoding, errors, buffer, fileno, ...: whatever the real stream has.
+        if self._real is None:
+            raise AttributeError(name)
         return getattr(self._real, name)
+
+
+_routers = []  # [stdout router, stderr router] once installed
 
 
 def install_streams():
     """Idempotent: replaces sys.stdout and sys.stderr by routers."""
-    if not isinstance(sys.stdout, _Router):
-        sys.stdout = _Router(sys.stdout, 0)
-    if not isinstance(sys.stderr, _Router):
-        sys.stderr = _Router(sys.stderr, 1)
+    if not _routers:
+        _routers.extend([_Router(sys.stdout, 0), _Router(sys.stderr, 1)])
+    restore_process_state()
+
+
+def restore_process_state():
+    """Undoes what a cell may have done to state all sessions share: `sys.stdout = None` (or any replacement of the
+    routers) and changes to the `builtins` module (`builtins.print = None`, a hijacked `__import__`, added names)."""
+    if _routers:
+        if sys.stdout is not _routers[0]:
+            sys.stdout = _routers[0]
+        if sys.stderr is not _routers[1]:
+            sys.stderr = _routers[1]
+    table = builtins.__dict__
+    for name in [name for name in table if name not in _PRISTINE_BUILTINS]:
+        del table[name]
+    for name, value in _PRISTINE_BUILTINS.items():
+        if table.get(name, _MISSING) is not value:
+            table[name] = value
+
+
+_MISSING = object()
 
 
 def begin_capture(limit):
@@ -119,9 +163,10 @@ def begin_capture(limit):
 
 
 def end_capture(capture):
-    """Unregisters the current thread's capture; returns (stdout, stderr, dropped_chars)."""
+    """Unregisters the current thread's capture and repairs the shared state; returns (stdout, stderr, dropped)."""
     if _captures.get(_get_ident()) is capture:
         del _captures[_get_ident()]
+    restore_process_state()
     return "".join(capture.parts[0]), "".join(capture.parts[1]), capture.dropped
 
 
@@ -170,6 +215,36 @@ def _no_input(*_args, **_kwargs):
     raise EOFError("input() is not available in this REPL")
 
 
+# A traceback deeper than this (a runaway recursion: up to a million frames) is described by its first and last
+# _TB_KEEP frames only; extracting and formatting every frame would take longer than the cell itself.
+_TB_KEEP = 50
+
+
+def _cell_traceback_lines(tb):
+    """The formatted frames of cell code in `tb` (with the "Traceback" line), or [] when there are none."""
+    depth = 0
+    entry = tb
+    while entry is not None:
+        depth += 1
+        entry = entry.tb_next
+    if depth <= 2 * _TB_KEEP:
+        parts = [traceback.extract_tb(tb)]
+    else:
+        tail = tb
+        for _ in range(depth - _TB_KEEP):
+            tail = tail.tb_next
+        parts = [traceback.extract_tb(tb, limit=_TB_KEEP), traceback.extract_tb(tail)]
+    parts = [[f for f in part if f.filename.startswith("<cell ")] for part in parts]
+    if not any(parts):
+        return []
+    lines = ["Traceback (most recent call last):\n"]
+    for index, frames in enumerate(parts):
+        if index:
+            lines.append(f"  ... {depth - 2 * _TB_KEEP} more frames not shown ...\n")
+        lines.extend(traceback.StackSummary.from_list(frames).format())
+    return lines
+
+
 def context_info(context):
     """(python_type, total_chars, chunk_lengths[:100], chunk_count) for the context value."""
     type_name = type(context).__name__
@@ -202,7 +277,7 @@ class Session:
     """One REPL namespace. `host` is the Rust HostBridge: host.call(kind, prompts, model) -> list[str]."""
 
     def __init__(self, host, context):
-        own_builtins = dict(builtins.__dict__)
+        own_builtins = dict(_PRISTINE_BUILTINS)
         own_builtins["input"] = _no_input
         self.final_var = None
 
@@ -336,11 +411,7 @@ class Session:
         """
         if tb is None:
             tb = exc.__traceback__
-        frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith("<cell ")]
-        lines = []
-        if frames:
-            lines.append("Traceback (most recent call last):\n")
-            lines.extend(traceback.StackSummary.from_list(frames).format())
+        lines = _cell_traceback_lines(tb)
         lines.extend(traceback.format_exception_only(type(exc), exc))
         return type(exc).__name__, _safe_str(exc), "".join(lines).rstrip("\n")
 

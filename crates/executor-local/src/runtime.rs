@@ -28,7 +28,30 @@ static RUNTIME: OnceLock<Result<PyRuntime, String>> = OnceLock::new();
 /// The interpreter, started on first use. Must not be called while attached to the interpreter (the first call
 /// initialises it).
 pub(crate) fn runtime() -> LocalResult<&'static PyRuntime> {
-    RUNTIME.get_or_init(start).as_ref().map_err(|message| LocalError::Interpreter(message.clone()))
+    RUNTIME.get_or_init(start_on_own_thread).as_ref().map_err(|message| LocalError::Interpreter(message.clone()))
+}
+
+/// Starts the interpreter on a dedicated thread, which then parks for the life of the process.
+///
+/// CPython treats the thread that initialised it as the "main thread": only there may `signal.signal` install
+/// handlers, which change the signal disposition of the whole host process. Cells run on other threads (tokio's
+/// blocking pool); were the initialising thread one of them, a cell landing on it could make the host ignore SIGTERM.
+/// The thread must outlive the start, not just end: CPython recognises its main thread by the thread identifier
+/// (`pthread_self`), which the C library hands out again to the next thread once the first one has exited. So cells
+/// never run on it and `signal.signal` raises `ValueError` in every cell.
+fn start_on_own_thread() -> Result<PyRuntime, String> {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("rlm-python-main".to_owned())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            drop(started_tx.send(start()));
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|err| format!("cannot start the thread that initialises Python: {err}"))?;
+    started_rx.recv().map_err(|_| "the thread that initialises Python ended before it was done".to_owned())?
 }
 
 /// `major.minor` from a `Py_GetVersion()` string such as `3.11.7 (main, ...) [GCC 12.2.0]`.

@@ -559,3 +559,21 @@ async fn works_on_a_current_thread_runtime() -> TestResult {
     assert_eq!(run_ok(&mut s, "print('ok')").await?.stdout, "ok\n");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_recursion_has_a_short_traceback() -> TestResult {
+    let mut s = session().await?;
+    let started = Instant::now();
+    let code = "import sys\nsys.setrecursionlimit(20000)\ndef dive(n):\n    return dive(n + 1) + 1\ndive(0)";
+    let error = s.run_cell(code).await?.error.ok_or("no error")?;
+    assert_eq!(error.kind, "RecursionError");
+    assert!(error.traceback.contains("more frames not shown"), "{}", error.traceback);
+    assert!(error.traceback.contains("File \"<cell 1>\", line 5"), "{}", error.traceback);
+    assert!(error.traceback.lines().count() < 60, "{}", error.traceback);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // An ordinary traceback is complete.
+    let error = s.run_cell("def f(n):\n    return 1 / n if n < 3 else f(n - 1)\nf(5)").await?.error.ok_or("no error")?;
+    assert!(!error.traceback.contains("not shown"), "{}", error.traceback);
+    assert_eq!(error.traceback.matches("in f").count(), 4, "{}", error.traceback);
+    Ok(())
+}

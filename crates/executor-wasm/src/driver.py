@@ -253,6 +253,36 @@ def _no_input(*_args, **_kwargs):
     raise EOFError("input() is not available in this REPL")
 
 
+# A traceback deeper than this (a runaway recursion: up to a million frames) is described by its first and last
+# _TB_KEEP frames only; extracting and formatting every frame would take longer than the cell itself.
+_TB_KEEP = 50
+
+
+def _cell_traceback_lines(tb):
+    """The formatted frames of cell code in `tb` (with the "Traceback" line), or [] when there are none."""
+    depth = 0
+    entry = tb
+    while entry is not None:
+        depth += 1
+        entry = entry.tb_next
+    if depth <= 2 * _TB_KEEP:
+        parts = [traceback.extract_tb(tb)]
+    else:
+        tail = tb
+        for _ in range(depth - _TB_KEEP):
+            tail = tail.tb_next
+        parts = [traceback.extract_tb(tb, limit=_TB_KEEP), traceback.extract_tb(tail)]
+    parts = [[f for f in part if f.filename.startswith("<cell ")] for part in parts]
+    if not any(parts):
+        return []
+    lines = ["Traceback (most recent call last):\n"]
+    for index, frames in enumerate(parts):
+        if index:
+            lines.append(f"  ... {depth - 2 * _TB_KEEP} more frames not shown ...\n")
+        lines.extend(traceback.StackSummary.from_list(frames).format())
+    return lines
+
+
 def context_info(context):
     """(python_type, total_chars, chunk_lengths[:100], chunk_count) for the context value."""
     type_name = type(context).__name__
@@ -405,11 +435,7 @@ class Session:
 
     def describe_error(self, exc):
         tb = exc.__traceback__
-        frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith("<cell ")]
-        lines = []
-        if frames:
-            lines.append("Traceback (most recent call last):\n")
-            lines.extend(traceback.StackSummary.from_list(frames).format())
+        lines = _cell_traceback_lines(tb)
         lines.extend(traceback.format_exception_only(type(exc), exc))
         return {"kind": type(exc).__name__, "message": _safe_str(exc), "traceback": "".join(lines).rstrip("\n")}
 

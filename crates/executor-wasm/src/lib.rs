@@ -45,6 +45,7 @@
 //! bytes and the decoded `str` while loading: plan on about 3x the context size in memory per session, and a memory
 //! limit above 2x the context size.
 
+mod clock;
 mod engine;
 mod error;
 mod guest;
@@ -121,6 +122,7 @@ impl WasmExecutor {
         let mut linker: Linker<GuestState> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut GuestState| &mut state.wasi)?;
         guest::add_channel_to_linker(&mut linker)?;
+        clock::add_to_linker(&mut linker)?;
         let pre = linker.instantiate_pre(&loaded.module)?;
         let driver = DRIVER.replace("__CHANNEL_FD__", &CHANNEL_FD.to_string());
         // -I: isolated mode (no PYTHON* variables, no user site); -B: no bytecode files.

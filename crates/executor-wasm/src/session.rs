@@ -116,7 +116,25 @@ fn classify(err: &wasmtime::Error, timed_out: bool, ctl: &Control) -> (String, S
         Some(Trap::StackOverflow) => {
             return ("RecursionError".to_owned(), "the interpreter's stack overflowed".to_owned());
         }
-        _ => {}
+        // CPython keeps its C stack in linear memory (512 KiB in this build, at the bottom of memory): recursion that
+        // goes through C functions (`functools.cache` wrappers, sort keys, `__repr__` of nested objects) exhausts it
+        // after roughly 50 levels, and the next push wraps below address 0. Interpreter code is memory-safe, so an
+        // out-of-bounds access is that overflow.
+        Some(Trap::MemoryOutOfBounds) => {
+            tracing::debug!(backtrace = %err, "the wasm sandbox trapped on an out-of-bounds access");
+            return (
+                "RecursionError".to_owned(),
+                "the interpreter's C stack overflowed (recursion through C functions such as functools.cache \
+                 wrappers or sort keys is limited to a few dozen levels in the sandbox)"
+                    .to_owned(),
+            );
+        }
+        // The wasm backtrace (numbered frames without names) helps nobody reading a cell error: only in the log.
+        Some(trap) => {
+            tracing::debug!(%trap, backtrace = %err, "the wasm sandbox trapped");
+            return ("SystemError".to_owned(), format!("the sandbox crashed ({trap})"));
+        }
+        None => {}
     }
     if let Some(exit) = err.downcast_ref::<I32Exit>() {
         return ("SystemExit".to_owned(), format!("the interpreter exited with status {}", exit.0));

@@ -17,14 +17,16 @@ mod metrics;
 mod ops;
 mod runs;
 mod state;
+mod ui;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
 pub use crate::config::{ExecutorChoice, ServerConfig};
@@ -33,7 +35,8 @@ pub use crate::ops::openapi_document;
 pub use crate::state::{AppState, RunStatus, StartError};
 
 /// Every route as `(method, path)`, in OpenAPI path syntax. A test checks that each is routed and that the OpenAPI
-/// document describes exactly these.
+/// document describes exactly these. `/ui` stands for the trajectory viewer: the page, plus the assets and JSON/SSE
+/// endpoints under `/ui/` that only the page uses (see `docs/viewer.md`).
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/ready"),
@@ -48,11 +51,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model}"),
     ("POST", "/v1/chat/completions"),
+    ("GET", "/ui"),
 ];
 
 /// The HTTP application. `/health` and `/ready` are open; everything else needs the bearer token when one is
-/// configured.
+/// configured — the trajectory viewer at `/ui` (page, assets, data and live updates) included.
 pub fn app(state: AppState) -> Router {
+    let viewer = rlm_viewer::router(Arc::new(ui::RegistrySource::new(state.clone())))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
     let protected = Router::new()
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
@@ -64,6 +70,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(chat::list_models))
         .route("/v1/models/{model}", get(chat::get_model))
         .route("/v1/chat/completions", post(chat::chat_completions))
+        // The viewer itself is nested at `/ui` below; `/ui/` does not reach it.
+        .route("/ui/", get(|| async { Redirect::permanent("../ui") }))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(ops::health))
@@ -73,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .with_state(state)
+        .nest("/ui", viewer)
 }
 
 async fn not_found(request: Request) -> ApiError {

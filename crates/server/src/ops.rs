@@ -257,6 +257,17 @@ pub fn openapi_document() -> Value {
                 "requestBody": json_body(schema_ref("ChatRequest")),
                 "responses": chat_responses,
             }},
+            "/ui": {"get": {
+                "summary": "The trajectory viewer: a web page showing the recent runs as trees, live",
+                "description": "The page loads its assets and data from /ui/app.js, /ui/style.css, /ui/api/runs, \
+                    /ui/api/runs/{root_run_id}/outline, /ui/api/runs/{root_run_id}/events and /ui/api/stream (SSE); \
+                    these are the page's own and not a stable API (see docs/viewer.md). With a token configured, \
+                    all of them need it.",
+                "responses": {
+                    "200": {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                    "401": error_response("Missing or wrong bearer token"),
+                },
+            }},
         },
     })
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -11,8 +11,9 @@ use rlm::{
     CancellationToken, Completion, Context, EventBody, Executor, FinishedBy, Limits, LocalExecutor, ModelClient,
     ModelPlan, OpenAiClient, Rlm, RlmError, TraceEvent, TraceSink,
 };
+use rlm_viewer::{RunSummary, RunTree, Update};
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use uuid::Uuid;
 
 use rlm_executor_remote::RemoteExecutor;
@@ -37,6 +38,10 @@ pub(crate) struct Inner {
     slots: Arc<Semaphore>,
     runs: Mutex<Registry>,
     pub metrics: Metrics,
+    /// What the trajectory viewer at `/ui` announces: new events of a run, a run forgotten. Dropped when the
+    /// shutdown begins, which ends the viewer's live streams (they would hold a graceful shutdown up forever).
+    ui_channel: Mutex<Option<broadcast::Sender<Update>>>,
+    ui_updates: UiUpdates,
     shutting_down: AtomicBool,
     started: Instant,
 }
@@ -78,6 +83,7 @@ impl AppState {
                 (Arc::new(remote.clone()), Some(remote))
             }
         };
+        let ui_channel = broadcast::channel(1024).0;
         Ok(Self {
             inner: Arc::new(Inner {
                 slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
@@ -87,6 +93,8 @@ impl AppState {
                 executor,
                 runs: Mutex::new(Registry::default()),
                 metrics: Metrics::default(),
+                ui_updates: UiUpdates(ui_channel.downgrade()),
+                ui_channel: Mutex::new(Some(ui_channel)),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
             }),
@@ -104,6 +112,7 @@ impl AppState {
     /// Stop accepting new runs (`/ready` turns `503`); running ones go on.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.ui_channel.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -161,6 +170,26 @@ impl AppState {
         self.inner.lock_runs().by_id.get(&id).cloned()
     }
 
+    /// Recent runs, oldest first.
+    pub(crate) fn runs_oldest_first(&self) -> Vec<Arc<RunEntry>> {
+        let runs = self.inner.lock_runs();
+        runs.order.iter().filter_map(|id| runs.by_id.get(id).cloned()).collect()
+    }
+
+    /// The run whose top-level trace events carry `root_run_id` (its `root_run_id`, the viewer's id of it).
+    pub(crate) fn run_by_root(&self, root_run_id: Uuid) -> Option<Arc<RunEntry>> {
+        self.inner.lock_runs().by_id.values().find(|run| run.ui_root.get() == Some(&root_run_id)).cloned()
+    }
+
+    /// Announcements for the viewer's live updates.
+    pub(crate) fn subscribe_ui(&self) -> broadcast::Receiver<Update> {
+        match self.inner.ui_updates.0.upgrade() {
+            Some(sender) => sender.subscribe(),
+            // Shutting down: a stream that ends at once.
+            None => broadcast::channel(1).1,
+        }
+    }
+
     /// Recent runs, newest first.
     pub fn recent_runs(&self) -> Vec<Arc<RunEntry>> {
         let runs = self.inner.lock_runs();
@@ -186,8 +215,14 @@ impl AppState {
             self.inner.metrics.run_rejected_busy();
             return Err(ApiError::busy(self.inner.config.max_concurrent_runs));
         };
-        let entry = Arc::new(RunEntry::new(&spec));
-        self.inner.lock_runs().insert(Arc::clone(&entry), self.inner.config.max_stored_runs);
+        let entry = Arc::new(RunEntry::new(&spec, self.inner.ui_updates.clone()));
+        let evicted = self.inner.lock_runs().insert(Arc::clone(&entry), self.inner.config.max_stored_runs);
+        for run in evicted {
+            // The viewer reads the registry, so the run is gone from it already; tell open pages.
+            if let Some(&run_id) = run.ui_root.get() {
+                self.inner.ui_updates.send(Update::Removed { run_id });
+            }
+        }
         self.inner.metrics.run_started();
         tracing::info!(run_id = %entry.id, model = %entry.model, "run started");
         let state = self.clone();
@@ -261,7 +296,9 @@ struct Registry {
 }
 
 impl Registry {
-    fn insert(&mut self, run: Arc<RunEntry>, capacity: usize) {
+    /// Adds `run`, evicting the oldest finished runs beyond `capacity`; returns the evicted ones.
+    fn insert(&mut self, run: Arc<RunEntry>, capacity: usize) -> Vec<Arc<RunEntry>> {
+        let mut evicted = Vec::new();
         self.order.push_back(run.id);
         self.by_id.insert(run.id, run);
         while self.by_id.len() > capacity {
@@ -274,9 +311,10 @@ impl Registry {
                 break;
             };
             if let Some(id) = self.order.remove(position) {
-                self.by_id.remove(&id);
+                evicted.extend(self.by_id.remove(&id));
             }
         }
+        evicted
     }
 }
 
@@ -301,12 +339,29 @@ pub struct RunEntry {
     data: Mutex<RunData>,
     /// Bumped on every new event and when the run ends.
     changed: watch::Sender<u64>,
+    /// The `run_id` of the top-level trace events (set by the first event): the viewer's id of the run.
+    ui_root: OnceLock<Uuid>,
+    ui_updates: UiUpdates,
+}
+
+/// Sends the viewer's updates while the channel is open (until the shutdown begins).
+#[derive(Debug, Clone)]
+pub(crate) struct UiUpdates(broadcast::WeakSender<Update>);
+
+impl UiUpdates {
+    fn send(&self, update: Update) {
+        if let Some(sender) = self.0.upgrade() {
+            let _ = sender.send(update);
+        }
+    }
 }
 
 #[derive(Debug)]
 struct RunData {
     status: RunStatus,
     events: Vec<Arc<TraceEvent>>,
+    /// The viewer's outlines of `events` (one each, same order) and the run's summary.
+    tree: RunTree,
     /// Set once the run ended.
     outcome: Option<RunOutcome>,
     finished_at: Option<DateTime<Utc>>,
@@ -322,7 +377,7 @@ pub struct RunOutcome {
 }
 
 impl RunEntry {
-    fn new(spec: &RunSpec) -> Self {
+    fn new(spec: &RunSpec, ui_updates: UiUpdates) -> Self {
         Self {
             id: Uuid::now_v7(),
             created_at: Utc::now(),
@@ -333,11 +388,14 @@ impl RunEntry {
             data: Mutex::new(RunData {
                 status: RunStatus::Running,
                 events: Vec::new(),
+                tree: RunTree::new("rlm serve"),
                 outcome: None,
                 finished_at: None,
                 version: 0,
             }),
             changed: watch::channel(0).0,
+            ui_root: OnceLock::new(),
+            ui_updates,
         }
     }
 
@@ -351,9 +409,19 @@ impl RunEntry {
     }
 
     fn record(&self, event: &TraceEvent) {
-        let mut data = self.lock();
-        data.events.push(Arc::new(event.clone()));
-        self.bump(&mut data);
+        let outline = RunTree::outline_of(event);
+        let update = {
+            let mut data = self.lock();
+            data.events.push(Arc::new(event.clone()));
+            let update = data.tree.push(outline);
+            if let Some(root) = data.tree.root() {
+                // Under the lock: the run is findable by this id as soon as the viewer can list it.
+                let _ = self.ui_root.set(root);
+            }
+            self.bump(&mut data);
+            update
+        };
+        self.ui_updates.send(update);
     }
 
     fn finish(&self, outcome: Result<Completion, RlmError>) {
@@ -369,11 +437,18 @@ impl RunEntry {
             }
             Err(err) => (RunStatus::Failed, RunOutcome { completion: None, error: Some(err.to_string()) }),
         };
-        let mut data = self.lock();
-        data.status = status;
-        data.outcome = Some(outcome);
-        data.finished_at = Some(Utc::now());
-        self.bump(&mut data);
+        let events = {
+            let mut data = self.lock();
+            data.status = status;
+            data.outcome = Some(outcome);
+            data.finished_at = Some(Utc::now());
+            self.bump(&mut data);
+            data.events.len()
+        };
+        // The run list shows the new status even when the run ended without its final event.
+        if let Some(&run_id) = self.ui_root.get() {
+            self.ui_updates.send(Update::Events { run_id, events });
+        }
     }
 
     /// Time since the run started.
@@ -397,6 +472,38 @@ impl RunEntry {
     pub fn events_from(&self, from: usize) -> (Vec<Arc<TraceEvent>>, bool) {
         let data = self.lock();
         (data.events.get(from..).map(<[_]>::to_vec).unwrap_or_default(), data.outcome.is_some())
+    }
+
+    /// The run as the viewer's run list shows it; `None` before its first event. A run that ended without its
+    /// top-level `final` event (it could not start, or panicked) is shown as ended, with its error.
+    pub(crate) fn ui_summary(&self) -> Option<RunSummary> {
+        let data = self.lock();
+        let mut summary = data.tree.summary()?;
+        if summary.status == rlm_viewer::RunStatus::Running && data.status != RunStatus::Running {
+            summary.status = rlm_viewer::RunStatus::Finished;
+            let by = data.outcome.as_ref().and_then(|o| o.completion.as_ref()).map(|c| c.finished_by);
+            let by = by.unwrap_or(if data.status == RunStatus::Cancelled {
+                FinishedBy::Cancelled
+            } else {
+                FinishedBy::Error
+            });
+            summary.finished_by = Some(by.as_str().to_owned());
+            summary.error = summary.error.or_else(|| data.outcome.as_ref().and_then(|o| o.error.clone()));
+        }
+        Some(summary)
+    }
+
+    /// The viewer's outlines of the events `offset..offset + limit`.
+    pub(crate) fn ui_outline(&self, offset: usize, limit: usize) -> rlm_viewer::Page<rlm_viewer::EventOutline> {
+        self.lock().tree.outline(offset, limit)
+    }
+
+    /// Events `offset..offset + limit` (fewer at the end), and how many there are in all.
+    pub(crate) fn events_page(&self, offset: usize, limit: usize) -> (Vec<Arc<TraceEvent>>, usize) {
+        let data = self.lock();
+        let start = offset.min(data.events.len());
+        let end = start.saturating_add(limit).min(data.events.len());
+        (data.events[start..end].to_vec(), data.events.len())
     }
 
     /// Waits for the next change after the caller's last look.
@@ -457,26 +564,27 @@ mod tests {
     #[test]
     fn registry_evicts_the_oldest_finished_run_and_keeps_running_ones() {
         let mut registry = Registry::default();
-        let running = Arc::new(RunEntry::new(&spec()));
+        let running = Arc::new(RunEntry::new(&spec(), UiUpdates(broadcast::channel(4).0.downgrade())));
         registry.insert(Arc::clone(&running), 2);
-        let done = Arc::new(RunEntry::new(&spec()));
+        let done = Arc::new(RunEntry::new(&spec(), UiUpdates(broadcast::channel(4).0.downgrade())));
         done.finish(Err(RlmError::Config("x".into())));
         registry.insert(Arc::clone(&done), 2);
-        let newest = Arc::new(RunEntry::new(&spec()));
-        registry.insert(Arc::clone(&newest), 2);
+        let newest = Arc::new(RunEntry::new(&spec(), UiUpdates(broadcast::channel(4).0.downgrade())));
+        let evicted = registry.insert(Arc::clone(&newest), 2);
+        assert_eq!(evicted.iter().map(|run| run.id).collect::<Vec<_>>(), [done.id]);
         assert!(registry.by_id.contains_key(&running.id));
         assert!(!registry.by_id.contains_key(&done.id));
         assert!(registry.by_id.contains_key(&newest.id));
         assert_eq!(registry.order.len(), 2);
         // Over capacity with only running runs: nothing is evicted.
-        let another = Arc::new(RunEntry::new(&spec()));
+        let another = Arc::new(RunEntry::new(&spec(), UiUpdates(broadcast::channel(4).0.downgrade())));
         registry.insert(Arc::clone(&another), 2);
         assert_eq!(registry.by_id.len(), 3);
     }
 
     #[tokio::test]
     async fn wait_returns_once_the_run_finished() {
-        let run = Arc::new(RunEntry::new(&spec()));
+        let run = Arc::new(RunEntry::new(&spec(), UiUpdates(broadcast::channel(4).0.downgrade())));
         let waiter = {
             let run = Arc::clone(&run);
             tokio::spawn(async move { run.wait().await })

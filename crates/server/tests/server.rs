@@ -541,9 +541,20 @@ async fn a_bearer_token_guards_everything_but_health_and_ready() {
 
     assert_eq!(server.get("/health").await.0, StatusCode::OK);
     assert_eq!(server.get("/ready").await.0, StatusCode::OK);
-    for (method, path) in
-        [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("GET", "/metrics"), ("POST", "/infer")]
-    {
+    for (method, path) in [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/metrics"),
+        ("POST", "/infer"),
+        // The viewer: the page, its assets, its data and its live updates.
+        ("GET", "/ui"),
+        ("GET", "/ui/"),
+        ("GET", "/ui/app.js"),
+        ("GET", "/ui/api/runs"),
+        ("GET", "/ui/api/runs/00000000-0000-0000-0000-000000000000/events"),
+        ("GET", "/ui/api/stream"),
+        ("GET", "/ui/no/such/thing"),
+    ] {
         for token in [None, Some("Bearer wrong"), Some("Bearer s3cre"), Some("s3cret")] {
             let mut request = server.http.request(method.parse().unwrap(), server.url(path)).body("{}");
             if let Some(token) = token {
@@ -556,9 +567,10 @@ async fn a_bearer_token_guards_everything_but_health_and_ready() {
             assert_eq!(body["error"]["code"], "invalid_api_key");
         }
     }
-    let response =
-        server.http.get(server.url("/v1/models")).header("Authorization", "Bearer s3cret").send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    for path in ["/v1/models", "/ui", "/ui/api/runs"] {
+        let response = server.http.get(server.url(path)).header("Authorization", "Bearer s3cret").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
     server.shutdown().await;
 }
 
@@ -895,5 +907,213 @@ async fn the_official_openai_python_package_talks_to_the_server() {
     assert_eq!(result["models"], json!(["rlm", "rlm:root"]));
     assert_eq!(result["missing_model_status"], 404);
     assert_eq!(result["unauthorized_status"], 401);
+    server.shutdown().await;
+}
+
+/// Reads server-sent events one at a time from a response that stays open.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        Self { response, buffer: String::new() }
+    }
+
+    /// The `data` of the next event (comments skipped), waiting at most until `deadline`.
+    async fn next_data(&mut self, deadline: Instant) -> Value {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (events, _) = parse_sse(&block);
+                if let Some(event) = events.into_iter().next() {
+                    return serde_json::from_str(&event.data).unwrap();
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.response.chunk()).await.expect("an update in time").unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk.expect("the stream stays open")));
+        }
+    }
+}
+
+/// The viewer's run list at `/ui/api/runs`.
+async fn ui_runs(server: &Server) -> Vec<Value> {
+    let (status, body) = server.get("/ui/api/runs").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["runs"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_at_ui_shows_a_run_with_its_counts_and_events() {
+    let model_server = models(
+        ScriptedServer::builder()
+            .script(
+                "big",
+                [
+                    Reply::text(repl("words = context['text'].split()\nprint(len(words))")).with_usage(100, 10, 0),
+                    Reply::text(format!("{}\nFINAL_VAR(top)", repl("top = llm_query('pick one: ' + words[0])")))
+                        .with_usage(120, 12, 0),
+                ],
+            )
+            .rule(|r| (r.model == "small").then(|| Reply::text("alpha").with_usage(5, 1, 0))),
+    )
+    .await;
+    let server = Server::start(config(&model_server)).await;
+    assert!(ui_runs(&server).await.is_empty());
+
+    let request =
+        json!({"query": "Which word?", "context": {"text": "alpha beta"}, "models": {"root": "big", "sub": "small"}});
+    let (status, run) = server.post("/v1/runs", &request).await;
+    assert_eq!((status, run["answer"].as_str()), (StatusCode::OK, Some("alpha")), "{run}");
+    let root = run["root_run_id"].as_str().unwrap().to_owned();
+
+    // The page, mounted at /ui with its assets.
+    let page = server.http.get(server.url("/ui")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<meta name="rlm-base" content="/ui/">"#), "{html}");
+    let slash = server.http.get(server.url("/ui/")).send().await.unwrap();
+    assert_eq!((slash.status(), slash.url().path()), (StatusCode::OK, "/ui"), "/ui/ redirects to the page");
+    for asset in ["/ui/app.js", "/ui/style.css"] {
+        assert_eq!(server.http.get(server.url(asset)).send().await.unwrap().status(), StatusCode::OK, "{asset}");
+    }
+
+    // The run list: the run, by its root_run_id, with the counts of its trace.
+    let runs = ui_runs(&server).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let listed = &runs[0];
+    assert_eq!(listed["run_id"], root.as_str());
+    assert_eq!(listed["source"], "rlm serve");
+    assert_eq!(listed["status"], "finished");
+    assert_eq!(listed["query"], "Which word?");
+    assert_eq!(listed["answer"], "alpha");
+    assert_eq!(listed["finished_by"], "final_var");
+    assert_eq!(listed["root_model"], "big");
+    assert_eq!((listed["iterations"].as_u64(), listed["sub_calls"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(listed["events"], 7);
+    assert_eq!(listed["tokens"], 100 + 10 + 120 + 12 + 5 + 1);
+    assert_eq!(listed["errors"], 0);
+
+    // Its outline and its full events: the same as the run API's trajectory.
+    let (status, outline) = server.get(&format!("/ui/api/runs/{root}/outline")).await;
+    assert_eq!(status, StatusCode::OK, "{outline}");
+    let kinds: Vec<&str> = outline["items"].as_array().unwrap().iter().map(|o| o["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["metadata", "model_call", "cell", "model_call", "sub_call", "cell", "final"]);
+    assert_eq!(outline["total"], 7);
+    let (status, events) = server.get(&format!("/ui/api/runs/{root}/events?offset=0&limit=100")).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    assert_eq!((events["offset"].as_u64(), events["total"].as_u64()), (Some(0), Some(7)));
+    let (_, stored) = server.get(&format!("/v1/runs/{}", run["run_id"].as_str().unwrap())).await;
+    assert_eq!(events["items"], stored["events"]);
+    let (_, page) = server.get(&format!("/ui/api/runs/{root}/events?offset=4&limit=2")).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["items"][0]["type"], "sub_call");
+    assert_eq!(page["items"][0]["response"], "alpha");
+
+    // Unknown runs are 404s, as in the viewer.
+    let (status, _) = server.get(&format!("/ui/api/runs/{}/events", uuid::Uuid::new_v4())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_follows_a_background_run_live() {
+    let model_server = models(ScriptedServer::builder().script(
+        "root",
+        [
+            Reply::text(repl("x = 1\nprint(x)")).with_delay(Duration::from_millis(400)),
+            Reply::text(repl("y = x + 1\nprint(y)")).with_delay(Duration::from_millis(400)),
+            Reply::text("FINAL(two)").with_delay(Duration::from_millis(400)),
+        ],
+    ))
+    .await;
+    let server = Server::start(config(&model_server)).await;
+    // A page connected before the run starts.
+    let response = server.http.get(server.url("/ui/api/stream")).send().await.unwrap();
+    let mut stream = SseReader::new(response);
+
+    let (status, started) = server.post("/v1/runs", &json!({"query": "count", "background": true})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["run_id"].as_str().unwrap().to_owned();
+
+    // One update per event as it is recorded, while the run is still running.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut counts = Vec::new();
+    let mut root = None;
+    let mut seen_running = false;
+    loop {
+        let update = stream.next_data(deadline).await;
+        assert_eq!(update["type"], "events", "{update}");
+        let run_id = update["run_id"].as_str().unwrap().to_owned();
+        assert_eq!(*root.get_or_insert_with(|| run_id.clone()), run_id);
+        let events = update["events"].as_u64().unwrap();
+        if counts.last() == Some(&events) {
+            break; // the run ended: its status changed, no new event
+        }
+        counts.push(events);
+        if !seen_running && events >= 2 {
+            // Mid-run: the run list shows it running, and its events so far are served.
+            let runs = ui_runs(&server).await;
+            let listed = runs.iter().find(|r| r["run_id"] == run_id.as_str()).unwrap();
+            if listed["status"] == "running" {
+                seen_running = true;
+                assert!(listed["events"].as_u64().unwrap() >= events);
+                let (status, outline) = server.get(&format!("/ui/api/runs/{run_id}/outline")).await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(outline["items"][0]["type"], "metadata");
+            }
+        }
+    }
+    // metadata, 3 × model_call, 2 × cell, final: each announced with the tree's new size, in order.
+    assert_eq!(counts, (1..=7).collect::<Vec<u64>>());
+    assert!(seen_running, "the run was never listed as running");
+    let run = server.wait_finished(&id).await;
+    assert_eq!(run["root_run_id"].as_str(), root.as_deref());
+    let runs = ui_runs(&server).await;
+    assert_eq!(runs[0]["status"], "finished");
+    assert_eq!(runs[0]["answer"], "two");
+    assert_eq!(runs[0]["iterations"], 3);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_evicted_from_the_registry_leave_the_viewer_too() {
+    let model_server = models(ScriptedServer::builder().rule(|r| (r.model == "root").then(|| final_reply("ok")))).await;
+    let server = Server::start(ServerConfig { max_stored_runs: 2, ..config(&model_server) }).await;
+    let response = server.http.get(server.url("/ui/api/stream")).send().await.unwrap();
+    let mut stream = SseReader::new(response);
+
+    let mut roots = Vec::new();
+    for n in 0..3 {
+        let (status, run) = server.post("/v1/runs", &json!({"query": format!("q{n}")})).await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        roots.push(run["root_run_id"].as_str().unwrap().to_owned());
+    }
+    // The oldest run is gone from the registry and from the viewer: listing, outline and events.
+    let listed: Vec<String> = ui_runs(&server).await.iter().map(|r| r["run_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(listed, roots[1..]);
+    for what in ["outline", "events"] {
+        let (status, _) = server.get(&format!("/ui/api/runs/{}/{what}", roots[0])).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{what}");
+        let (status, _) = server.get(&format!("/ui/api/runs/{}/{what}", roots[2])).await;
+        assert_eq!(status, StatusCode::OK, "{what}");
+    }
+    let (_, list) = server.get("/v1/runs").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    // Open pages were told.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let update = stream.next_data(deadline).await;
+        if update["type"] == "removed" {
+            assert_eq!(update["run_id"], roots[0].as_str());
+            break;
+        }
+    }
     server.shutdown().await;
 }

@@ -222,6 +222,15 @@ impl<L: Clone> Index<L> {
         root
     }
 
+    /// Makes `run_id` part of the tree `root` (unless it already belongs to one): its events then join that tree.
+    pub(crate) fn adopt(&mut self, run_id: Uuid, root: Uuid) {
+        self.root_of.entry(run_id).or_insert(root);
+    }
+
+    pub(crate) fn summary(&self, root: Uuid) -> Option<&RunSummary> {
+        self.trees.get(&root).map(|tree| &tree.summary)
+    }
+
     pub(crate) fn runs(&self) -> Vec<RunSummary> {
         self.order.iter().filter_map(|id| self.trees.get(id)).map(|tree| tree.summary.clone()).collect()
     }

@@ -141,12 +141,14 @@ pub struct EventOutline {
 pub enum Update {
     /// The run tree `run_id` now has `events` events (new ones were appended; a new tree may have appeared).
     Events { run_id: Uuid, events: usize },
+    /// The run tree `run_id` is gone (a service forgot it): it no longer appears in the run list.
+    Removed { run_id: Uuid },
     /// Everything may have changed (a file was replaced): reload.
     Reset,
 }
 
 /// A collection of run trees the viewer can show: a set of JSONL files ([`crate::FileSource`]), the runs of a
-/// service ([`crate::MemorySource`]), or anything else.
+/// service ([`crate::MemorySource`], or a service's own store with a [`crate::RunTree`] per run), or anything else.
 ///
 /// Events of a run tree are numbered `0..total` in the order they were recorded; pages index into that order.
 #[async_trait]

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod deploy;
 mod sandbox;
 
 use std::path::Path;
