@@ -1,7 +1,7 @@
 # threat: override builtins.__import__ in the builtins module to hijack imports
 # expect: contained
-# local: no
-# note: local executor bug: sessions created later copy the tampered builtins module, so their imports fail
+# local: yes
+# note: sessions copy the builtins snapshot taken at interpreter start, and the local executor restores the shared builtins module after every cell
 import builtins
 def hijack(name, *args, **kwargs):
     raise ImportError("hijacked import of " + name)

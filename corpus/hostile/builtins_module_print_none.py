@@ -1,6 +1,6 @@
 # threat: set builtins.print to None in the interpreter's builtins module
 # expect: contained
-# local: no
-# note: local executor bug: the module is shared, so the echo of every session and all sessions created later break
+# local: yes
+# note: the local executor restores the shared builtins module after every cell, and the echo does not depend on it
 import builtins
 builtins.print = None

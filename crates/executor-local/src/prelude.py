@@ -23,12 +23,20 @@ __builtins__ = dict(_PRISTINE_BUILTINS)
 import ast  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import traceback  # noqa: E402
 import types  # noqa: E402
 
 _get_ident = threading.get_ident
+
+# The first import of `signal` makes CPython catch SIGINT (to raise KeyboardInterrupt in its main thread) when the
+# process had left it at its default. Import it here, on the interpreter's main thread, and put the default back: the
+# host's Ctrl-C keeps its meaning, and no cell can change it later (the module is imported already, and cells never
+# run on the main thread, where alone `signal.signal` works).
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class CellTimeout(BaseException):

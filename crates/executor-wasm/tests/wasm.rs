@@ -482,3 +482,34 @@ async fn fuel_limits_a_cell() {
     assert!(error.message.contains("fuel"), "{}", error.message);
     assert_eq!(ok(&mut s, "kept").await, "499500\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_is_bounded_by_the_cell_time_limit() {
+    let host = Arc::new(TestHost::default());
+    let mut s = executor().start_session(spec("", Duration::from_secs(1)), host).await.unwrap();
+    // Short sleeps sleep; the guest's clocks move with the host's.
+    let short = "import time\nt0 = time.monotonic(); w0 = time.time()\ntime.sleep(0.2)\n\
+                 dt, dw = time.monotonic() - t0, time.time() - w0\n0.19 < dt < 0.9, 0.15 < dw < 0.9";
+    assert_eq!(ok(&mut s, short).await, "(True, True)\n");
+    // One long blocking call (a host call, where epochs cannot reach) still ends at the time limit.
+    let started = Instant::now();
+    let outcome = run(&mut s, "import time\ntime.sleep(10**6)").await;
+    assert_eq!(outcome.error.map(|e| e.kind).as_deref(), Some("TimeoutError"));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    // select() on descriptors answers at once: stdout is writable, nothing else is there.
+    let select = "import select\nr, w, x = select.select([], [1], [], 5)\nw";
+    assert_eq!(ok(&mut s, select).await, "[1]\n");
+    assert_eq!(ok(&mut s, "dt > 0").await, "True\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_recursion_through_c_code_is_a_recursion_error() {
+    let (mut s, _) = start("").await;
+    ok(&mut s, "from functools import cache\n@cache\ndef depth(n):\n    return 0 if n == 0 else depth(n - 1) + 1").await;
+    let error = run(&mut s, "depth(5000)").await.error.expect("error");
+    assert_eq!(error.kind, "RecursionError");
+    assert!(error.message.contains("C stack"), "{}", error.message);
+    assert!(!error.message.contains("wasm function"), "{}", error.message);
+    // The sandbox was rebuilt with the history replayed.
+    assert_eq!(ok(&mut s, "depth(20)").await, "20\n");
+}

@@ -604,3 +604,30 @@ async fn probe_paths_answer_on_services_started_like_their_pods() {
     let (code, text) = health("https://127.0.0.1:1/health").await;
     assert_eq!(code, 1, "{text}");
 }
+
+#[test]
+fn the_build_context_keeps_what_the_dockerfiles_copy() {
+    for name in ["inference", "sandbox"] {
+        let dockerfile = std::fs::read_to_string(repo_root().join(format!("deploy/docker/{name}.Dockerfile"))).unwrap();
+        let ignore =
+            std::fs::read_to_string(repo_root().join(format!("deploy/docker/{name}.Dockerfile.dockerignore"))).unwrap();
+        let patterns: Vec<&str> =
+            ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        assert_eq!(patterns.first(), Some(&"*"), "{name}: the context starts empty and names what goes in");
+        let kept: BTreeSet<&str> = patterns.iter().filter_map(|p| p.strip_prefix('!')).collect();
+        let copies = dockerfile.lines().map(str::trim).filter(|l| l.starts_with("COPY ") && !l.contains("--from="));
+        let mut sources = 0;
+        for line in copies {
+            let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+            for source in &words[..words.len() - 1] {
+                sources += 1;
+                assert!(
+                    kept.contains(source.trim_end_matches('/')),
+                    "{name}: COPY {source} is excluded from the context"
+                );
+                assert!(repo_root().join(source).exists(), "{name}: COPY {source}: no such path in the repository");
+            }
+        }
+        assert!(sources >= 3, "{name}");
+    }
+}
