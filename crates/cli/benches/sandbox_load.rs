@@ -24,9 +24,12 @@ struct Load {
     latencies: Vec<Duration>,
 }
 
-async fn drive(executor: Arc<dyn Executor>, duration: Duration) -> Load {
+/// Runs cells in `sessions` concurrent sessions for `duration`; `workers` bounds the cells executing at once (the
+/// service has such a pool; for the in-process phase the same bound is applied here, so both phases schedule alike).
+async fn drive(executor: Arc<dyn Executor>, sessions_wanted: usize, duration: Duration, workers: Option<usize>) -> Load {
+    let pool = workers.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let mut sessions = Vec::new();
-    for _ in 0..SESSIONS {
+    for _ in 0..sessions_wanted {
         let spec = SessionSpec::new(Context::from("some context"));
         sessions.push(executor.start_session(spec, Arc::new(NoModelHost)).await.unwrap());
     }
@@ -35,10 +38,15 @@ async fn drive(executor: Arc<dyn Executor>, duration: Duration) -> Load {
     let tasks: Vec<_> = sessions
         .into_iter()
         .map(|mut session| {
+            let pool = pool.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let cell_started = Instant::now();
+                    let _permit = match &pool {
+                        Some(pool) => Some(pool.clone().acquire_owned().await.unwrap()),
+                        None => None,
+                    };
                     let outcome = session.run_cell(CELL).await.unwrap();
                     assert!(outcome.error.is_none(), "{:?}", outcome.error);
                     latencies.push(cell_started.elapsed());
@@ -77,8 +85,11 @@ fn main() {
         }));
 
         let remote = Arc::new(RemoteExecutor::new(RemoteConfig::new(&url)).unwrap());
-        let over_http = drive(remote, Duration::from_secs(seconds)).await;
-        let direct = drive(wasm, Duration::from_secs(seconds)).await;
+        let phase = Duration::from_secs(seconds);
+        let over_http = drive(remote.clone(), SESSIONS, phase, None).await;
+        let direct = drive(wasm.clone(), SESSIONS, phase, Some(workers)).await;
+        let single_http = drive(remote, 1, phase / 2, None).await;
+        let single_direct = drive(wasm, 1, phase / 2, None).await;
         let _ = stop.send(());
         server.await.unwrap().unwrap();
 
@@ -106,6 +117,23 @@ fn main() {
             rate(&over_http) / rate(&direct),
             percentile(&over_http.latencies, 0.5) / percentile(&direct.latencies, 0.5),
             percentile(&over_http.latencies, 0.99) / percentile(&direct.latencies, 0.99)
+        );
+        println!("\none session, cells back to back (the per-cell cost of the hop without queueing):");
+        for (name, load) in [("over HTTP", &single_http), ("in-process", &single_direct)] {
+            println!(
+                "{name:<36} {:>10} {:>10.1} {:>10.3} {:>10.3}",
+                load.cells,
+                load.cells as f64 / load.elapsed.as_secs_f64(),
+                percentile(&load.latencies, 0.50),
+                percentile(&load.latencies, 0.99)
+            );
+        }
+        println!(
+            "{:<36} {:>10} {:>10} {:>10.3}",
+            "HTTP hop per cell, p50 ms",
+            "",
+            "",
+            percentile(&single_http.latencies, 0.5) - percentile(&single_direct.latencies, 0.5)
         );
     });
 }

@@ -19,8 +19,8 @@ use futures::StreamExt;
 use rlm_conformance::compare::Comparison;
 use rlm_conformance::hostile::{HostileConfig, HostileReport, run_hostile};
 use rlm_conformance::{
-    DifferentialSnippet, Expectation, ExecutorTarget, HostileSnippet, Observation, Python3Target, Target, compare, context_path,
-    corpus_dir, load_differential, load_hostile,
+    DifferentialSnippet, ExecutorTarget, Expectation, HostileSnippet, Observation, Python3Target, Target, compare,
+    context_path, corpus_dir, load_differential, load_hostile,
 };
 use rlm_executor_local::LocalExecutor;
 use rlm_executor_wasm::{WasmConfig, WasmExecutor};
@@ -125,7 +125,11 @@ fn hostile_failures(report: &HostileReport) -> String {
             Some(failure) => format!("executor failure: {failure}"),
             None => format!("errors {:?}", result.observation.error_kinds()),
         };
-        let message = result.observation.last_error().map(|e| e.message.as_str()).unwrap_or_default();
+        let message = match result.observation.last_error() {
+            Some(error) => error.message.clone(),
+            // What the snippet reported (`blocked: <Kind>` lines), on one line.
+            None => result.observation.stdout.split_whitespace().collect::<Vec<_>>().join(" "),
+        };
         let message: String = message.chars().take(110).collect();
         eprintln!(
             "  {:<40} expect {:<28} {outcome} ({:.2} s) {message}",
@@ -255,7 +259,8 @@ async fn hostile_corpus_is_contained_locally() {
     let snippets = load_hostile(&corpus_dir().join("hostile")).expect("hostile corpus");
     let local_snippets: Vec<&HostileSnippet> = snippets.iter().filter(|s| s.local && selected(&s.file)).collect();
     // One after another: local sessions share one interpreter.
-    let report = run_hostile(Arc::new(LocalExecutor::new()), &local_snippets, &hostile_config(HOSTILE_CELL_TIMEOUT, 1)).await;
+    let report =
+        run_hostile(Arc::new(LocalExecutor::new()), &local_snippets, &hostile_config(HOSTILE_CELL_TIMEOUT, 1)).await;
     let failures = hostile_failures(&report);
     eprintln!(
         "hostile corpus: {} of {} snippets run on local in {:.1} s",

@@ -24,10 +24,22 @@
 //! Like IPython, when the last statement of a cell is an expression whose value is not `None`, its `repr` is
 //! printed to stdout after the cell runs. (A very long `str`/`bytes` value is echoed only up to the capture limit.)
 //!
-//! stdout and stderr are captured per cell and per thread: `sys.stdout` / `sys.stderr` are replaced once by routers
-//! that write into the buffer of the thread running the cell. Output from threads that user code starts goes to the
-//! process's real streams. At most [`rlm_protocol::SessionSpec::max_captured_chars`] characters are kept; the rest
-//! is counted in [`rlm_protocol::CellOutcome::dropped_chars`].
+//! stdout and stderr are captured per cell and per thread: `sys.stdout` / `sys.stderr` are replaced by routers that
+//! write into the buffer of the thread running the cell, and reinstalled after every cell (so `sys.stdout = None` in a
+//! cell lasts until its end). Output from threads that user code starts goes to the process's real streams. At most
+//! [`rlm_protocol::SessionSpec::max_captured_chars`] characters are kept; the rest is counted in
+//! [`rlm_protocol::CellOutcome::dropped_chars`].
+//!
+//! # What a cell cannot break for others
+//!
+//! * Builtins: each session's `__builtins__` is a copy of the builtins as they were at interpreter start; the shared
+//!   `builtins` module is restored from that snapshot after every cell, and the prelude's own code uses a private
+//!   copy, so `builtins.print = None` does not break the echo, later cells or later sessions.
+//! * Signals: the interpreter is initialised on a dedicated thread that stays parked, so no cell runs on Python's main
+//!   thread and `signal.signal` raises `ValueError` in every cell (the SIGINT handler CPython installs when `signal`
+//!   is first imported is reset to the default at start-up).
+//!
+//! See `docs/security.md`: this executor is not a sandbox.
 //!
 //! # Time limits
 //!

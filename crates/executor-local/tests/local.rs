@@ -572,8 +572,11 @@ async fn a_runaway_recursion_has_a_short_traceback() -> TestResult {
     assert!(error.traceback.lines().count() < 60, "{}", error.traceback);
     assert!(started.elapsed() < Duration::from_secs(10));
     // An ordinary traceback is complete.
-    let error = s.run_cell("def f(n):\n    return 1 / 0 if n == 0 else f(n - 1)\nf(3)").await?.error.ok_or("no error")?;
+    let error =
+        s.run_cell("def f(n):\n    return 1 / 0 if n == 0 else f(n - 1)\nf(3)").await?.error.ok_or("no error")?;
     assert!(!error.traceback.contains("not shown"), "{}", error.traceback);
-    assert!(error.traceback.contains("line 2, in f") && error.traceback.ends_with("ZeroDivisionError: division by zero"));
+    assert!(
+        error.traceback.contains("line 2, in f") && error.traceback.ends_with("ZeroDivisionError: division by zero")
+    );
     Ok(())
 }

@@ -43,9 +43,7 @@ fn monotonic_now() -> u64 {
 }
 
 fn realtime_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// One subscription of a `poll_oneoff` call.
@@ -73,10 +71,15 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
 fn parse_subscription(raw: &[u8]) -> Option<Subscription> {
     let userdata = u64_at(raw, 0);
     match raw[8] {
-        EVENTTYPE_CLOCK => {
-            Some(Subscription::Clock { userdata, id: u32_at(raw, 16), timeout: u64_at(raw, 24), flags: u16_at(raw, 40) })
+        EVENTTYPE_CLOCK => Some(Subscription::Clock {
+            userdata,
+            id: u32_at(raw, 16),
+            timeout: u64_at(raw, 24),
+            flags: u16_at(raw, 40),
+        }),
+        kind @ (EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE) => {
+            Some(Subscription::Fd { userdata, kind, fd: u32_at(raw, 16) })
         }
-        kind @ (EVENTTYPE_FD_READ | EVENTTYPE_FD_WRITE) => Some(Subscription::Fd { userdata, kind, fd: u32_at(raw, 16) }),
         _ => None,
     }
 }
@@ -229,7 +232,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> WasmResult<()> {
     linker.func_wrap(
         "wasi_snapshot_preview1",
         "poll_oneoff",
-        |mut caller: Caller<'_, GuestState>, subs: i32, events: i32, count: i32, nevents: i32| -> wasmtime::Result<i32> {
+        |mut caller: Caller<'_, GuestState>,
+         subs: i32,
+         events: i32,
+         count: i32,
+         nevents: i32|
+         -> wasmtime::Result<i32> {
             poll_oneoff(&mut caller, subs as u32, events as u32, count as u32, nevents as u32)
         },
     )?;

@@ -33,8 +33,12 @@
 //! * Memory: [`WasmConfig::memory_limit_bytes`] per session (default 1 GiB). An allocation past it is a Python
 //!   `MemoryError` in the cell; the session goes on.
 //! * Time: [`rlm_protocol::SessionSpec::cell_timeout`] per cell (also bounding sub-calls made by the cell), measured
-//!   only while a cell runs. Optional deterministic fuel: [`WasmConfig::fuel_per_cell`].
-//! * A trap (time limit, fuel, stack overflow, crash, `os._exit`) kills that interpreter. The cell's outcome says so
+//!   only while a cell runs. Optional deterministic fuel: [`WasmConfig::fuel_per_cell`]. Blocking host calls are
+//!   bounded too: the executor serves `poll_oneoff` (`time.sleep`, `select`) and `clock_time_get` itself
+//!   (`src/clock.rs`), so `time.sleep(10**6)` ends at the cell's deadline like a busy loop.
+//! * A trap (time limit, fuel, stack overflow, crash, `os._exit`) kills that interpreter. An out-of-bounds memory
+//!   access is CPython's 512 KiB C stack (in linear memory) overflowing, after a few dozen levels of recursion through
+//!   C code such as `functools.cache` wrappers: it is reported as `RecursionError`. The cell's outcome says so
 //!   (`TimeoutError: cell exceeded the N s time limit; the sandbox was restarted and earlier cells were replayed`),
 //!   and the session is rebuilt: a fresh `Store` re-runs every earlier cell that completed, answering their
 //!   sub-calls from a log instead of calling the host again. Output of the trapped cell is lost; side effects that

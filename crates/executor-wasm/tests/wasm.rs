@@ -505,7 +505,8 @@ async fn sleeping_is_bounded_by_the_cell_time_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_recursion_through_c_code_is_a_recursion_error() {
     let (mut s, _) = start("").await;
-    ok(&mut s, "from functools import cache\n@cache\ndef depth(n):\n    return 0 if n == 0 else depth(n - 1) + 1").await;
+    ok(&mut s, "from functools import cache\n@cache\ndef depth(n):\n    return 0 if n == 0 else depth(n - 1) + 1")
+        .await;
     let error = run(&mut s, "depth(5000)").await.error.expect("error");
     assert_eq!(error.kind, "RecursionError");
     assert!(error.message.contains("C stack"), "{}", error.message);
