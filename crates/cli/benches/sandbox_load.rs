@@ -26,7 +26,12 @@ struct Load {
 
 /// Runs cells in `sessions` concurrent sessions for `duration`; `workers` bounds the cells executing at once (the
 /// service has such a pool; for the in-process phase the same bound is applied here, so both phases schedule alike).
-async fn drive(executor: Arc<dyn Executor>, sessions_wanted: usize, duration: Duration, workers: Option<usize>) -> Load {
+async fn drive(
+    executor: Arc<dyn Executor>,
+    sessions_wanted: usize,
+    duration: Duration,
+    workers: Option<usize>,
+) -> Load {
     let pool = workers.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     let mut sessions = Vec::new();
     for _ in 0..sessions_wanted {
