@@ -59,11 +59,10 @@
 //! declares `links = "rlm_python"`, so the build script of **every crate that directly depends on this one and
 //! produces a binary** (including its tests) reads it as `DEP_RLM_PYTHON_LIB_DIR` and needs:
 //!
-//! ```ignore
+//! ```text
+//! // build.rs, with `rlm-build-support` as a build-dependency
 //! fn main() {
-//!     if let Ok(lib_dir) = std::env::var("DEP_RLM_PYTHON_LIB_DIR") {
-//!         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
-//!     }
+//!     rlm_build_support::link_embedded_python();
 //! }
 //! ```
 //!
