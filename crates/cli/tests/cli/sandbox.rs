@@ -152,3 +152,35 @@ async fn killing_the_sandbox_mid_run_ends_the_run_with_a_clear_error() {
     let error = result["error"].as_str().unwrap();
     assert!(error.contains("unreachable"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_the_wasm_executor_and_exec_through_the_remote_one() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [Reply::text(format!(
+            "{}\nFINAL_VAR(where)",
+            repl("import sys\nwhere = sys.platform + ':' + str(len(context))")
+        ))],
+    ))
+    .await;
+    let output = rlm(Some(&server))
+        .args(["run", "--no-trace", "--model", "root", "--query", "q", "--context", "-", "--executor", "wasm"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = output;
+    child.stdin.take().unwrap().write_all(b"four").await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "wasi:4\n");
+
+    let sandbox = SandboxProcess::start(None).await;
+    let mut child = rlm(None)
+        .args(["exec", "--executor", "remote", "--sandbox-url", &sandbox.url, "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"import sys\nprint(sys.platform, llm_query('x')[:6])\n").await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    assert_eq!(json(&output)["stdout"], "wasi Error:\n");
+}
