@@ -45,6 +45,10 @@ pub struct SandboxServeArgs {
     /// Largest cell time limit a client may ask for, in seconds.
     #[arg(long, env = "RLM_SANDBOX_MAX_CELL_TIMEOUT", default_value_t = 600.0)]
     pub max_cell_timeout: f64,
+    /// This replica's own URL, returned with each new session so clients reach it directly even behind a load
+    /// balancer over several replicas (Kubernetes: `http://$(POD_IP):8000`).
+    #[arg(long, env = "RLM_SANDBOX_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Largest request body (and uploaded context), in MiB.
     #[arg(long, env = "RLM_SANDBOX_MAX_BODY_MB", default_value_t = 2048)]
     pub max_body_mb: usize,
@@ -73,6 +77,13 @@ async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
     if args.max_sessions == 0 {
         bail!("--max-sessions must be at least 1");
     }
+    let advertise_url = args.advertise_url.map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty());
+    if let Some(url) = &advertise_url {
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || url.contains(char::is_whitespace) || url.contains("$(") {
+            bail!("--advertise-url must be this replica's http(s) URL, got {url:?}");
+        }
+    }
     let executor = Arc::new(args.wasm.executor()?);
     let defaults = SandboxConfig::default();
     let token = std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
@@ -84,6 +95,7 @@ async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
         max_body_bytes: args.max_body_mb << 20,
         context_store_bytes: defaults.context_store_bytes.max(args.max_body_mb << 20),
         token,
+        advertise_url,
         ..defaults
     };
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))

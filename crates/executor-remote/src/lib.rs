@@ -16,8 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use rlm_protocol::sandbox::{
-    CallResult, CellRequest, CellResponse, ContextKind, CreateSessionRequest, ErrorBody, ResumeRequest, SessionCreated,
-    VariableNames, VariableValue,
+    CallResult, CellRequest, CellResponse, ContextKind, ContextUploaded, CreateSessionRequest, ErrorBody,
+    ResumeRequest, SessionCreated, VariableNames, VariableValue,
 };
 use rlm_protocol::{
     CellOutcome, Context, ContextInfo, Error, Executor, ReplSession, Result, SessionSpec, SubCall, SubCallHost,
@@ -41,6 +41,8 @@ pub struct RemoteConfig {
     /// Attempts after the first when the connection cannot be made.
     pub connect_retries: u32,
     pub retry_backoff: Duration,
+    /// Idle connections kept per host for reuse (0: a new connection for every request).
+    pub pool_max_idle_per_host: usize,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -66,6 +68,7 @@ impl RemoteConfig {
             cell_grace: Duration::from_secs(60),
             connect_retries: 3,
             retry_backoff: Duration::from_millis(200),
+            pool_max_idle_per_host: 32,
         }
     }
 
@@ -113,6 +116,7 @@ impl RemoteExecutor {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build()
             .map_err(|e| Error::Executor(format!("cannot build the HTTP client: {e}")))?;
         let base = config.base_url.trim_end_matches('/').to_owned();
@@ -130,7 +134,10 @@ impl RemoteExecutor {
             .map_err(|_| Error::Executor(format!("the sandbox answered {status} to /ready: {}", excerpt(&text))))
     }
 
-    async fn upload_context(&self, context: Context) -> Result<String> {
+    /// Creates a session over `context`, sending the context only when the replica does not have it yet: first
+    /// by hash; if that replica has never seen it, upload it and create the session on the replica that stored it
+    /// (behind a load balancer the next request could land on another one).
+    async fn create_session(&self, context: Context, cell_timeout: Duration) -> Result<(SessionCreated, Client)> {
         let (kind, bytes) = match context {
             Context::Text(text) => (ContextKind::Text, text.into_bytes()),
             Context::Json(value) => (
@@ -141,17 +148,25 @@ impl RemoteExecutor {
             Context::JsonFile(path) => (ContextKind::Json, read_file(&path).await?),
         };
         let sha256: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let path = format!("/v1/contexts/{sha256}");
+        let request = CreateSessionRequest {
+            context: None,
+            context_sha256: Some(sha256.clone()),
+            cell_timeout: Some(cell_timeout.as_secs_f64()),
+        };
         let timeout = self.client.config.request_timeout;
-        let known = self.client.send(Method::HEAD, &path, Body::None, timeout).await?;
-        if known.status() != StatusCode::OK {
-            // Uploading hundreds of megabytes takes time: allow for it.
-            let upload_timeout = timeout + Duration::from_secs((bytes.len() / (10 << 20)) as u64);
-            let path = format!("{path}?kind={}", kind.as_str());
-            let response = self.client.send(Method::PUT, &path, Body::Bytes(bytes), upload_timeout).await?;
-            check(response).await?;
+        let body = serde_json::to_vec(&request).map_err(|e| Error::Executor(format!("cannot encode request: {e}")))?;
+        let response = self.client.send(Method::POST, "/v1/sessions", Body::Json(body), timeout).await?;
+        if response.status() != StatusCode::NOT_FOUND {
+            return Ok((self.client.parse(check(response).await?).await?, self.client.clone()));
         }
-        Ok(sha256)
+        // Uploading hundreds of megabytes takes time: allow for it.
+        let upload_timeout = timeout + Duration::from_secs((bytes.len() / (10 << 20)) as u64);
+        let path = format!("/v1/contexts/{sha256}?kind={}", kind.as_str());
+        let response = self.client.send(Method::PUT, &path, Body::Bytes(bytes), upload_timeout).await?;
+        let uploaded: ContextUploaded = self.client.parse(check(response).await?).await?;
+        let replica = self.client.at_endpoint(uploaded.endpoint.as_deref())?;
+        let created = replica.call(Method::POST, "/v1/sessions", &request, timeout).await?;
+        Ok((created, replica))
     }
 }
 
@@ -166,22 +181,11 @@ impl Executor for RemoteExecutor {
     }
 
     async fn start_session(&self, spec: SessionSpec, host: Arc<dyn SubCallHost>) -> Result<Box<dyn ReplSession>> {
-        let sha256 = self.upload_context(spec.context).await?;
-        let request = CreateSessionRequest {
-            context: None,
-            context_sha256: Some(sha256),
-            cell_timeout: Some(spec.cell_timeout.as_secs_f64()),
-        };
-        let timeout = self.client.config.request_timeout;
-        let created: SessionCreated = self.client.call(Method::POST, "/v1/sessions", &request, timeout).await?;
+        let (created, replica) = self.create_session(spec.context, spec.cell_timeout).await?;
         let cell_timeout = Duration::try_from_secs_f64(created.cell_timeout).unwrap_or(spec.cell_timeout);
-        Ok(Box::new(RemoteSession {
-            client: self.client.clone(),
-            id: created.session_id,
-            info: created.context,
-            cell_timeout,
-            host,
-        }))
+        // Behind a load balancer, the replica that holds the session names its own address: talk to it directly.
+        let client = replica.at_endpoint(created.endpoint.as_deref())?;
+        Ok(Box::new(RemoteSession { client, id: created.session_id, info: created.context, cell_timeout, host }))
     }
 }
 
@@ -283,6 +287,21 @@ enum Body {
 }
 
 impl Client {
+    /// The same client (pool, token, timeouts) for the replica endpoint a response named, or this one.
+    fn at_endpoint(&self, endpoint: Option<&str>) -> Result<Self> {
+        let Some(base_url) = endpoint.map(str::trim).filter(|e| !e.is_empty()) else { return Ok(self.clone()) };
+        let url = reqwest::Url::parse(base_url)
+            .map_err(|e| Error::Executor(format!("the sandbox advertised an invalid endpoint {base_url:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Executor(format!("the sandbox advertised a non-HTTP endpoint {base_url:?}")));
+        }
+        Ok(Self {
+            http: self.http.clone(),
+            base: base_url.trim_end_matches('/').to_owned(),
+            config: self.config.clone(),
+        })
+    }
+
     async fn call<T: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         method: Method,
@@ -296,6 +315,10 @@ impl Client {
             Body::Json(serde_json::to_vec(body).map_err(|e| Error::Executor(format!("cannot encode request: {e}")))?)
         };
         let response = check(self.send(method, path, body, timeout).await?).await?;
+        self.parse(response).await
+    }
+
+    async fn parse<R: DeserializeOwned>(&self, response: reqwest::Response) -> Result<R> {
         let bytes = response.bytes().await.map_err(|e| transport_error(&self.base, &e))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::Executor(format!(

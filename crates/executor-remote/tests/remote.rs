@@ -176,3 +176,54 @@ async fn a_wrong_token_is_refused_with_the_services_message() {
         right.start_session(SessionSpec::new(Context::from("x")), Arc::new(Recorder::default())).await.unwrap();
     assert_eq!(session.run_cell("print(context)").await.unwrap().stdout, "x\n");
 }
+
+/// A round-robin TCP load balancer over `backends`, like a Kubernetes Service without session affinity.
+async fn round_robin(backends: Vec<String>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let addresses: Vec<String> = backends.iter().map(|b| b.trim_start_matches("http://").to_owned()).collect();
+    tokio::spawn(async move {
+        let mut next = 0;
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { break };
+            let target = addresses[next % addresses.len()].clone();
+            next += 1;
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_follow_the_replica_that_holds_them_behind_a_load_balancer() {
+    // Two replicas, each advertising its own address; the client only knows the balancer.
+    let first = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let urls = [first.local_addr().unwrap(), second.local_addr().unwrap()].map(|a| format!("http://{a}"));
+    let executor = Arc::new(WasmExecutor::new(WasmConfig::default()).unwrap());
+    for (listener, url) in [(first, &urls[0]), (second, &urls[1])] {
+        let config = SandboxConfig { advertise_url: Some(url.clone()), ..SandboxConfig::default() };
+        tokio::spawn(rlm_sandbox::serve(listener, Sandbox::new(executor.clone(), config), std::future::pending()));
+    }
+    let balancer = round_robin(urls.to_vec()).await;
+    // Fresh connections for every request, so the balancer really alternates.
+    let config = RemoteConfig { pool_max_idle_per_host: 0, ..RemoteConfig::new(&balancer) };
+    let remote = RemoteExecutor::new(config).unwrap();
+    let mut sessions = Vec::new();
+    for i in 0..4 {
+        let mut session =
+            remote.start_session(SessionSpec::new(Context::from("ctx")), Arc::new(Recorder::default())).await.unwrap();
+        session.run_cell(&format!("n = {i}")).await.unwrap();
+        sessions.push(session);
+    }
+    for round in 0..3 {
+        for (i, session) in sessions.iter_mut().enumerate() {
+            let outcome = session.run_cell("n += 10\nprint(n)").await.unwrap();
+            assert_eq!(outcome.stdout, format!("{}\n", i + 10 * (round + 1)));
+        }
+    }
+}

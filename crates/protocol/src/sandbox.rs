@@ -47,6 +47,9 @@ pub struct CreateSessionRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContextUploaded {
     pub sha256: String,
+    /// The replica that stored it, when the service advertises one (see [`SessionCreated::endpoint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub bytes: u64,
     pub kind: ContextKind,
 }
@@ -55,6 +58,10 @@ pub struct ContextUploaded {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionCreated {
     pub session_id: String,
+    /// Where this session's later requests should go, when the service runs behind a load balancer with several
+    /// replicas: the replica's own address (`--advertise-url`). `None`: keep using the URL the session was created on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub context: ContextInfo,
     /// The cell time limit in force, in seconds.
     pub cell_timeout: f64,

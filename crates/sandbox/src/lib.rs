@@ -69,6 +69,9 @@ pub struct SandboxConfig {
     pub max_captured_chars: usize,
     /// When set, every route except `/health`, `/ready` and `/metrics` requires `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// This replica's own base URL (e.g. `http://<pod-ip>:8000`), returned with every new session so that clients
+    /// behind a load balancer send the session's later requests to the replica that holds it.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -84,6 +87,7 @@ impl Default for SandboxConfig {
             context_store_bytes: 4 << 30,
             max_captured_chars: SessionSpec::DEFAULT_MAX_CAPTURED_CHARS,
             token: None,
+            advertise_url: None,
         }
     }
 }
@@ -180,6 +184,7 @@ impl Sandbox {
         let slot = Arc::new(Slot::new(id.clone(), session, host, cell_timeout));
         let created = SessionCreated {
             session_id: id.clone(),
+            endpoint: self.config.advertise_url.clone(),
             context: slot.info.clone(),
             cell_timeout: cell_timeout.as_secs_f64(),
         };
@@ -455,7 +460,10 @@ async fn upload_context(
     if !lock(&sandbox.contexts).insert(sha256.clone(), StoredContext { kind: query.kind, bytes }) {
         return Err(SandboxError::PayloadTooLarge("the context is larger than the context store".into()));
     }
-    Ok((StatusCode::CREATED, Json(ContextUploaded { sha256, bytes: size, kind: query.kind })))
+    Ok((
+        StatusCode::CREATED,
+        Json(ContextUploaded { sha256, endpoint: sandbox.config.advertise_url.clone(), bytes: size, kind: query.kind }),
+    ))
 }
 
 async fn context_exists(State(sandbox): State<Arc<Sandbox>>, Path(sha256): Path<String>) -> StatusCode {
