@@ -73,6 +73,8 @@ pub struct ServeArgs {
     /// Write each run's JSONL trajectory into this directory (default: none).
     #[arg(long, env = "RLM_TRACE_DIR")]
     pub trace_dir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub trace_db: crate::trace_cmd::TraceDbArgs,
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for running runs before cancelling them.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
@@ -129,6 +131,7 @@ impl ServeArgs {
             max_stored_runs: self.max_stored_runs.max(1),
             api_token: non_empty(self.api_token),
             trace: self.trace_dir.map_or(TraceTarget::Disabled, TraceTarget::Directory),
+            trace_db: crate::trace_cmd::sink_config(&self.trace_db)?,
             shutdown_grace: seconds(self.shutdown_grace, "shutdown-grace")?,
             ..ServerConfig::default()
         })

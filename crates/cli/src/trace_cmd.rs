@@ -67,11 +67,16 @@ pub struct StatsArgs {
 }
 
 /// Starts the database sink of `rlm run` when a URL is given.
-pub fn start_sink(args: &TraceDbArgs) -> Result<Option<Arc<PostgresSink>>> {
-    let Some(url) = &args.url else { return Ok(None) };
+/// The writer's settings, when a database is given.
+pub fn sink_config(args: &TraceDbArgs) -> Result<Option<PostgresSinkConfig>> {
+    let Some(url) = args.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else { return Ok(None) };
     let prices = Prices::load(args.prices.as_deref())?;
-    let sink = PostgresSink::start(PostgresSinkConfig { prices, ..PostgresSinkConfig::new(url) })
-        .context("cannot start the trace database writer")?;
+    Ok(Some(PostgresSinkConfig { prices, ..PostgresSinkConfig::new(url) }))
+}
+
+pub fn start_sink(args: &TraceDbArgs) -> Result<Option<Arc<PostgresSink>>> {
+    let Some(config) = sink_config(args)? else { return Ok(None) };
+    let sink = PostgresSink::start(config).context("cannot start the trace database writer")?;
     Ok(Some(Arc::new(sink)))
 }
 

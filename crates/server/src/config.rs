@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub api_token: Option<String>,
     /// JSONL trajectories of runs (default: none; runs keep their events in memory either way).
     pub trace: TraceTarget,
+    /// Also store every run's events in PostgreSQL/TimescaleDB (`RLM_TRACE_DB`), through one shared writer.
+    pub trace_db: Option<rlm_trace_postgres::PostgresSinkConfig>,
     /// Interval of SSE comment lines that keep idle streams (and proxies) alive and detect gone clients.
     pub sse_keep_alive: Duration,
     /// How long a graceful shutdown waits for running runs before cancelling them.
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             max_stored_runs: 100,
             api_token: None,
             trace: TraceTarget::Disabled,
+            trace_db: None,
             sse_keep_alive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -73,6 +76,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_stored_runs", &self.max_stored_runs)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("trace", &self.trace)
+            .field("trace_db", &self.trace_db)
             .field("sse_keep_alive", &self.sse_keep_alive)
             .field("shutdown_grace", &self.shutdown_grace)
             .finish()

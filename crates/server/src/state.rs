@@ -17,6 +17,7 @@ use tokio::sync::{Semaphore, broadcast, watch};
 use uuid::Uuid;
 
 use rlm_executor_remote::RemoteExecutor;
+use rlm_trace_postgres::PostgresSink;
 
 use crate::config::{ExecutorChoice, ServerConfig};
 use crate::error::ApiError;
@@ -35,6 +36,8 @@ pub(crate) struct Inner {
     executor: Arc<dyn Executor>,
     /// The same remote executor, for health checks of its sandbox.
     remote: Option<RemoteExecutor>,
+    /// The trajectory database writer shared by every run, when `trace_db` is configured.
+    trace_db: Option<Arc<PostgresSink>>,
     slots: Arc<Semaphore>,
     runs: Mutex<Registry>,
     pub metrics: Metrics,
@@ -84,8 +87,16 @@ impl AppState {
             }
         };
         let ui_channel = broadcast::channel(1024).0;
+        let trace_db = match &config.trace_db {
+            Some(settings) => Some(Arc::new(
+                PostgresSink::start(settings.clone())
+                    .map_err(|e| StartError::Config(format!("cannot start the trace database writer: {e}")))?,
+            )),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
+                trace_db,
                 slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
                 config,
                 model,
@@ -107,6 +118,16 @@ impl AppState {
 
     pub(crate) fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
+    }
+
+    /// Waits (bounded) until every event is in the trajectory database or its spool file, and stops its writer.
+    pub fn close_trace_db(&self, timeout: Duration) {
+        if let Some(db) = &self.inner.trace_db {
+            let status = db.close(timeout);
+            if !status.spool_files.is_empty() {
+                tracing::warn!(files = ?status.spool_files, "some trace events are only in spool files; load them with `rlm trace import`");
+            }
+        }
     }
 
     /// Stop accepting new runs (`/ready` turns `503`); running ones go on.
@@ -228,7 +249,8 @@ impl AppState {
         let state = self.clone();
         let run = Arc::clone(&entry);
         tokio::spawn(async move {
-            let observer: Arc<dyn TraceSink> = Arc::new(Observer { run: Arc::clone(&run) });
+            let observer: Arc<dyn TraceSink> =
+                Arc::new(Observer { run: Arc::clone(&run), db: state.inner.trace_db.clone() });
             let completion = rlm.completion_with(spec.context, &spec.query, run.cancel.clone(), Some(observer));
             // A panicking run must still free its slot and end its waiters and streams.
             let outcome = match std::panic::AssertUnwindSafe(completion).catch_unwind().await {
@@ -535,12 +557,19 @@ pub fn is_top_level_final(event: &TraceEvent) -> bool {
 #[derive(Debug)]
 struct Observer {
     run: Arc<RunEntry>,
+    db: Option<Arc<PostgresSink>>,
 }
 
 impl TraceSink for Observer {
     fn record(&self, event: &TraceEvent) {
         self.run.record(event);
+        if let Some(db) = &self.db {
+            db.record(event);
+        }
     }
+
+    // The shared database writer keeps going between runs (its queue spills to a spool file, never blocks); it is
+    // drained once, at shutdown ([`AppState::close_trace_db`]), not at the end of every run.
 
     fn flush(&self) -> rlm::protocol::Result<()> {
         Ok(())

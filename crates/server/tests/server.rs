@@ -769,6 +769,44 @@ async fn runs_execute_in_the_remote_sandbox_when_one_is_configured() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_are_stored_in_the_trace_database_when_one_is_configured() {
+    let database = rlm_test_support::PostgresServer::start().expect("PostgreSQL starts (scripts/setup-postgres.sh)");
+    let spool = tempfile::tempdir().unwrap();
+    let trace_db = rlm_trace_postgres::PostgresSinkConfig {
+        spool_dir: spool.path().to_owned(),
+        ..rlm_trace_postgres::PostgresSinkConfig::new(database.url())
+    };
+    let model_server = models(
+        ScriptedServer::builder()
+            .script("root", [Reply::text("```repl\nx = llm_query('hi')\n```"), Reply::text("FINAL(stored)")])
+            .rule(|_| Some(Reply::text("hello"))),
+    )
+    .await;
+    let server = Server::start(ServerConfig {
+        trace_db: Some(trace_db),
+        sub_model: Some("sub".into()),
+        ..config(&model_server)
+    })
+    .await;
+    let (status, body) = server.post("/v1/runs", &json!({"query": "q", "context": "c"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let run: uuid::Uuid = body["run_id"].as_str().unwrap().parse().unwrap();
+    let (events, _) = server.state.run(run).unwrap().events_from(0);
+    let root_run_id = events[0].run_id;
+    // Shutting down drains the writer.
+    server.shutdown().await;
+    let pool = sqlx::PgPool::connect(&database.url()).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("select count(*) from rlm_events").fetch_one(&pool).await.unwrap();
+    assert_eq!(stored, events.len() as i64);
+    let status: String = sqlx::query_scalar("select status from rlm_runs where run_id = $1")
+        .bind(root_run_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "final");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_runs_then_cancels_them_after_the_grace_period() {
     let model_server = models(

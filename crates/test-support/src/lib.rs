@@ -18,6 +18,10 @@
 //! # }
 //! ```
 
+mod postgres;
+
+pub use postgres::{PostgresError, PostgresServer};
+
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;

@@ -29,8 +29,8 @@ use crate::prices::Prices;
 use crate::rows::{Batch, Converter};
 use crate::store;
 
-/// Settings of a [`PostgresSink`].
-#[derive(Debug, Clone)]
+/// Settings of a [`PostgresSink`]. `Debug` never shows the password in the URL.
+#[derive(Clone)]
 pub struct PostgresSinkConfig {
     /// `postgres://user:password@host:port/database`
     pub url: String,
@@ -53,6 +53,43 @@ pub struct PostgresSinkConfig {
     pub retry_max: Duration,
     /// How long `flush` waits for queued events to reach the database or the spool.
     pub flush_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSinkConfig")
+            .field("url", &redact_password(&self.url))
+            .field("spool_dir", &self.spool_dir)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("batch_size", &self.batch_size)
+            .field("max_connections", &self.max_connections)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
+pub fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
+    let authority_end = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) {
+        Some(at) => match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
+            Some(colon) => format!("{}<redacted>{}", &url[..=colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_password;
+
+    #[test]
+    fn passwords_are_redacted_and_the_rest_kept() {
+        assert_eq!(redact_password("postgres://rlm:s3cret@db:5432/rlm"), "postgres://rlm:<redacted>@db:5432/rlm");
+        assert_eq!(redact_password("postgres://rlm@db/rlm"), "postgres://rlm@db/rlm");
+        assert_eq!(redact_password("postgres://db/rlm?user=x"), "postgres://db/rlm?user=x");
+    }
 }
 
 impl PostgresSinkConfig {

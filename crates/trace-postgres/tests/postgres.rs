@@ -19,7 +19,7 @@ use rlm_protocol::{
     CellError, CellRecord, ChatMessage, ContextInfo, FinalRecord, FinishedBy, ModelCallPurpose, ModelCallRecord,
     RunMetadata, SubCallKind, SubCallRecord, Usage, UsageReport,
 };
-use rlm_test_support::{Reply, ScriptedServer};
+use rlm_test_support::{PostgresServer as PgServer, Reply, ScriptedServer};
 use rlm_trace_postgres::{PostgresSink, PostgresSinkConfig, Prices, import_jsonl, read_events};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -29,119 +29,6 @@ use uuid::Uuid;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn postgres_bin() -> PathBuf {
-    if let Some(dir) = std::env::var_os("RLM_PG_BIN") {
-        return dir.into();
-    }
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("pg_ctl").exists().then_some((version, bin))
-        })
-        .collect();
-    found.sort();
-    match found.pop() {
-        Some((_, bin)) => bin,
-        None => panic!(
-            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/pg_ctl): run scripts/setup-postgres.sh, or set \
-             RLM_PG_BIN to the directory of initdb and pg_ctl"
-        ),
-    }
-}
-
-/// A PostgreSQL server of its own in a temporary directory; stopped when dropped.
-struct PgServer {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-    as_root: bool,
-}
-
-impl PgServer {
-    fn start() -> Self {
-        let bin = postgres_bin();
-        let dir = tempfile::Builder::new().prefix("rlm-pg-").tempdir().unwrap();
-        let as_root = is_root();
-        if as_root {
-            // PostgreSQL refuses to run as root: the data directory belongs to the `postgres` user.
-            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
-            assert!(status.success(), "chown of {} to postgres failed", dir.path().display());
-        }
-        let server = Self { dir, bin, port: free_port(), as_root };
-        let data = server.data_dir();
-        let data = data.to_str().unwrap();
-        server.pg("initdb", &["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
-        server.pg_start();
-        server
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn pg(&self, tool: &str, args: &[&str]) {
-        let exe = self.bin.join(tool);
-        let mut command = if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let output = command.args(args).stdin(Stdio::null()).output().unwrap_or_else(|e| {
-            panic!("cannot run {} (install PostgreSQL with scripts/setup-postgres.sh): {e}", exe.display())
-        });
-        assert!(
-            output.status.success(),
-            "{tool} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn pg_start(&self) {
-        let data = self.data_dir();
-        let log = self.dir.path().join("log");
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off",
-            self.port,
-            self.dir.path().display()
-        );
-        self.pg("pg_ctl", &["-D", data.to_str().unwrap(), "-w", "-l", log.to_str().unwrap(), "-o", &options, "start"]);
-    }
-
-    fn pg_stop(&self) {
-        self.pg("pg_ctl", &["-D", self.data_dir().to_str().unwrap(), "-w", "-m", "fast", "stop"]);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port)
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        let data = self.data_dir();
-        let exe = self.bin.join("pg_ctl");
-        let mut command = if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let _ = command.arg("-D").arg(&data).args(["-m", "immediate", "stop"]).output();
-    }
 }
 
 /// PGlite (PostgreSQL 17 + TimescaleDB, WebAssembly) served by pglite-socket; one connection at a time.
@@ -378,7 +265,7 @@ fn openai(server: &ScriptedServer) -> OpenAiConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_on_plain_postgres_create_the_schema_and_the_fallback_view() {
-    let server = PgServer::start();
+    let server = PgServer::start().expect("PostgreSQL starts");
     let pool = pool(&server.url(), 2).await;
     rlm_trace_postgres::migrate(&pool).await.unwrap();
     rlm_trace_postgres::migrate(&pool).await.unwrap(); // idempotent
@@ -509,7 +396,7 @@ async fn migrations_on_timescaledb_create_hypertables_policies_and_a_continuous_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_engine_run_stores_exactly_the_events_of_its_jsonl_trace() {
-    let server = PgServer::start();
+    let server = PgServer::start().expect("PostgreSQL starts");
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
     let model = ScriptedServer::builder()
@@ -629,7 +516,7 @@ fn model_calls_of_run(events: &[TraceEvent], depth: u32) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn importing_the_same_files_twice_adds_nothing() {
-    let server = PgServer::start();
+    let server = PgServer::start().expect("PostgreSQL starts");
     let pool = pool(&server.url(), 2).await;
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.jsonl");
@@ -701,7 +588,7 @@ async fn importing_the_same_files_twice_adds_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_stopped_mid_run_ends_with_every_event_stored_exactly_once() {
-    let server = PgServer::start();
+    let server = PgServer::start().expect("PostgreSQL starts");
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
     let turn = repl("r = llm_query_batched(['a', 'b', 'c'])\nprint(len(r))");
@@ -747,10 +634,10 @@ async fn a_database_stopped_mid_run_ends_with_every_event_stored_exactly_once() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pool.close().await;
-    server.pg_stop();
+    server.stop().expect("PostgreSQL stops");
     let stopped_at = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.pg_start();
+    server.start_again().expect("PostgreSQL starts again");
     let done = run.await.unwrap().unwrap();
     assert_eq!(done.answer, "survived");
     assert!(stopped_at.elapsed() < Duration::from_secs(30));
@@ -782,7 +669,7 @@ async fn a_database_stopped_mid_run_ends_with_every_event_stored_exactly_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_never_blocks_and_a_full_queue_spills_to_the_spool_without_loss() {
-    let server = PgServer::start();
+    let server = PgServer::start().expect("PostgreSQL starts");
     let dir = tempfile::tempdir().unwrap();
     let start = Utc::now() - chrono::Duration::minutes(30);
     let events: Vec<TraceEvent> =
@@ -872,7 +759,7 @@ async fn an_unreachable_database_spools_everything_and_import_loads_the_spool() 
     assert!(status.last_error.is_some());
     assert!(!status.spool_files.is_empty());
 
-    let server = PgServer::start();
+    let server = PgServer::start().expect("PostgreSQL starts");
     let pool = pool(&server.url(), 1).await;
     let report = import_jsonl(&pool, &status.spool_files, &Prices::builtin(), 100).await.unwrap();
     assert_eq!(report.inserted, events.len() as u64);
@@ -882,7 +769,7 @@ async fn an_unreachable_database_spools_everything_and_import_loads_the_spool() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_database_refuses_is_set_aside_and_the_others_are_stored() {
-    let server = PgServer::start();
+    let server = PgServer::start().expect("PostgreSQL starts");
     let pool = pool(&server.url(), 1).await;
     rlm_trace_postgres::migrate(&pool).await.unwrap();
     // A data error for one particular cell, as a constraint or a type limit would raise it.
