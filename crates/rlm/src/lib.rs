@@ -249,7 +249,17 @@ impl RlmBuilder {
         }
         let model: Arc<dyn ModelClient> = match self.model_client {
             Some(client) => client,
-            None => Arc::new(OpenAiClient::new(self.openai.clone())?),
+            None => {
+                let hosted = self.openai.base_url.trim_end_matches('/') == rlm_models::DEFAULT_BASE_URL;
+                if hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+                    return Err(RlmError::Config(
+                        "no API key for OpenAI: set OPENAI_API_KEY, or point --base-url (OPENAI_BASE_URL) at an \
+                         OpenAI-compatible server such as llama.cpp, vLLM or Ollama"
+                            .into(),
+                    ));
+                }
+                Arc::new(OpenAiClient::new(self.openai.clone())?)
+            }
         };
         let executor: Arc<dyn Executor> = match self.executor {
             Some(executor) => executor,
@@ -427,6 +437,15 @@ mod tests {
         assert_eq!(context_from_path(&text)?, Context::TextFile(text.clone()));
         assert!(context_from_path(&dir.path().join("missing")).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn openai_without_a_key_is_a_clear_error_before_any_request() {
+        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() }.model("gpt-4o-mini");
+        let err = builder.build().err();
+        assert!(err.is_some_and(|e| e.to_string().contains("OPENAI_API_KEY")));
+        let local = RlmBuilder { openai: OpenAiConfig::new("http://127.0.0.1:9/v1"), ..RlmBuilder::default() };
+        assert!(local.model("m").build().is_ok(), "a local server needs no key");
     }
 
     #[test]
