@@ -14,6 +14,21 @@ pub(crate) const BUILD_PYTHON_VERSION: &str = env!("RLM_PYTHON_BUILD_VERSION");
 
 const PRELUDE: &str = include_str!("prelude.py");
 
+/// The REPL semantics shared with the wasm executor, inserted into the prelude at [`REPL_CORE_MARKER`].
+const REPL_CORE: &str = include_str!("../../../python/repl_core.py");
+
+/// The line of `prelude.py` that [`REPL_CORE`] replaces (after the prelude's builtins swap, so that the core's
+/// functions look their builtins up in the prelude's private copy).
+const REPL_CORE_MARKER: &str = "\n# @repl_core\n";
+
+/// The prelude's text with the REPL core in place.
+fn prelude_source() -> Result<String, String> {
+    if PRELUDE.matches(REPL_CORE_MARKER).count() != 1 {
+        return Err("prelude.py must hold the REPL core marker line exactly once".to_owned());
+    }
+    Ok(PRELUDE.replacen(REPL_CORE_MARKER, &format!("\n{REPL_CORE}\n"), 1))
+}
+
 /// Handles into the interpreter shared by all sessions.
 #[derive(Debug)]
 pub(crate) struct PyRuntime {
@@ -75,9 +90,10 @@ fn start() -> Result<PyRuntime, String> {
              rlm-executor-local documentation)"
         ));
     }
+    let source = prelude_source()?;
     Python::initialize();
     Python::attach(|py| -> PyResult<PyRuntime> {
-        let code = CString::new(PRELUDE).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let code = CString::new(source).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         let prelude = PyModule::from_code(py, &code, c"rlm_prelude.py", c"_rlm_prelude")?;
         prelude.call_method0("install_streams")?;
         let cell_timeout = prelude.getattr("CellTimeout")?.cast_into::<PyType>()?;
@@ -99,6 +115,14 @@ mod tests {
     }
 
     #[test]
+    fn prelude_holds_the_repl_core_once() -> Result<(), String> {
+        let source = prelude_source()?;
+        assert!(!source.contains(REPL_CORE_MARKER));
+        assert_eq!(source.matches("class SessionCore:").count(), 1);
+        Ok(())
+    }
+
+    #[test]
     fn build_version_is_recorded() {
         assert_eq!(BUILD_PYTHON_VERSION.split('.').count(), 2);
         assert!(BUILD_PYTHON_VERSION.starts_with("3."));
@@ -111,6 +135,7 @@ mod tests {
             let info = py.version_info();
             assert_eq!(format!("{}.{}", info.major, info.minor), BUILD_PYTHON_VERSION);
             assert!(rt.prelude.bind(py).hasattr("Session").unwrap_or(false));
+            assert!(rt.prelude.bind(py).hasattr("SessionCore").unwrap_or(false));
         });
         Ok(())
     }

@@ -13,20 +13,19 @@ output) travels in the payload, never inside JSON strings, so it is neither esca
 Host -> guest:  ``init`` (payload: context as UTF-8 text or JSON), ``cell``, ``get``, ``names``, ``answers``, ``exit``.
 Guest -> host:  ``ready``, ``done`` (payload: stdout + stderr), ``value``, ``names``, ``sub`` (payload: prompts).
 
-The REPL semantics mirror ``crates/executor-local/src/prelude.py`` so both executors behave the same: reserved
-names restored after each cell, ``answer`` dict, ``FINAL_VAR``, ``SHOW_VARS``, IPython-style echo of a trailing
-expression, capped output capture, short tracebacks with ``<cell N>`` file names.
+The REPL semantics (reserved names restored after each cell, ``answer`` dict, ``FINAL_VAR``, ``SHOW_VARS``,
+IPython-style echo of a trailing expression, short tracebacks with ``<cell N>`` file names) are those of
+``python/repl_core.py``, shared with the local executor: ``lib.rs`` puts that text in front of this one, and
+``Session`` below subclasses its ``SessionCore``. What is left here is the channel, the capped output capture and the
+main loop.
 """
 
-import ast
 import builtins
 import json
-import linecache
 import os
 import struct
 import sys
 import traceback
-import types
 
 CHANNEL_FD = __CHANNEL_FD__  # substituted by the host before start-up
 _HEADER = struct.Struct("<II")
@@ -107,32 +106,8 @@ def host_call(kind, prompts, model):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Output capture (single-threaded: one cell at a time in this interpreter)
+# Output capture (single-threaded: one cell at a time in this interpreter), into the REPL core's `_Capture`
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-class _Capture:
-    """stdout and stderr of one cell, capped in total characters; the rest is only counted."""
-
-    __slots__ = ("parts", "remaining", "dropped")
-
-    def __init__(self, limit):
-        self.parts = ([], [])
-        self.remaining = limit
-        self.dropped = 0
-
-    def write(self, index, text):
-        n = len(text)
-        room = self.remaining
-        if n <= room:
-            self.parts[index].append(text)
-            self.remaining = room - n
-        else:
-            if room > 0:
-                self.parts[index].append(text[:room])
-                self.remaining = 0
-            self.dropped += n - room
-        return n
 
 
 class _Stream:
@@ -210,246 +185,22 @@ class _NoInput:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Helpers (same behaviour as the local executor's prelude)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class _Text(str):
-    """A str whose repr is itself, so that an echoed `SHOW_VARS()` reads like text rather than a quoted literal."""
-
-    __slots__ = ()
-
-    def __repr__(self):
-        return str.__str__(self)
-
-
-class _Shown(_Text):
-    """A message that was already printed; the end-of-cell echo skips it so it does not appear twice."""
-
-    __slots__ = ()
-
-
-def _safe_str(value):
-    try:
-        return str(value)
-    except BaseException as exc:
-        return f"<str() failed: {type(exc).__name__}: {exc}>"
-
-
-def _as_prompt(prompt):
-    if isinstance(prompt, str):
-        return prompt
-    try:
-        return json.dumps(prompt, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return _safe_str(prompt)
-
-
-def _as_model(model):
-    return None if model is None else str(model)
-
-
-def _no_input(*_args, **_kwargs):
-    raise EOFError("input() is not available in this REPL")
-
-
-# A traceback deeper than this (a runaway recursion: up to a million frames) is described by its first and last
-# _TB_KEEP frames only; extracting and formatting every frame would take longer than the cell itself.
-_TB_KEEP = 50
-
-
-def _cell_traceback_lines(tb):
-    """The formatted frames of cell code in `tb` (with the "Traceback" line), or [] when there are none."""
-    depth = 0
-    entry = tb
-    while entry is not None:
-        depth += 1
-        entry = entry.tb_next
-    if depth <= 2 * _TB_KEEP:
-        parts = [traceback.extract_tb(tb)]
-    else:
-        tail = tb
-        for _ in range(depth - _TB_KEEP):
-            tail = tail.tb_next
-        parts = [traceback.extract_tb(tb, limit=_TB_KEEP), traceback.extract_tb(tail)]
-    parts = [[f for f in part if f.filename.startswith("<cell ")] for part in parts]
-    if not any(parts):
-        return []
-    lines = ["Traceback (most recent call last):\n"]
-    for index, frames in enumerate(parts):
-        if index:
-            lines.append(f"  ... {depth - 2 * _TB_KEEP} more frames not shown ...\n")
-        lines.extend(traceback.StackSummary.from_list(frames).format())
-    return lines
-
-
-def context_info(context):
-    """(python_type, total_chars, chunk_lengths[:100], chunk_count) for the context value."""
-    type_name = type(context).__name__
-    if isinstance(context, str):
-        n = len(context)
-        return type_name, n, [n], 1
-    if isinstance(context, dict):
-        items = context.values()
-    elif isinstance(context, (list, tuple)):
-        items = context
-    else:
-        n = len(_safe_str(context))
-        return type_name, n, [n], 1
-    total = 0
-    listed = []
-    for item in items:
-        n = len(item) if isinstance(item, str) else len(_safe_str(item))
-        total += n
-        if len(listed) < 100:
-            listed.append(n)
-    return type_name, total, listed, len(context)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # The session
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class Session:
+class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
     """The REPL namespace of this interpreter (one session per wasm instance)."""
 
     def __init__(self, context):
-        own_builtins = dict(builtins.__dict__)
-        own_builtins["input"] = _no_input
-        self.final_var = None
+        SessionCore.__init__(self, context, host_call, builtins.__dict__)  # noqa: F821
 
-        def llm_query(prompt, model=None):
-            """Calls a sub-model once; returns its answer (or "Error: ..." when the call failed)."""
-            return host_call("llm", [_as_prompt(prompt)], _as_model(model))[0]
+    def _capture(self):
+        return _current[0]
 
-        def llm_query_batched(prompts, model=None):
-            """Calls a sub-model once per prompt, concurrently; returns the answers in order."""
-            prompts = [prompts] if isinstance(prompts, str) else [_as_prompt(p) for p in prompts]
-            if not prompts:
-                return []
-            return host_call("llm", prompts, _as_model(model))
-
-        def rlm_query(prompt, model=None):
-            """Runs a child RLM on the prompt; returns its answer (or "Error: ...")."""
-            return host_call("rlm", [_as_prompt(prompt)], _as_model(model))[0]
-
-        def rlm_query_batched(prompts, model=None):
-            """Runs one child RLM per prompt, concurrently; returns the answers in order."""
-            prompts = [prompts] if isinstance(prompts, str) else [_as_prompt(p) for p in prompts]
-            if not prompts:
-                return []
-            return host_call("rlm", prompts, _as_model(model))
-
-        def SHOW_VARS():
-            """Lists your variables and their types."""
-            found = {name: type(value).__name__ for name, value in self.user_variables().items()}
-            if not found:
-                return _Text("No variables created yet.")
-            return _Text(f"Available variables: {found}")
-
-        def FINAL_VAR(name):
-            """Marks the variable called `name` as the final answer; returns its str()."""
-            if not isinstance(name, str):
-                matches = [k for k, v in self.user_variables().items() if v is name]
-                if not matches:
-                    message = _Shown("Error: FINAL_VAR expects the name of a variable as a string, e.g. FINAL_VAR(\"result\")")
-                    print(message)
-                    return message
-                name = matches[0]
-            key = name.strip().strip("'\"`").strip()
-            if self.is_visible(key):
-                value = _safe_str(self.globals[key])
-                self.final_var = (key, value)
-                return _Text(value)
-            self.final_var = (key, None)
-            message = _Shown(
-                f"Error: variable {key!r} not found. Available variables: {sorted(self.user_variables())}"
-            )
-            print(message)
-            return message
-
-        self.reserved = {
-            "context": context,
-            "llm_query": llm_query,
-            "llm_query_batched": llm_query_batched,
-            "rlm_query": rlm_query,
-            "rlm_query_batched": rlm_query_batched,
-            "SHOW_VARS": SHOW_VARS,
-            "FINAL_VAR": FINAL_VAR,
-        }
-        self.restored = {"__name__": "__main__", "__builtins__": own_builtins, **self.reserved}
-        self.globals = dict(self.restored)
-        self.globals["answer"] = {"content": None, "ready": False}
-        self.baseline = frozenset(self.globals)
-
-    # -- namespace queries ------------------------------------------------------------------------------------------
-
-    def user_variables(self):
-        return {
-            name: value
-            for name, value in self.globals.items()
-            if name not in self.baseline
-            and not name.startswith("_")
-            and not isinstance(value, types.ModuleType)
-        }
-
-    def is_visible(self, name):
-        return isinstance(name, str) and bool(name) and not name.startswith("__") and name in self.globals
-
-    def variable_names(self):
-        return sorted(self.user_variables())
-
-    def get_variable(self, name):
-        if name in self.baseline or not self.is_visible(name):
-            return None
-        return _safe_str(self.globals[name])
-
-    # -- running cells ----------------------------------------------------------------------------------------------
-
-    def prepare(self, source, cell_number):
-        filename = f"<cell {cell_number}>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        tree = ast.parse(source, filename, "exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = compile(ast.Expression(tree.body.pop().value), filename, "eval", dont_inherit=True)
-        body = compile(tree, filename, "exec", dont_inherit=True)
-        return body, last
-
-    def run(self, prepared, echo_limit):
-        body, last = prepared
-        exec(body, self.globals)
-        if last is None:
-            return
-        value = eval(last, self.globals)
-        if value is None or isinstance(value, _Shown):
-            return
-        if isinstance(value, (str, bytes)) and len(value) > echo_limit:
-            print(repr(value[:echo_limit]) + " ...")
-            capture = _current[0]
-            if capture is not None:
-                capture.dropped += len(value) - echo_limit
-            return
-        print(repr(value))
-
-    def describe_error(self, exc):
-        tb = exc.__traceback__
-        lines = _cell_traceback_lines(tb)
-        lines.extend(traceback.format_exception_only(type(exc), exc))
-        return {"kind": type(exc).__name__, "message": _safe_str(exc), "traceback": "".join(lines).rstrip("\n")}
-
-    def finish(self):
-        self.globals.update(self.restored)
-        answer = None
-        candidate = self.globals.get("answer")
-        try:
-            if isinstance(candidate, dict) and candidate.get("ready"):
-                answer = _safe_str(candidate.get("content"))
-        except BaseException:
-            answer = None
-        final_var, self.final_var = self.final_var, None
-        return answer, final_var
+    def _error(self, exc):
+        kind, message, tb = self.describe_error(exc)
+        return {"kind": kind, "message": message, "traceback": tb}
 
     def run_cell(self, source, cell_number, limit):
         """Runs one cell with its output captured; returns the `done` frame (header, payload)."""
@@ -460,12 +211,12 @@ class Session:
             try:
                 prepared = self.prepare(source, cell_number)
             except BaseException as exc:  # SyntaxError, or anything odd during compilation
-                error = self.describe_error(exc)
+                error = self._error(exc)
             else:
                 try:
                     self.run(prepared, limit)
                 except BaseException as exc:  # user code: SystemExit and KeyboardInterrupt are errors too
-                    error = self.describe_error(exc)
+                    error = self._error(exc)
             answer, final_var = self.finish()
         finally:
             _current[0] = None

@@ -21,9 +21,10 @@
 //! * One wasmtime `Engine` per process (two if fuel metering is used), with epoch interruption: a background thread
 //!   advances the epoch every 10 ms.
 //! * One `Store` (one interpreter) per session, on its own OS thread, inside one long `_start` call of a small Python
-//!   driver (`src/driver.py`). Host and guest talk over a private file descriptor served by the host's own
-//!   `fd_read` / `fd_write` imports: length-prefixed frames, JSON headers plus raw byte payloads. The context enters
-//!   the guest as raw UTF-8 (or JSON) bytes copied straight into the guest's buffer and decoded once there.
+//!   driver (`src/driver.py`, after the REPL core `python/repl_core.py` shared with the local executor). Host and
+//!   guest talk over a private file descriptor served by the host's own `fd_read` / `fd_write` imports:
+//!   length-prefixed frames, JSON headers plus raw byte payloads. The context enters the guest as raw UTF-8 (or JSON)
+//!   bytes copied straight into the guest's buffer and decoded once there.
 //! * Sub-calls: the guest sends all prompts of a batch in one frame and blocks; the session thread calls the
 //!   session's [`rlm_protocol::SubCallHost`] (one call per batch) and writes the answers back. The guest never sees
 //!   an API key (or any host variable).
@@ -69,8 +70,8 @@ use crate::error::WasmResult;
 use crate::guest::{CHANNEL_FD, GuestState};
 use crate::session::Runtime;
 
-/// The Python driver run in every sandbox.
-const DRIVER: &str = include_str!("driver.py");
+/// The Python driver run in every sandbox: the REPL core shared with the local executor, then the driver proper.
+const DRIVER: &str = concat!(include_str!("../../../python/repl_core.py"), include_str!("driver.py"));
 
 /// Settings of a [`WasmExecutor`].
 #[derive(Debug, Clone, PartialEq, Eq)]
