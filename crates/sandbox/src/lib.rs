@@ -236,6 +236,11 @@ impl Sandbox {
         evicted
     }
 
+    /// Waits for a free place in the worker pool.
+    async fn cell_worker(&self) -> Result<tokio::sync::OwnedSemaphorePermit, SandboxError> {
+        self.cell_permits.clone().acquire_owned().await.map_err(|_| SandboxError::Unavailable("shutting down".into()))
+    }
+
     /// Closes every session (at shutdown).
     pub async fn close_all(&self) {
         let ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
@@ -391,12 +396,7 @@ async fn execute(
     let reservation = sandbox.reserve_session()?;
     let spec = SessionSpec { context, cell_timeout, max_captured_chars: sandbox.config.max_captured_chars };
     let mut session = sandbox.executor.start_session(spec, Arc::new(NoSubCalls)).await?;
-    let permit = sandbox
-        .cell_permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| SandboxError::Unavailable("shutting down".into()))?;
+    let permit = sandbox.cell_worker().await?;
     let outcome = session.run_cell(&request.code).await;
     drop(permit);
     let mut locals = serde_json::Map::new();
@@ -515,12 +515,7 @@ async fn run_cell(
     ApiJson(request): ApiJson<CellRequest>,
 ) -> Result<Json<CellResponse>, SandboxError> {
     let slot = sandbox.slot(&id)?;
-    let permit = sandbox
-        .cell_permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| SandboxError::Unavailable("shutting down".into()))?;
+    let permit = sandbox.cell_worker().await?;
     Ok(Json(slot.start_cell(request.code, permit, &sandbox.metrics).await?))
 }
 
