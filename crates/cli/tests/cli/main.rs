@@ -176,8 +176,26 @@ async fn missing_model_and_bad_flags_are_clear_errors() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no model set"));
 
-    let output =
-        rlm(None).args(["run", "--context", "/no/such/file", "--query", "q", "--model", "m"]).output().await.unwrap();
+    // OpenAI without a key stops before any request.
+    let output = rlm(None).args(["run", "--context", "-", "--query", "q", "--model", "m"]).output().await.unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("OPENAI_API_KEY"));
+
+    let output = rlm(None)
+        .args([
+            "run",
+            "--context",
+            "/no/such/file",
+            "--query",
+            "q",
+            "--model",
+            "m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+        ])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/file"));
 
