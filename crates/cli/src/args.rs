@@ -141,11 +141,26 @@ pub struct ModelArgs {
     /// API key (default: $OPENAI_API_KEY). Prefer the environment: flags show up in process lists.
     #[arg(long, hide_env_values = true)]
     pub api_key: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+pub fn seconds(value: f64, flag: &str) -> Result<Duration> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => bail!("--{flag} must be a positive number of seconds, got {value}"),
+    }
+}
+
+/// Budgets of a run tree, shared by `rlm run`, `rlm exec` and `rlm serve` (whose values are the defaults of its
+/// runs). The seed's variables `MAX_DEPTH`, `MAX_ITERATIONS` and `EXECUTION_TIMEOUT` set them too.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
     /// Deepest level of child RLMs (rlm_query); the top-level run is depth 0.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "MAX_DEPTH", default_value_t = 1)]
     pub max_depth: u32,
     /// Root-loop iterations per run.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "MAX_ITERATIONS", default_value_t = 30)]
     pub max_iterations: u32,
     /// Sub-calls for the whole run tree.
     #[arg(long)]
@@ -154,7 +169,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub max_tokens: Option<u64>,
     /// Seconds one code cell may run.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, env = "EXECUTION_TIMEOUT", default_value_t = 120.0)]
     pub cell_timeout: f64,
     /// Characters of a cell's output the model sees.
     #[arg(long, default_value_t = 20_000)]
@@ -167,14 +182,8 @@ pub struct ModelArgs {
     pub max_output_tokens: Option<u32>,
 }
 
-pub fn seconds(value: f64, flag: &str) -> Result<Duration> {
-    match Duration::try_from_secs_f64(value) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        _ => bail!("--{flag} must be a positive number of seconds, got {value}"),
-    }
-}
-
-impl ModelArgs {
+impl LimitArgs {
+    /// The limits, with `run_timeout` seconds for the whole run tree.
     pub fn limits(&self, run_timeout: Option<f64>) -> Result<Limits> {
         if self.max_iterations == 0 {
             bail!("--max-iterations must be at least 1");

@@ -118,7 +118,7 @@ fn build_rlm(
     if let Some(key) = &models.api_key {
         builder = builder.api_key(key);
     }
-    Ok(builder.limits(models.limits(run_timeout)?).build()?)
+    Ok(builder.limits(models.limits.limits(run_timeout)?).build()?)
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {

@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use rlm::{Limits, OpenAiConfig, TraceTarget};
+use rlm::{OpenAiConfig, TraceTarget};
 use rlm_executor_remote::RemoteConfig;
 use rlm_server::{AppState, ExecutorChoice, ServerConfig};
 
-use crate::args::seconds;
+use crate::args::{LimitArgs, seconds};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -29,33 +29,12 @@ pub struct ServeArgs {
     /// from $OPENAI_API_KEY or $LLM_API_KEY only.
     #[arg(long)]
     pub base_url: Option<String>,
-    /// Default deepest level of child RLMs.
-    #[arg(long, env = "MAX_DEPTH", default_value_t = 1)]
-    pub max_depth: u32,
-    /// Default root-loop iterations per run.
-    #[arg(long, env = "MAX_ITERATIONS", default_value_t = 30)]
-    pub max_iterations: u32,
-    /// Default seconds one code cell may run.
-    #[arg(long, env = "EXECUTION_TIMEOUT", default_value_t = 120.0)]
-    pub cell_timeout: f64,
     /// Default wall-clock seconds for a whole run.
     #[arg(long)]
     pub timeout: Option<f64>,
-    /// Default sub-call budget of a run tree.
-    #[arg(long)]
-    pub max_sub_calls: Option<u64>,
-    /// Default token budget of a run tree.
-    #[arg(long)]
-    pub max_tokens: Option<u64>,
-    /// Characters of a cell's output the model sees.
-    #[arg(long, default_value_t = 20_000)]
-    pub max_output_chars: usize,
-    /// Prompts of one batched call in flight at once.
-    #[arg(long, default_value_t = 16)]
-    pub batch_concurrency: usize,
-    /// Upper bound on tokens per model response.
-    #[arg(long)]
-    pub max_output_tokens: Option<u32>,
+    /// Default limits of runs (requests may override each one).
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// URL of the sandbox service (`rlm sandbox serve`) to run code in; its token comes from $RLM_SANDBOX_TOKEN.
     /// When set, /ready checks the sandbox and runs are refused while it is unreachable (code never silently runs
     /// unsandboxed). Default: run code in this process.
@@ -89,12 +68,6 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 impl ServeArgs {
     fn config(self) -> Result<ServerConfig> {
-        if self.max_iterations == 0 {
-            bail!("--max-iterations must be at least 1");
-        }
-        if self.batch_concurrency == 0 {
-            bail!("--batch-concurrency must be at least 1");
-        }
         if self.max_concurrent_runs == 0 {
             bail!("--max-concurrent-runs must be at least 1");
         }
@@ -102,17 +75,7 @@ impl ServeArgs {
         if let Some(url) = non_empty(self.base_url) {
             openai.base_url = url;
         }
-        let limits = Limits {
-            max_iterations: self.max_iterations,
-            max_depth: self.max_depth,
-            timeout: self.timeout.map(|s| seconds(s, "timeout")).transpose()?,
-            max_sub_calls: self.max_sub_calls,
-            max_tokens: self.max_tokens,
-            cell_timeout: seconds(self.cell_timeout, "cell-timeout")?,
-            max_output_chars: self.max_output_chars,
-            batch_concurrency: self.batch_concurrency,
-            max_output_tokens: self.max_output_tokens,
-        };
+        let limits = self.limits.limits(self.timeout)?;
         let executor = match non_empty(self.wasm_service_url) {
             Some(url) => ExecutorChoice::Remote(RemoteConfig {
                 token: non_empty(std::env::var("RLM_SANDBOX_TOKEN").ok()),

@@ -162,8 +162,12 @@ pub(crate) async fn run_tree(
         exhausted: Mutex::new(None),
     });
     let result = run_one(engine, tree.clone(), Arc::new(Scope::top_level()), context, query, None).await;
-    if let Err(err) = tree.trace.flush() {
-        tracing::warn!("trace could not be written completely: {err}");
+    // A sink's flush may wait on disk or a database: keep it off the async workers.
+    let trace = tree.trace.clone();
+    match tokio::task::spawn_blocking(move || trace.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!("trace could not be written completely: {err}"),
+        Err(err) => tracing::warn!("flushing the trace failed: {err}"),
     }
     result
 }
