@@ -15,8 +15,10 @@ how sys.stdout / sys.stderr reach the buffer, threads and signals.
 """
 
 import ast  # noqa: E402
+import bisect  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
+import re  # noqa: E402
 import traceback  # noqa: E402
 import types  # noqa: E402
 
@@ -153,6 +155,134 @@ def context_info(context):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# search(): finding passages by words, forgiving of case, plurals and inexact phrasing (small models need that)
+# ---------------------------------------------------------------------------------------------------------------------
+
+_SEARCH_STOPWORDS = frozenset(
+    "a an the of for in on at to is are was were be and or what which who whom whose how when where why does do did"
+    " mentioned provided text context that this with from by as it its".split()
+)
+
+
+class _Passages(list):
+    """The passages `search` found; prints as readable text with a one-line summary."""
+
+    def __init__(self, passages, summary):
+        super().__init__(passages)
+        self.summary = summary
+
+    def __repr__(self):
+        if not self:
+            return self.summary
+        return self.summary + "\n" + "\n---\n".join(self)
+
+    __str__ = __repr__
+
+
+def _word_pattern(word):
+    """`word` at word boundaries, matching its singular and plural forms."""
+    lower = word.lower()
+    if len(lower) > 4 and lower.endswith("es") and not lower.endswith("ses"):
+        stem = word[:-2]
+    elif len(lower) > 3 and lower.endswith("s") and not lower.endswith("ss"):
+        stem = word[:-1]
+    else:
+        stem = word
+    return r"(?<!\w)" + re.escape(stem) + r"(?:e?s)?(?!\w)"
+
+
+def _searchable_text(context):
+    if isinstance(context, str):
+        return context
+    if isinstance(context, dict):
+        return "\n".join(f"{key}: {value}" for key, value in context.items())
+    if isinstance(context, (list, tuple)):
+        return "\n".join(str(item) for item in context)
+    return str(context)
+
+
+def _passage(text, start, end, window):
+    """The sentence(s) around text[start:end], at most `window` characters beyond the match on each side."""
+    lo_limit, hi_limit = max(0, start - window), min(len(text), end + window)
+    lo = start
+    while lo > lo_limit and not (text[lo - 1] == "\n" or (text[lo - 1] in " \t" and text[lo - 2 : lo - 1] in ".!?")):
+        lo -= 1
+    hi = end
+    while hi < hi_limit and text[hi] != "\n" and not (text[hi] in ".!?" and (hi + 1 >= len(text) or text[hi + 1] in " \n\t")):
+        hi += 1
+    hi = min(len(text), hi + 1)
+    snippet = " ".join(text[lo:hi].split())
+    return ("..." if lo > 0 and lo == lo_limit else "") + snippet + ("..." if hi < len(text) and hi > hi_limit else "")
+
+
+def search_text(context, words, max_results=10, window=200):
+    """Passages of `context` containing `words`: the exact phrase (ignoring case, plural endings and punctuation
+    between words) when it occurs, else the places where most of its words occur close together."""
+    if not isinstance(words, str) or not words.strip():
+        return _Passages([], "search() needs words to look for, e.g. search(\"a name from the question\")")
+    text = _searchable_text(context)
+    tokens = re.findall(r"[\w][\w'-]*", words)
+    if not tokens:
+        return _Passages([], f"No searchable words in {words!r}.")
+    max_results = max(1, int(max_results))
+    window = max(40, int(window))
+
+    def collect(spans):
+        found, last_end = [], -1
+        for start, end in spans:
+            if start < last_end:
+                continue
+            found.append(_passage(text, start, end, window))
+            last_end = end + window // 2
+            if len(found) >= max_results:
+                break
+        return found
+
+    phrase = re.compile(r"\W+".join(_word_pattern(t) for t in tokens), re.IGNORECASE)
+    spans = [m.span() for m in phrase.finditer(text)]
+    if spans:
+        found = collect(spans)
+        more = f" (showing {len(found)})" if len(spans) > len(found) else ""
+        return _Passages(found, f"{len(spans)} match(es) for {words!r}{more}:")
+
+    content = [t for t in tokens if t.lower() not in _SEARCH_STOPWORDS] or tokens
+    hits = {t: [m.span() for m in re.finditer(_word_pattern(t), text, re.IGNORECASE)] for t in dict.fromkeys(content)}
+    present = {t: h for t, h in hits.items() if h}
+    starts = {t: [s for s, _ in h] for t, h in present.items()}
+
+    def occurs_near(other, position):
+        index = bisect.bisect_left(starts[other], position - window)
+        return index < len(starts[other]) and starts[other][index] <= position + window
+
+    if not present:
+        # Inside longer words or identifiers, as a plain substring.
+        needle = words.strip().lower()
+        lowered = text.lower()
+        spans, index = [], lowered.find(needle)
+        while index >= 0 and len(spans) < 1000:
+            spans.append((index, index + len(needle)))
+            index = lowered.find(needle, index + 1)
+        if spans:
+            return _Passages(collect(spans), f"{len(spans)} match(es) for {words!r} inside longer words:")
+        return _Passages([], f"No match for {words!r}, nor for any of its words. Try other words.")
+    scored = []
+    for token, token_hits in present.items():
+        for start, end in token_hits[:2000]:
+            near = sum(1 for other in present if other == token or occurs_near(other, start))
+            scored.append((-near, start, end))
+    scored.sort()
+    best = -scored[0][0]
+    ordered = sorted((start, end) for neg, start, end in scored if -neg == best)
+    found = collect(ordered)
+    missing = [t for t in content if t not in present]
+    note = f"; not found at all: {', '.join(missing)}" if missing else ""
+    return _Passages(
+        found,
+        f"No exact match for {words!r}. Passages with {best} of its {len(content)} words{note}:",
+    )
+
+
 class SessionCore:
     """One REPL namespace.
 
@@ -231,6 +361,21 @@ class SessionCore:
         self.restored = {"__name__": "__main__", "__builtins__": own_builtins, **self.reserved}
         self.globals = dict(self.restored)
         self.globals["answer"] = {"content": None, "ready": False}
+
+        def search(words, max_results=10, window=200):
+            """Passages of `context` that contain `words` (case- and plural-insensitive; when the exact phrase is
+            absent, the passages with most of the words)."""
+            return search_text(context, words, max_results, window)
+
+        def FINAL(value):
+            """Ends the run with str(value) as the answer, like answer["content"] = value; answer["ready"] = True.
+            Models often write FINAL(...) inside code, where it would otherwise be a NameError."""
+            self.final_call = _safe_str(value)
+
+        self.final_call = None
+        # Provided but not restored after each cell: code may define its own `search` or `FINAL`.
+        self.globals["search"] = search
+        self.globals["FINAL"] = FINAL
         # Names that exist before any user code ran are never "user variables".
         self.baseline = frozenset(self.globals)
 
@@ -306,10 +451,10 @@ class SessionCore:
     def finish(self):
         """After every cell: restores the reserved names; returns (answer or None, (name, value) or None)."""
         self.globals.update(self.restored)
-        answer = None
+        answer, self.final_call = self.final_call, None
         candidate = self.globals.get("answer")
         try:
-            if isinstance(candidate, dict) and candidate.get("ready"):
+            if answer is None and isinstance(candidate, dict) and candidate.get("ready"):
                 answer = _safe_str(candidate.get("content"))
         except BaseException:  # a `ready` whose truth value raises: not an answer
             answer = None

@@ -32,6 +32,8 @@ pub enum Command {
     Stats(crate::trace_cmd::StatsArgs),
     /// The sandbox service for untrusted code: `rlm sandbox serve`, `rlm sandbox prepare`.
     Sandbox(crate::sandbox::SandboxArgs),
+    /// Benchmarks against the configured model endpoint: `rlm bench sniah`.
+    Bench(crate::bench::BenchArgs),
     /// GET a URL; exit 0 on a 2xx status, 1 otherwise (container health checks in images without curl).
     Health(crate::health::HealthArgs),
 }
@@ -141,8 +143,81 @@ pub struct ModelArgs {
     /// API key (default: $OPENAI_API_KEY). Prefer the environment: flags show up in process lists.
     #[arg(long, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Instructions for the root model: auto picks `small` for models of up to about 8B parameters by name.
+    #[arg(long, value_enum, env = "RLM_PROMPT_PROFILE", default_value_t = ProfileArg::Auto)]
+    pub prompt_profile: ProfileArg,
+    /// A file whose text replaces the system prompt; {context_description}, {max_iterations}, {max_output_chars},
+    /// {sub_model} and {sub_prompt_chars} in it are filled in.
+    #[arg(long)]
+    pub system_prompt: Option<PathBuf>,
+    /// Answer with one direct call when the context fits the root model's window (auto), or force either path.
+    #[arg(long, value_enum, env = "RLM_ROUTE", default_value_t = RouteArg::Auto)]
+    pub route: RouteArg,
+    /// The root model's window in tokens (default: what the server reports, else the model family's known window).
+    #[arg(long, env = "RLM_CONTEXT_WINDOW")]
+    pub context_window: Option<u64>,
+    /// The sub-model's window in tokens (default as for --context-window).
+    #[arg(long)]
+    pub sub_context_window: Option<u64>,
+    /// Seconds one model request may take before it is retried (raise it for large prompts on CPU-served models).
+    #[arg(long, env = "RLM_REQUEST_TIMEOUT", default_value_t = 300.0)]
+    pub request_timeout: f64,
+    /// The request field for the output-token limit (auto: max_completion_tokens for OpenAI, max_tokens elsewhere).
+    #[arg(long, value_enum, default_value_t = TokenFieldArg::Auto)]
+    pub token_limit_field: TokenFieldArg,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProfileArg {
+    Auto,
+    Standard,
+    Small,
+}
+
+impl From<ProfileArg> for rlm::PromptProfile {
+    fn from(value: ProfileArg) -> Self {
+        match value {
+            ProfileArg::Auto => Self::Auto,
+            ProfileArg::Standard => Self::Standard,
+            ProfileArg::Small => Self::Small,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RouteArg {
+    Auto,
+    Rlm,
+    Direct,
+}
+
+impl From<RouteArg> for rlm::RouteMode {
+    fn from(value: RouteArg) -> Self {
+        match value {
+            RouteArg::Auto => Self::Auto,
+            RouteArg::Rlm => Self::Rlm,
+            RouteArg::Direct => Self::Direct,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenFieldArg {
+    Auto,
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+impl From<TokenFieldArg> for rlm::TokenLimitField {
+    fn from(value: TokenFieldArg) -> Self {
+        match value {
+            TokenFieldArg::Auto => Self::Auto,
+            TokenFieldArg::MaxTokens => Self::MaxTokens,
+            TokenFieldArg::MaxCompletionTokens => Self::MaxCompletionTokens,
+        }
+    }
 }
 
 pub fn seconds(value: f64, flag: &str) -> Result<Duration> {

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line program talks through stdout and stderr")]
 
 mod args;
+mod bench;
 mod health;
 mod progress;
 mod sandbox;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
             Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
             Command::Sandbox(args) => sandbox::sandbox(args).await,
             Command::Health(args) => health::health(args).await,
+            Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
@@ -96,13 +98,20 @@ impl ExecutorArgs {
     }
 }
 
-fn build_rlm(
+async fn build_rlm(
     models: &ModelArgs,
     run_timeout: Option<f64>,
     trace: TraceTarget,
     executor: Arc<dyn Executor>,
+    probe_windows: bool,
 ) -> Result<Rlm> {
-    let mut builder = Rlm::builder().trace(trace).executor(executor);
+    let mut builder = Rlm::builder()
+        .trace(trace)
+        .executor(executor)
+        .prompt_profile(models.prompt_profile.into())
+        .route(models.route.into())
+        .token_limit_field(models.token_limit_field.into())
+        .request_timeout(crate::args::seconds(models.request_timeout, "request-timeout")?);
     if let Some(model) = &models.model {
         builder = builder.model(model);
     }
@@ -118,7 +127,22 @@ fn build_rlm(
     if let Some(key) = &models.api_key {
         builder = builder.api_key(key);
     }
-    Ok(builder.limits(models.limits.limits(run_timeout)?).build()?)
+    if let Some(path) = &models.system_prompt {
+        let template = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the system prompt {}", path.display()))?;
+        builder = builder.system_prompt_template(template);
+    }
+    if let Some(window) = models.context_window {
+        builder = builder.context_window(window);
+    }
+    if let Some(window) = models.sub_context_window {
+        builder = builder.sub_context_window(window);
+    }
+    let builder = builder.limits(models.limits.limits(run_timeout)?);
+    // Only routing needs the window, so only ask the server when routing can use it.
+    let probe = probe_windows && models.route == crate::args::RouteArg::Auto;
+    let builder = if probe { builder.detect_context_windows().await } else { builder };
+    Ok(builder.build()?)
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
@@ -130,7 +154,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
         },
     };
-    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?)?;
+    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true).await?;
     let context = rlm::context_from_path(&args.context)?;
 
     let cancel = CancellationToken::new();
@@ -160,7 +184,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     if !args.quiet {
         let trace = completion.trace.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
         eprintln!(
-            "finished by {} after {} iterations, {} sub-calls, {} tokens, {:.1} s; trace: {trace}",
+            "{} path; finished by {} after {} iterations, {} sub-calls, {} tokens, {:.1} s; trace: {trace}",
+            completion.path.as_str(),
             completion.finished_by.as_str(),
             completion.iterations,
             completion.sub_calls,
@@ -200,7 +225,10 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
     // Sub-calls reach the model when one is configured; without one they return an error string to the code.
     let executor = args.executor.build()?;
     let outcome = if args.models.model.is_some() {
-        build_rlm(&args.models, None, TraceTarget::Disabled, executor)?.exec(context, &code, timeout).await?
+        build_rlm(&args.models, None, TraceTarget::Disabled, executor, false)
+            .await?
+            .exec(context, &code, timeout)
+            .await?
     } else {
         rlm::exec_with(&executor, context, &code, timeout, Arc::new(rlm::NoModelHost)).await?
     };

@@ -57,6 +57,18 @@ pub struct ServeArgs {
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for running runs before cancelling them.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
+    /// Answer with one direct call when the context fits the model's window (auto), or force either path.
+    #[arg(long, value_enum, env = "RLM_ROUTE", default_value_t = crate::args::RouteArg::Auto)]
+    pub route: crate::args::RouteArg,
+    /// Instructions for the root model: auto picks `small` for models of up to about 8B parameters by name.
+    #[arg(long, value_enum, env = "RLM_PROMPT_PROFILE", default_value_t = crate::args::ProfileArg::Auto)]
+    pub prompt_profile: crate::args::ProfileArg,
+    /// The default model's window in tokens (default: the model family's known window).
+    #[arg(long, env = "RLM_CONTEXT_WINDOW")]
+    pub context_window: Option<u64>,
+    /// The sub-model's window in tokens.
+    #[arg(long)]
+    pub sub_context_window: Option<u64>,
     /// Bearer token every request except /health and /ready must carry. Prefer the environment.
     #[arg(long, env = "RLM_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -96,6 +108,10 @@ impl ServeArgs {
             trace: self.trace_dir.map_or(TraceTarget::Disabled, TraceTarget::Directory),
             trace_db: crate::trace_cmd::sink_config(&self.trace_db)?,
             shutdown_grace: seconds(self.shutdown_grace, "shutdown-grace")?,
+            route: self.route.into(),
+            prompt_profile: self.prompt_profile.into(),
+            context_window: self.context_window,
+            sub_context_window: self.sub_context_window,
             ..ServerConfig::default()
         })
     }

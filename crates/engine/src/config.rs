@@ -1,6 +1,9 @@
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::prompt::PromptProfile;
 
 /// Which model each part of a run tree uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +83,40 @@ impl Default for Limits {
     }
 }
 
+/// Whether a query is answered by one direct call or by the RLM loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteMode {
+    /// Direct when the whole context and the query fit the root model's window (known from `context_windows`),
+    /// else the RLM. Without a known window, always the RLM.
+    #[default]
+    Auto,
+    /// Always the RLM loop.
+    Rlm,
+    /// Always one direct call with the whole context.
+    Direct,
+}
+
+impl RouteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Rlm => "rlm",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+/// The instructions the root loop gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptSettings {
+    #[serde(default)]
+    pub profile: PromptProfile,
+    /// A system prompt that replaces the profile's; see [`crate::prompt::fill_template`] for its placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_template: Option<String>,
+}
+
 /// Everything that configures an [`crate::Engine`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineConfig {
@@ -87,11 +124,35 @@ pub struct EngineConfig {
     pub limits: Limits,
     #[serde(default)]
     pub temperature: Option<f32>,
+    #[serde(default)]
+    pub prompt: PromptSettings,
+    #[serde(default)]
+    pub route: RouteMode,
+    /// Windows (prompt + reply, in tokens) of the models in use, by model name: routing and the prompts use them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub context_windows: BTreeMap<String, u64>,
 }
 
 impl EngineConfig {
     pub fn new(root_model: impl Into<String>) -> Self {
-        Self { models: ModelPlan::new(root_model), limits: Limits::default(), temperature: None }
+        Self {
+            models: ModelPlan::new(root_model),
+            limits: Limits::default(),
+            temperature: None,
+            prompt: PromptSettings::default(),
+            route: RouteMode::Auto,
+            context_windows: BTreeMap::new(),
+        }
+    }
+
+    /// The window of `model` in tokens, when known.
+    pub fn window(&self, model: &str) -> Option<u64> {
+        self.context_windows.get(model).copied()
+    }
+
+    /// The output-token cap of calls made by a loop with `profile`.
+    pub fn max_output_tokens(&self, profile: PromptProfile) -> Option<u32> {
+        self.limits.max_output_tokens.or_else(|| profile.default_max_output_tokens())
     }
 }
 

@@ -21,6 +21,32 @@ pub(crate) struct TreeHost {
     pub engine: Arc<EngineInner>,
     pub tree: Arc<Tree>,
     pub scope: Arc<Scope>,
+    /// The context's text with whitespace collapsed, when the context is a string: to tell `llm_query` prompts
+    /// that carry some of the data from prompts that carry none.
+    pub grounding: Option<Arc<str>>,
+}
+
+/// `text` with every run of whitespace collapsed to one space.
+pub(crate) fn collapse_whitespace(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether `prompt` quotes some of `context` (both whitespace-collapsed): a few evenly spaced 32-character windows
+/// of the prompt are looked up in the context.
+pub(crate) fn quotes_context(prompt: &str, context: &str) -> bool {
+    const WINDOW: usize = 32;
+    const SAMPLES: usize = 12;
+    let chars: Vec<(usize, char)> = prompt.char_indices().collect();
+    if chars.len() < WINDOW {
+        return !prompt.trim().is_empty() && context.contains(prompt.trim());
+    }
+    let last_start = chars.len() - WINDOW;
+    (0..SAMPLES).any(|i| {
+        let start = last_start * i / (SAMPLES - 1);
+        let from = chars[start].0;
+        let to = chars.get(start + WINDOW).map_or(prompt.len(), |(index, _)| *index);
+        context.contains(&prompt[from..to])
+    })
 }
 
 struct BatchSlot {
@@ -68,6 +94,12 @@ impl TreeHost {
         let can_recurse = call.kind == SubCallKind::Rlm && self.scope.depth < limits.max_depth;
         let (model, result, usage, child_run_id) =
             if can_recurse { self.child_run(&call, event_id).await } else { self.model_call(&call).await };
+        if let (Some(context), Ok(answer)) = (&self.grounding, &result)
+            && !can_recurse
+            && !quotes_context(&collapse_whitespace(&call.prompt), context)
+        {
+            self.scope.record_ungrounded(answer);
+        }
         let (response, error) = match &result {
             Ok(text) => (Some(text.clone()), None),
             Err(message) => (None, Some(message.clone())),
@@ -94,7 +126,7 @@ impl TreeHost {
         let request = ModelRequest {
             model: model.clone(),
             messages: vec![ChatMessage::user(call.prompt.clone())],
-            max_output_tokens: self.engine.config.limits.max_output_tokens,
+            max_output_tokens: self.engine.config.max_output_tokens(self.engine.config.prompt.profile.resolve(&model)),
             temperature: self.engine.config.temperature,
         };
         let call = with_deadline(self.tree.deadline, self.engine.model.complete(request));
@@ -119,6 +151,7 @@ impl TreeHost {
             Context::Text(call.prompt.clone()),
             CHILD_QUERY,
             Some(model.clone()),
+            None,
         );
         let result = Box::pin(child).await;
         let answer = match (result.answer, result.finished_by) {
@@ -127,5 +160,24 @@ impl TreeHost {
             (None, _) => Err(result.error.unwrap_or_else(|| "the child RLM gave no answer".to_owned())),
         };
         (model, answer, result.usage.total, Some(result.run_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_quoting_the_context_are_told_apart_from_bare_questions() {
+        let context = collapse_whitespace(
+            "The grass is green. The sky is blue.\n One of the special magic numbers for quiet-meadow is: 5279348. \
+             The sun is yellow. Here we go.",
+        );
+        let bare = "What is the special magic number for quiet-meadow mentioned in the provided text?";
+        assert!(!quotes_context(bare, &context));
+        let quoting = format!("Find the number for quiet-meadow in this text:\n{}", &context[20..110]);
+        assert!(quotes_context(&collapse_whitespace(&quoting), &context));
+        assert!(quotes_context("quiet-meadow", &context));
+        assert!(!quotes_context("", &context));
     }
 }

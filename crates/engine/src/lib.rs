@@ -5,20 +5,23 @@
 //! The engine depends only on the traits of `rlm-protocol`: any [`ModelClient`], [`Executor`] and [`TraceSink`].
 
 mod config;
+pub mod guard;
 mod host;
 pub mod parse;
 pub mod prompt;
+pub mod route;
 mod run;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rlm_protocol::{Context, Executor, FinishedBy, LimitKind, ModelClient, TraceSink, UsageReport};
+use rlm_protocol::{Context, Executor, FinishedBy, LimitKind, ModelClient, RoutePath, TraceSink, UsageReport};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use config::{EngineConfig, Limits, ModelPlan};
+pub use config::{EngineConfig, Limits, ModelPlan, PromptSettings, RouteMode};
+pub use prompt::PromptProfile;
 
 /// Runs RLMs. Cheap to clone; one engine serves any number of concurrent runs.
 #[derive(Debug, Clone)]
@@ -46,7 +49,8 @@ pub struct RunOptions {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunResult {
     pub run_id: Uuid,
-    /// The answer; `None` only when the run was cancelled or failed, and then `error` says why.
+    /// The answer; `None` when the run was cancelled or failed, or when a limit ran out without a usable answer
+    /// (never a placeholder); then `error` says why.
     pub answer: Option<String>,
     pub finished_by: FinishedBy,
     /// Which limit ran out, when `finished_by` is `limit`.
@@ -60,6 +64,8 @@ pub struct RunResult {
     #[serde(serialize_with = "duration_secs")]
     pub duration: Duration,
     pub error: Option<String>,
+    /// Whether routing answered with one direct call or ran the RLM.
+    pub path: RoutePath,
 }
 
 fn duration_secs<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {

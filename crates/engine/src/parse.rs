@@ -25,8 +25,11 @@ struct Fence<'a> {
 }
 
 /// Splits `response` into fenced blocks and prose. Blocks labelled `repl` run; when there are none, blocks labelled
-/// `python`/`py`/`python3` run instead (models trained on other harnesses write those). An unterminated fence runs to
-/// the end of the response.
+/// `python`/`py`/`python3` run instead (models trained on other harnesses write those), and when there are none of
+/// those either, unlabelled fences run (small models often drop the label). An unterminated fence runs to the end of
+/// the response. A reply with no fence at all whose every line reads as Python (a bare `print(len(context))`) runs
+/// too, unless it asks to finish. Lines the model copied from the runtime's own messages (turn headers, `Output:`,
+/// `REPL variables: [...]`) are removed from code before it runs.
 pub fn parse_response(response: &str) -> ParsedResponse {
     let mut fences: Vec<Fence<'_>> = Vec::new();
     let mut prose = String::with_capacity(response.len());
@@ -54,13 +57,117 @@ pub fn parse_response(response: &str) -> ParsedResponse {
 
     let is_repl = |f: &Fence<'_>| f.language.eq_ignore_ascii_case("repl");
     let is_python = |f: &Fence<'_>| matches!(f.language.to_ascii_lowercase().as_str(), "python" | "py" | "python3");
+    let is_unlabelled = |f: &Fence<'_>| f.language.is_empty();
     let chosen: Vec<String> = if fences.iter().any(is_repl) {
         fences.into_iter().filter(is_repl).map(|f| f.body).collect()
-    } else {
+    } else if fences.iter().any(is_python) {
         fences.into_iter().filter(is_python).map(|f| f.body).collect()
+    } else {
+        fences.into_iter().filter(is_unlabelled).map(|f| f.body).collect()
     };
-    let code_blocks = chosen.into_iter().filter(|code| !code.trim().is_empty()).collect();
+    let mut code_blocks = Vec::with_capacity(chosen.len());
+    for code in &chosen {
+        let (code, answers) = split_answer_lines(&strip_echoes(code));
+        prose.push_str(&answers);
+        if !code.trim().is_empty() {
+            code_blocks.push(code);
+        }
+    }
+    // Small models write a bare statement, sometimes followed by a stray closing fence.
+    if code_blocks.is_empty() && find_final(&prose).is_none() && is_bare_code(&prose) {
+        code_blocks.push(strip_echoes(&prose));
+        prose.clear();
+    }
     ParsedResponse { code_blocks, prose }
+}
+
+/// Splits answer lines out of code: a line that starts like `Final(` or `final(`, or an unbalanced `FINAL(`, is an
+/// answer the model wrote into its code block (small models do), and as code it would be a `NameError` or a
+/// `SyntaxError` that keeps the whole block from running. A balanced `FINAL(...)` stays: the REPL defines it.
+fn split_answer_lines(code: &str) -> (String, String) {
+    let mut kept = String::with_capacity(code.len());
+    let mut answers = String::new();
+    for line in code.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let starts_like_final = trimmed.get(..6).is_some_and(|head| head.eq_ignore_ascii_case("final("));
+        let balanced = trimmed.matches('(').count() == trimmed.matches(')').count();
+        if starts_like_final && !(trimmed.starts_with("FINAL(") && balanced) {
+            answers.push_str(line);
+            if !line.ends_with('\n') {
+                answers.push('\n');
+            }
+        } else {
+            kept.push_str(line);
+        }
+    }
+    (kept, answers)
+}
+
+/// Whether a line is one the runtime writes (or that a model invents in the same style) rather than code.
+fn is_echoed_runtime_line(line: &str) -> bool {
+    let line = line.trim();
+    let lower = line.to_ascii_lowercase();
+    let header_number = |rest: &str| {
+        let rest = rest.trim().trim_end_matches(':').trim();
+        !rest.is_empty() && rest.split('/').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    };
+    ["turn ", "iteration ", "step "].iter().any(|word| lower.strip_prefix(word).is_some_and(header_number))
+        || lower.starts_with("repl variables:")
+        || matches!(lower.as_str(), "output:" | "repl output:" | "(no output)")
+        || lower.strip_prefix("block ").is_some_and(|rest| rest.ends_with(" output:"))
+}
+
+/// `code` without echoed runtime lines, and without interactive prompts (`>>> `, `... `) when it was pasted from a
+/// console session.
+fn strip_echoes(code: &str) -> String {
+    let console = code.lines().any(|line| line.starts_with(">>> "));
+    let mut kept = String::with_capacity(code.len());
+    for line in code.split_inclusive('\n') {
+        if is_echoed_runtime_line(line) {
+            continue;
+        }
+        let line = if console {
+            match line.strip_prefix(">>> ").or_else(|| line.strip_prefix("... ")) {
+                Some(rest) => rest,
+                // Console output lines are not code.
+                None if !line.trim().is_empty() => continue,
+                None => line,
+            }
+        } else {
+            line
+        };
+        kept.push_str(line);
+    }
+    kept
+}
+
+/// Whether unfenced text is Python a model meant to run: every non-empty line starts like a statement (a call, an
+/// assignment, a keyword, a comment) rather than like an English sentence.
+fn is_bare_code(text: &str) -> bool {
+    let lines: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !is_echoed_runtime_line(l)).collect();
+    !lines.is_empty() && lines.len() <= 40 && lines.iter().all(|line| looks_like_python(line))
+}
+
+fn looks_like_python(line: &str) -> bool {
+    const KEYWORDS: [&str; 16] = [
+        "import ", "from ", "for ", "if ", "elif ", "else:", "while ", "def ", "return ", "with ", "try:", "except",
+        "finally:", "print(", "pass", "break",
+    ];
+    if line.starts_with('#') || KEYWORDS.iter().any(|k| line.starts_with(k)) || line.starts_with([')', ']', '}']) {
+        return true;
+    }
+    // An identifier (dotted, maybe subscripted) followed by a call, an assignment or a subscript.
+    let ident_end = line.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.')).unwrap_or(line.len());
+    if ident_end == 0 || line.starts_with(|c: char| c.is_ascii_digit()) {
+        return false;
+    }
+    let rest = line[ident_end..].trim_start();
+    let assignment =
+        ["=", "+=", "-=", "*=", "/=", "|="].iter().any(|op| rest.starts_with(op)) && !rest.starts_with("==");
+    let call_or_index = line[ident_end..].starts_with(['(', '[']);
+    let tuple_target = rest.starts_with(',') && rest.contains('=');
+    assignment || call_or_index || tuple_target
 }
 
 /// Finds the first `FINAL(...)` or `FINAL_VAR(...)` in `prose` (text outside code blocks). The argument extends to
@@ -145,6 +252,59 @@ mod tests {
         let mixed = parse_response("```python\nexample()\n```\n```repl\nreal()\n```");
         assert_eq!(mixed.code_blocks, vec!["real()\n"]);
         assert!(parse_response("```text\nnot code\n```").code_blocks.is_empty());
+    }
+
+    #[test]
+    fn unlabelled_fences_run_when_nothing_is_labelled() {
+        assert_eq!(parse_response("```\nprint(len(context))\n```").code_blocks, vec!["print(len(context))\n"]);
+        let mixed = parse_response("```\nsome output\n```\n```python\nx = 1\n```");
+        assert_eq!(mixed.code_blocks, vec!["x = 1\n"]);
+    }
+
+    #[test]
+    fn echoed_turn_headers_are_stripped_from_code() {
+        let parsed = parse_response(
+            "```python\nTurn 2/8:\nREPL variables: ['context']\nOutput:\nprint(context[:100])\nBlock 1 output:\n```",
+        );
+        assert_eq!(parsed.code_blocks, vec!["print(context[:100])\n"]);
+        let only_echo = parse_response("```repl\nTurn 3/8:\n```");
+        assert!(only_echo.code_blocks.is_empty());
+    }
+
+    #[test]
+    fn answer_lines_that_would_break_the_block_move_to_the_text() {
+        // Seen from Qwen2.5-Coder-0.5B: a guess in an unbalanced `Final(` kept the search from running.
+        let parsed = parse_response("```repl\nprint(search(\"hollow-valley\"))\nFinal( the number is 123.\n```");
+        assert_eq!(parsed.code_blocks, vec!["print(search(\"hollow-valley\"))\n"]);
+        assert!(parsed.prose.contains("Final( the number is 123."));
+        let unbalanced = parse_response("```repl\nx = 1\nFINAL( 42\n```");
+        assert_eq!(unbalanced.code_blocks, vec!["x = 1\n"]);
+        assert_eq!(find_final(&unbalanced.prose), Some(FinalDirective::Answer("42".into())));
+        let called = parse_response("```repl\nFINAL(str(x))\n```");
+        assert_eq!(called.code_blocks, vec!["FINAL(str(x))\n"]);
+    }
+
+    #[test]
+    fn console_prompts_are_removed() {
+        let parsed = parse_response("```python\n>>> x = len(context)\n>>> print(x)\n1234\n```");
+        assert_eq!(parsed.code_blocks, vec!["x = len(context)\nprint(x)\n"]);
+    }
+
+    #[test]
+    fn bare_code_without_fences_runs() {
+        assert_eq!(parse_response("SHOW_VARS()").code_blocks, vec!["SHOW_VARS()"]);
+        assert_eq!(
+            parse_response("x = context.find('key')\nprint(context[x:x+200])\n").code_blocks,
+            vec!["x = context.find('key')\nprint(context[x:x+200])\n"]
+        );
+        assert!(parse_response("I will look at the context first.").code_blocks.is_empty());
+        assert!(parse_response("The answer is 42").code_blocks.is_empty());
+        assert!(parse_response("Sure! print(context)").code_blocks.is_empty());
+        // A stray closing fence after a bare statement (seen from Qwen2.5-Coder-0.5B).
+        assert_eq!(parse_response("print(search(\"x\"))\n```").code_blocks, vec!["print(search(\"x\"))\n"]);
+        let finished = parse_response("FINAL(42)");
+        assert!(finished.code_blocks.is_empty());
+        assert_eq!(find_final(&finished.prose), Some(FinalDirective::Answer("42".into())));
     }
 
     #[test]

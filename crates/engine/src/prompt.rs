@@ -4,8 +4,81 @@
 use std::fmt::Write as _;
 
 use rlm_protocol::{CellOutcome, ContextInfo, LimitKind};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
+use crate::guard::search_terms;
+
+/// Characters per token assumed when a window given in tokens is stated to the model in characters. Low on purpose:
+/// code, numbers and non-English text take more tokens per character than prose.
+pub const CHARS_PER_TOKEN: u64 = 3;
+
+/// Which set of instructions the root model gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptProfile {
+    /// Chosen from the root model's name: `small` for models of up to about 8B parameters, else `standard`.
+    #[default]
+    Auto,
+    /// Full instructions for capable models (the frontier and large open models).
+    Standard,
+    /// Short, concrete instructions for small local models (Qwen2.5-Coder 0.5B–7B, Llama 3.2, Phi, Gemma 2B, ...):
+    /// one small step per reply, a `search` helper, no example answers to copy.
+    Small,
+}
+
+impl PromptProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Standard => "standard",
+            Self::Small => "small",
+        }
+    }
+
+    /// The profile a run of `model` uses.
+    pub fn resolve(self, model: &str) -> Self {
+        match self {
+            Self::Auto if is_small_model(model) => Self::Small,
+            Self::Auto => Self::Standard,
+            chosen => chosen,
+        }
+    }
+
+    /// A cap on tokens per reply when none is configured: small models served locally can otherwise ramble until
+    /// the server's window is full.
+    pub fn default_max_output_tokens(self) -> Option<u32> {
+        match self {
+            Self::Small => Some(1024),
+            Self::Auto | Self::Standard => None,
+        }
+    }
+}
+
+/// Whether a model name names a model of at most about 8B parameters (`qwen2.5-coder-1.5b`, `llama3.2:3b`,
+/// `phi-3-mini`, `gemma-2-2b-it`, `SmolLM2-360M`, ...).
+pub fn is_small_model(model: &str) -> bool {
+    let name = model.to_ascii_lowercase();
+    // `-8b`, `:3b`, `_0.5b`, `1.5b`, `360m`: a parameter count at a word boundary.
+    let bytes = name.as_bytes();
+    for (index, unit) in name.char_indices().filter(|(_, c)| *c == 'b' || *c == 'm') {
+        let after_ok = bytes.get(index + 1).is_none_or(|b| !b.is_ascii_alphanumeric());
+        let digits_start = name[..index].rfind(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(0, |i| i + 1);
+        let number = &name[digits_start..index];
+        let before_ok = digits_start == 0 || !bytes[digits_start - 1].is_ascii_alphabetic();
+        if !after_ok || !before_ok || number.is_empty() {
+            continue;
+        }
+        if let Ok(value) = number.parse::<f64>() {
+            return if unit == 'm' { true } else { value <= 8.5 };
+        }
+    }
+    ["mini", "tiny", "small", "nano"]
+        .iter()
+        .any(|word| name.split(|c: char| !c.is_ascii_alphanumeric()).any(|part| part == *word))
+        && !name.starts_with("gpt-")
+        && !name.starts_with('o')
+}
 
 /// What the system prompt needs to know about the run it starts.
 #[derive(Debug, Clone)]
@@ -14,10 +87,90 @@ pub struct PromptFacts<'a> {
     pub limits: &'a Limits,
     pub depth: u32,
     pub sub_model: &'a str,
+    /// The window of the sub-model in tokens, when known.
+    pub sub_window_tokens: Option<u64>,
+}
+
+impl PromptFacts<'_> {
+    /// Characters one `llm_query` prompt may hold, when the sub-model's window is known (a quarter is kept for the
+    /// instructions and the reply).
+    fn sub_prompt_chars(&self) -> Option<u64> {
+        self.sub_window_tokens.map(|tokens| tokens * CHARS_PER_TOKEN * 3 / 4)
+    }
+}
+
+/// The system prompt of `profile`, or the user's `template` with its `{placeholders}` filled in.
+pub fn system_prompt_for(profile: PromptProfile, template: Option<&str>, facts: &PromptFacts<'_>) -> String {
+    if let Some(template) = template {
+        return fill_template(template, facts);
+    }
+    match profile {
+        PromptProfile::Small => small_system_prompt(facts),
+        PromptProfile::Auto | PromptProfile::Standard => system_prompt(facts),
+    }
+}
+
+/// Fills `{context_description}`, `{max_iterations}`, `{max_output_chars}`, `{sub_model}` and
+/// `{sub_prompt_chars}` in a user-supplied system prompt.
+pub fn fill_template(template: &str, facts: &PromptFacts<'_>) -> String {
+    template
+        .replace("{context_description}", &describe_context(facts.context))
+        .replace("{max_iterations}", &facts.limits.max_iterations.to_string())
+        .replace("{max_output_chars}", &facts.limits.max_output_chars.to_string())
+        .replace("{sub_model}", facts.sub_model)
+        .replace("{sub_prompt_chars}", &facts.sub_prompt_chars().map_or_else(|| "unknown".to_owned(), group_thousands))
+}
+
+/// Instructions for small models. Every sentence is one instruction; the only code shown is code worth running;
+/// there is no example answer and no number that could pass for one.
+pub fn small_system_prompt(facts: &PromptFacts<'_>) -> String {
+    let mut text = String::with_capacity(2048);
+    let _ = writeln!(
+        text,
+        "You answer a question about a long text. The text is stored in the Python variable `context`. It is too \
+         long for you to read: it is a Python {} of {} characters. You cannot see it. You only see what your code \
+         prints.\n",
+        facts.context.python_type,
+        rough_size(facts.context.total_chars)
+    );
+    text.push_str(
+        "In each reply, write one short Python code block and nothing else, like this:\n\
+         ```repl\n\
+         print(search(\"words from the question\"))\n\
+         ```\n\
+         Then stop. The next message shows what the code printed.\n\n\
+         Functions you can use in the code:\n\
+         - search(\"words\"): finds the places in `context` that contain these words (ignoring case and plural \
+         endings) and returns those passages. Search for the most specific words of the question, like a name.\n",
+    );
+    match facts.sub_prompt_chars() {
+        Some(chars) => {
+            let _ = writeln!(
+                text,
+                "- llm_query(\"instructions and text\"): asks another model and returns its reply. It can read \
+                 {} characters at once, so give it a slice of `context`, not all of it.",
+                rough_size(chars)
+            );
+        }
+        None => text.push_str(
+            "- llm_query(\"instructions and text\"): asks another model and returns its reply. Give it a slice of \
+             `context`, not all of it.\n",
+        ),
+    }
+    text.push_str(
+        "- context[start:end]: a slice of the text, to print or to pass to llm_query.\n\n\
+         Rules:\n\
+         1. Never guess. Answer only with what your code printed.\n\
+         2. Never print all of `context`.\n\
+         3. If a search finds nothing, search again with fewer or different words.\n\
+         4. When the printed output shows the answer, reply with FINAL( then the answer then ) and nothing else.\n",
+    );
+    let _ = write!(text, "You have {} replies in total.", facts.limits.max_iterations);
+    text
 }
 
 pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
-    let PromptFacts { context, limits, depth, sub_model } = facts;
+    let PromptFacts { context, limits, depth, sub_model, .. } = facts;
     let mut text = String::with_capacity(4096);
     text.push_str(
         "You answer a query about data that is too large to show you. The data is loaded in a Python REPL as the \
@@ -39,11 +192,14 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
         limits.max_output_chars
     );
     text.push_str("## Functions in the REPL\n");
+    let window = match facts.sub_prompt_chars() {
+        Some(chars) => format!("That model reads about {} characters per prompt", group_thousands(chars)),
+        None => "That model has a large window of its own".to_owned(),
+    };
     let _ = writeln!(
         text,
         "- `llm_query(prompt, model=None) -> str`: asks a language model (default `{sub_model}`) and returns its \
-         answer. That model has a large window of its own (hundreds of thousands of characters), so give it big \
-         chunks of `context` together with precise instructions."
+         answer. {window}, so give it big chunks of `context` together with precise instructions."
     );
     let _ = writeln!(
         text,
@@ -65,7 +221,9 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
         );
     }
     text.push_str(
-        "- `SHOW_VARS()`: lists the variables you have defined.\n\
+        "- `search(words, max_results=10, window=200) -> list[str]`: passages of `context` that contain the words \
+         (case- and plural-insensitive; when the exact phrase is absent, the passages with most of the words).\n\
+         - `SHOW_VARS()`: lists the variables you have defined.\n\
          - `FINAL_VAR(name)`: ends the run with `str()` of the variable called `name` as the answer.\n\n",
     );
     text.push_str("## Budget\n");
@@ -87,6 +245,15 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
          or split it and use sub-calls on the parts that matter, then combine the results.",
     );
     text
+}
+
+/// A size in words and small numbers ("about 131 thousand"), for prompts that must not contain long numbers.
+pub fn rough_size(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n}"),
+        1_000..1_000_000 => format!("about {} thousand", n / 1_000),
+        _ => format!("about {:.1} million", n as f64 / 1e6),
+    }
 }
 
 fn describe_context(info: &ContextInfo) -> String {
@@ -122,11 +289,88 @@ fn group_thousands(n: u64) -> String {
     grouped
 }
 
-pub fn first_user_message(query: &str) -> String {
+pub fn first_user_message(profile: PromptProfile, query: &str) -> String {
+    match profile {
+        PromptProfile::Small => format!("Question: {query}\n\nWrite a ```repl code block that searches `context`."),
+        PromptProfile::Auto | PromptProfile::Standard => format!(
+            "Query: {query}\n\nYou have not looked at `context` yet. Start by writing a ```repl block that inspects \
+             it; do not answer before your code has shown you the evidence."
+        ),
+    }
+}
+
+/// A code line that searches `context` for the most specific words of `query`.
+pub fn suggested_search(query: &str) -> String {
+    let terms = search_terms(query);
+    let words = terms.first().cloned().unwrap_or_else(|| "a word from the question".to_owned());
+    format!("print(search({words:?}))")
+}
+
+/// Why an answer was refused, and what to do instead.
+pub fn answer_before_evidence_note(query: &str) -> String {
     format!(
-        "Query: {query}\n\nYou have not looked at `context` yet. Start by writing a ```repl block that inspects it; \
-         do not answer before your code has shown you the evidence."
+        "Your answer was not accepted: you have not seen any output of code that reads `context` yet, so it cannot \
+         be based on the text. Look first, for example:\n```repl\n{}\n```",
+        suggested_search(query)
     )
+}
+
+pub fn unsupported_answer_note() -> String {
+    "Your answer was not accepted: you wrote it next to new code, before seeing that code's output, and it is not in \
+     any output you have seen. Read the output above. If it shows the answer, reply with FINAL( then the answer then ) \
+     and nothing else."
+        .to_owned()
+}
+
+pub fn ungrounded_answer_note() -> String {
+    "Your answer was not accepted: it came from llm_query, and that prompt contained no text from `context`, so the \
+     model answering it never saw the data and guessed. Find the answer in `context` with code (for example \
+     search(...)), or pass the relevant slice of `context` inside the llm_query prompt."
+        .to_owned()
+}
+
+pub fn ungrounded_calls_note(count: usize) -> String {
+    let calls = if count == 1 { "1 llm_query prompt".to_owned() } else { format!("{count} llm_query prompts") };
+    format!(
+        "Warning: {calls} contained no text from `context`. The model answering never saw the data, so its answer \
+         is a guess. Include the relevant part of `context` in the prompt, e.g. llm_query(\"...\" + context[a:b])."
+    )
+}
+
+pub fn placeholder_note(answer: &str, reason: &str) -> String {
+    let shown: String = answer.chars().take(80).collect();
+    format!(
+        "FINAL({shown}) was not accepted: {reason}. Put the actual answer you found inside FINAL( ), or keep \
+         searching if you have not found it."
+    )
+}
+
+/// Said when the model sent the same reply again: what it did will not give anything new.
+pub fn repeat_note(query: &str, had_code: bool) -> String {
+    if had_code {
+        format!(
+            "You ran the same code as before, so its output is the same as before. If that output shows the answer \
+             to the question, reply with FINAL( then the answer then ). If it does not, do something different, for \
+             example:\n```repl\n{}\n```",
+            suggested_search(query)
+        )
+    } else {
+        format!(
+            "You sent the same reply as before, and it runs no code. Write a code block, for example:\n```repl\n{}\n```",
+            suggested_search(query)
+        )
+    }
+}
+
+/// Appended to every observation for small models, which lose track of the question and of how to finish.
+pub fn turn_reminder(profile: PromptProfile, query: &str) -> Option<String> {
+    match profile {
+        PromptProfile::Small => Some(format!(
+            "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
+             does not, write another code block."
+        )),
+        PromptProfile::Auto | PromptProfile::Standard => None,
+    }
 }
 
 /// Cuts `text` to at most `max_chars` characters, appending a note on how much was cut.
@@ -200,7 +444,18 @@ pub fn observation(cells: &[(CellView, &CellOutcome)], notes: &[String]) -> Stri
 }
 
 pub const NO_CODE_NOTE: &str = "Your reply had no ```repl block and no FINAL(...). Write a ```repl block to examine \
-                                `context`, or reply FINAL(your answer) if you already have it from your code's output.";
+                                `context`, or reply FINAL(...) with the answer if your code's output already showed it.";
+
+/// Said when a reply had neither code nor an answer.
+pub fn no_code_note(profile: PromptProfile, query: &str) -> String {
+    match profile {
+        PromptProfile::Small => format!(
+            "Your reply had no code, so nothing ran. Reply with a code block, for example:\n```repl\n{}\n```",
+            suggested_search(query)
+        ),
+        PromptProfile::Auto | PromptProfile::Standard => NO_CODE_NOTE.to_owned(),
+    }
+}
 
 pub fn rejected_final_note() -> String {
     "Your FINAL answer was not accepted because a code block in the same reply raised an error. Fix the code and \
@@ -218,8 +473,8 @@ pub fn missing_variable_note(name: &str, available: &[String]) -> String {
 
 pub fn limit_message(limit: LimitKind) -> String {
     format!(
-        "You have reached {}; no more code can run. Reply now with your best final answer, based on what you have \
-         found so far, as FINAL(your answer).",
+        "You have reached {}; no more code can run. Reply now with your best final answer, based only on what your \
+         code printed, as FINAL(...) with the answer inside the parentheses.",
         limit.describe()
     )
 }
@@ -264,7 +519,9 @@ mod tests {
             chunk_count: 5,
         };
         let limits = Limits { max_sub_calls: Some(40), ..Limits::default() };
-        let text = system_prompt(&PromptFacts { context: &info, limits: &limits, depth: 0, sub_model: "mini" });
+        let facts =
+            PromptFacts { context: &info, limits: &limits, depth: 0, sub_model: "mini", sub_window_tokens: None };
+        let text = system_prompt(&facts);
         assert!(text.contains("`list` with 1,234,567 characters in total, in 5 items of these lengths: 1,000, 2,000"));
         assert!(text.contains("and 3 more"));
         assert!(text.contains("At most 40 sub-calls"));
@@ -272,5 +529,63 @@ mod tests {
         assert!(text.contains("cut"));
         assert!(text.contains("FINAL_VAR"));
         assert!(text.contains("default `mini`"));
+        assert!(text.contains("large window"));
+    }
+
+    #[test]
+    fn model_names_choose_the_profile() {
+        for small in [
+            "qwen2.5-coder-0.5b",
+            "qwen2.5-coder-1.5b",
+            "Qwen/Qwen2.5-7B-Instruct",
+            "llama3.2:3b",
+            "meta-llama-3.1-8b-instruct",
+            "gemma-2-2b-it",
+            "SmolLM2-360M-Instruct",
+            "phi-3-mini-4k-instruct",
+        ] {
+            assert_eq!(PromptProfile::Auto.resolve(small), PromptProfile::Small, "{small}");
+        }
+        for large in ["gpt-4o", "gpt-4o-mini", "o3-mini", "Qwen2.5-72B-Instruct", "llama3.1:70b", "claude-sonnet-4"] {
+            assert_eq!(PromptProfile::Auto.resolve(large), PromptProfile::Standard, "{large}");
+        }
+        assert_eq!(PromptProfile::Standard.resolve("qwen2.5-coder-0.5b"), PromptProfile::Standard);
+        assert_eq!(PromptProfile::Small.resolve("gpt-4o"), PromptProfile::Small);
+    }
+
+    #[test]
+    fn small_prompt_has_no_answer_to_copy_and_states_the_sub_window_in_characters() {
+        let info =
+            ContextInfo { python_type: "str".into(), total_chars: 131_072, chunk_lengths: vec![], chunk_count: 1 };
+        let limits = Limits::default();
+        let facts =
+            PromptFacts { context: &info, limits: &limits, depth: 0, sub_model: "m", sub_window_tokens: Some(16_384) };
+        let text = small_system_prompt(&facts);
+        assert!(text.contains("about 36 thousand characters at once"), "{text}");
+        assert!(text.contains("str of about 131 thousand characters"), "{text}");
+        assert!(!text.contains("your answer"), "{text}");
+        assert!(!text.contains("FINAL(answer"), "{text}");
+        let digits_runs: Vec<&str> =
+            text.split(|c: char| !(c.is_ascii_digit() || c == ',')).filter(|run| run.len() >= 4).collect();
+        assert!(digits_runs.is_empty(), "no long bare numbers: {digits_runs:?}");
+        let standard = system_prompt(&facts);
+        assert!(standard.contains("reads about 36,864 characters per prompt"), "{standard}");
+    }
+
+    #[test]
+    fn user_templates_get_their_placeholders_filled() {
+        let info = ContextInfo { python_type: "str".into(), total_chars: 5000, chunk_lengths: vec![], chunk_count: 1 };
+        let limits = Limits::default();
+        let facts =
+            PromptFacts { context: &info, limits: &limits, depth: 0, sub_model: "m", sub_window_tokens: Some(1000) };
+        let text = system_prompt_for(
+            PromptProfile::Small,
+            Some("Data: {context_description} Turns: {max_iterations}. Sub: {sub_model}, {sub_prompt_chars} chars."),
+            &facts,
+        );
+        assert_eq!(
+            text,
+            "Data: `context` is a Python `str` with 5,000 characters in total. Turns: 30. Sub: m, 2,250 chars."
+        );
     }
 }

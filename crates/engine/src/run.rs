@@ -6,16 +6,23 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rlm_protocol::{
-    CellOutcome, CellRecord, ChatMessage, Context, EventBody, FinalRecord, FinishedBy, LimitKind, ModelCallPurpose,
-    ModelCallRecord, ModelRequest, ReplSession, RunMetadata, SessionSpec, TraceEvent, TraceSink, Usage, UsageReport,
+    CellOutcome, CellRecord, ChatMessage, Context, ContextInfo, EventBody, FinalRecord, FinishedBy, LimitKind,
+    ModelCallPurpose, ModelCallRecord, ModelRequest, ReplSession, RouteDecision, RoutePath, RunMetadata, SessionSpec,
+    TraceEvent, TraceSink, Usage, UsageReport,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::host::TreeHost;
-use crate::parse::{FinalDirective, find_final, parse_response};
-use crate::prompt::{self, PromptFacts};
-use crate::{EngineInner, RunOptions, RunResult};
+use crate::config::RouteMode;
+use crate::guard::{RepeatTracker, placeholder_reason};
+use crate::host::{TreeHost, collapse_whitespace};
+use crate::parse::{FinalDirective, ParsedResponse, find_final, parse_response};
+use crate::prompt::{self, PromptFacts, PromptProfile};
+use crate::{EngineInner, RunOptions, RunResult, route};
+
+/// Replies in a row that repeat their predecessor before the run stops with [`LimitKind::Repetition`]; each one
+/// before that gets a nudge to change course.
+const MAX_REPEAT_STREAK: u32 = 3;
 
 /// How long the one last model call after a limit may take, beyond the tree's own deadline.
 const FINAL_ANSWER_GRACE: Duration = Duration::from_secs(60);
@@ -74,6 +81,8 @@ pub(crate) struct Scope {
     pub iteration: AtomicU32,
     /// This run's totals first, then each ancestor's: usage counts for all of them.
     pub totals_chain: Vec<Arc<Totals>>,
+    /// Answers of `llm_query` calls whose prompt held none of the context: guesses, never evidence.
+    pub ungrounded: Mutex<Vec<String>>,
 }
 
 impl Scope {
@@ -85,6 +94,7 @@ impl Scope {
             depth: 0,
             iteration: AtomicU32::new(0),
             totals_chain: vec![Arc::new(Totals::default())],
+            ungrounded: Mutex::new(Vec::new()),
         }
     }
 
@@ -99,6 +109,7 @@ impl Scope {
             depth: self.depth + 1,
             iteration: AtomicU32::new(0),
             totals_chain,
+            ungrounded: Mutex::new(Vec::new()),
         }
     }
 
@@ -107,6 +118,22 @@ impl Scope {
         for totals in &self.totals_chain {
             totals.usage.lock().unwrap_or_else(PoisonError::into_inner).add(model, usage);
         }
+    }
+
+    pub fn record_ungrounded(&self, answer: &str) {
+        self.ungrounded.lock().unwrap_or_else(PoisonError::into_inner).push(collapse_whitespace(answer));
+    }
+
+    /// How many ungrounded answers were recorded, and whether `answer` repeats (or is contained in) one of them.
+    fn ungrounded_source(&self, answer: &str) -> (usize, bool) {
+        let recorded = self.ungrounded.lock().unwrap_or_else(PoisonError::into_inner);
+        let answer = collapse_whitespace(answer);
+        // A guess inside a longer answer counts only when it is more than a word or two.
+        let found = !answer.is_empty()
+            && recorded
+                .iter()
+                .any(|guess| guess.contains(&answer) || (guess.len() >= 12 && answer.contains(guess.as_str())));
+        (recorded.len(), found)
     }
 
     pub fn count_sub_call(&self) {
@@ -161,7 +188,7 @@ pub(crate) async fn run_tree(
         tokens: AtomicU64::new(0),
         exhausted: Mutex::new(None),
     });
-    let result = run_one(engine, tree.clone(), Arc::new(Scope::top_level()), context, query, None).await;
+    let result = route_and_run(engine, tree.clone(), context, query).await;
     // A sink's flush may wait on disk or a database: keep it off the async workers.
     let trace = tree.trace.clone();
     match tokio::task::spawn_blocking(move || trace.flush()).await {
@@ -172,50 +199,110 @@ pub(crate) async fn run_tree(
     result
 }
 
-/// Runs one RLM (top-level or child) to its end and records its `metadata` and `final` events.
-pub(crate) async fn run_one(
+/// Decides between a direct call and the RLM for a top-level run, and runs it.
+async fn route_and_run(engine: Arc<EngineInner>, tree: Arc<Tree>, context: Context, query: &str) -> RunResult {
+    let config = &engine.config;
+    let root_model = config.models.loop_model(0).to_owned();
+    let window = config.window(&root_model);
+    let profile = config.prompt.profile.resolve(&root_model);
+    let decision = match route::context_size_chars(&context) {
+        Ok(chars) => route::decide(config.route, chars, query, window, config.max_output_tokens(profile)),
+        // The RLM path reports an unreadable context properly when it starts the REPL.
+        Err(err) => RouteDecision {
+            path: RoutePath::Rlm,
+            reason: format!("the context's size could not be read: {err}"),
+            estimated_tokens: None,
+            window_tokens: window,
+        },
+    };
+    if decision.path == RoutePath::Direct {
+        match run_direct(engine.clone(), tree.clone(), &context, query, decision.clone()).await {
+            Ok(result) => return result,
+            Err(too_long) => {
+                let reason =
+                    format!("{}, but the provider refused the direct call ({too_long}); ran the RLM", decision.reason);
+                let decision = RouteDecision { path: RoutePath::Rlm, reason, ..decision };
+                return run_one(engine, tree, Arc::new(Scope::top_level()), context, query, None, Some(decision)).await;
+            }
+        }
+    }
+    run_one(engine, tree, Arc::new(Scope::top_level()), context, query, None, Some(decision)).await
+}
+
+/// Answers with one model call over the whole context. `Err` carries the provider's refusal when the prompt was too
+/// long and routing chose this path on its own, so the caller can run the RLM instead.
+async fn run_direct(
     engine: Arc<EngineInner>,
     tree: Arc<Tree>,
-    scope: Arc<Scope>,
-    context: Context,
+    context: &Context,
     query: &str,
-    model_override: Option<String>,
-) -> RunResult {
+    decision: RouteDecision,
+) -> Result<RunResult, String> {
     let started = Instant::now();
     let started_at = Utc::now();
-    let limits = &engine.config.limits;
-    let loop_model = model_override.unwrap_or_else(|| engine.config.models.loop_model(scope.depth).to_owned());
-
-    let host = Arc::new(TreeHost { engine: engine.clone(), tree: tree.clone(), scope: scope.clone() });
-    let spec = SessionSpec {
-        context,
-        cell_timeout: limits.cell_timeout,
-        max_captured_chars: SessionSpec::DEFAULT_MAX_CAPTURED_CHARS.max(limits.max_output_chars * 4),
-    };
-    let ending = match cancellable(&tree.cancel, engine.executor.start_session(spec, host)).await {
-        None => Ending::stopped(FinishedBy::Cancelled, 0, "cancelled before the REPL started"),
-        Some(Err(err)) => Ending::stopped(FinishedBy::Error, 0, format!("could not start the REPL: {err}")),
-        Some(Ok(mut session)) => {
-            let metadata = RunMetadata {
-                rlm_version: env!("CARGO_PKG_VERSION").to_owned(),
-                query: query.to_owned(),
-                root_model: loop_model.clone(),
-                sub_model: engine.config.models.sub_model().to_owned(),
-                config: serde_json::to_value(&engine.config).unwrap_or_default(),
-                executor: engine.executor.name().to_owned(),
-                context: session.context_info().clone(),
-            };
-            tree.trace.record(&scope.event(started_at, EventBody::Metadata(metadata)));
-            let mut run =
-                Loop { engine: &engine, tree: &tree, scope: &scope, model: &loop_model, sent: 0, cells_run: 0 };
-            let ending = run.drive(session.as_mut(), query).await;
-            if let Err(err) = session.close().await {
-                tracing::debug!("closing a REPL session failed: {err}");
+    let scope = Arc::new(Scope::top_level());
+    let model = engine.config.models.loop_model(0).to_owned();
+    let forced = engine.config.route == RouteMode::Direct;
+    let chars = route::context_size_chars(context).unwrap_or(0);
+    let info =
+        ContextInfo { python_type: "str".to_owned(), total_chars: chars, chunk_lengths: Vec::new(), chunk_count: 1 };
+    tree.trace.record(
+        &scope
+            .event(started_at, EventBody::Metadata(run_metadata(&engine, query, &model, "none", info, Some(decision)))),
+    );
+    let mut run = Loop::new(&engine, &tree, &scope, &model);
+    let ending = match route::render_context(context) {
+        Err(err) => Ending::stopped(FinishedBy::Error, 0, format!("could not read the context: {err}")),
+        Ok(text) => {
+            let messages = route::direct_messages(&text, query);
+            drop(text);
+            match run.call_model(&messages, ModelCallPurpose::Direct, tree.deadline).await {
+                Ok(answer) if answer.trim().is_empty() => {
+                    Ending::stopped(FinishedBy::Error, 1, "the model gave an empty answer")
+                }
+                Ok(answer) => Ending::answered(answer.trim().to_owned(), FinishedBy::Direct, 1),
+                Err(Interrupted::Cancelled) => Ending::stopped(FinishedBy::Cancelled, 1, "cancelled"),
+                Err(Interrupted::TimedOut) => Ending {
+                    answer: None,
+                    finished_by: FinishedBy::Limit,
+                    limit: Some(LimitKind::Timeout),
+                    iterations: 1,
+                    error: Some("the direct call did not finish within the time limit".to_owned()),
+                },
+                Err(Interrupted::Failed(err)) if !forced && route::is_too_long_error(&err) => {
+                    return Err(err.to_string());
+                }
+                Err(Interrupted::Failed(err)) => {
+                    Ending::stopped(FinishedBy::Error, 1, format!("the direct model call failed: {err}"))
+                }
             }
-            ending
         }
     };
+    Ok(finish(&tree, &scope, started, ending, RoutePath::Direct))
+}
 
+fn run_metadata(
+    engine: &EngineInner,
+    query: &str,
+    loop_model: &str,
+    executor: &str,
+    context: ContextInfo,
+    route: Option<RouteDecision>,
+) -> RunMetadata {
+    RunMetadata {
+        rlm_version: env!("CARGO_PKG_VERSION").to_owned(),
+        query: query.to_owned(),
+        root_model: loop_model.to_owned(),
+        sub_model: engine.config.models.sub_model().to_owned(),
+        config: serde_json::to_value(&engine.config).unwrap_or_default(),
+        executor: executor.to_owned(),
+        context,
+        route,
+    }
+}
+
+/// Records the `final` event of a run and builds its result.
+fn finish(tree: &Tree, scope: &Scope, started: Instant, ending: Ending, path: RoutePath) -> RunResult {
     let (usage, sub_calls) = scope.own_totals();
     let duration = started.elapsed();
     let final_record = FinalRecord {
@@ -239,7 +326,58 @@ pub(crate) async fn run_one(
         usage,
         duration,
         error: ending.error,
+        path,
     }
+}
+
+/// Runs one RLM (top-level or child) to its end and records its `metadata` and `final` events.
+pub(crate) async fn run_one(
+    engine: Arc<EngineInner>,
+    tree: Arc<Tree>,
+    scope: Arc<Scope>,
+    context: Context,
+    query: &str,
+    model_override: Option<String>,
+    route: Option<RouteDecision>,
+) -> RunResult {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let limits = &engine.config.limits;
+    let loop_model = model_override.unwrap_or_else(|| engine.config.models.loop_model(scope.depth).to_owned());
+
+    let grounding = match &context {
+        Context::Text(text) if scope.depth == 0 || text.len() > 4096 => Some(Arc::from(collapse_whitespace(text))),
+        _ => None,
+    };
+    let host = Arc::new(TreeHost { engine: engine.clone(), tree: tree.clone(), scope: scope.clone(), grounding });
+    let spec = SessionSpec {
+        context,
+        cell_timeout: limits.cell_timeout,
+        max_captured_chars: SessionSpec::DEFAULT_MAX_CAPTURED_CHARS.max(limits.max_output_chars * 4),
+    };
+    let ending = match cancellable(&tree.cancel, engine.executor.start_session(spec, host)).await {
+        None => Ending::stopped(FinishedBy::Cancelled, 0, "cancelled before the REPL started"),
+        Some(Err(err)) => Ending::stopped(FinishedBy::Error, 0, format!("could not start the REPL: {err}")),
+        Some(Ok(mut session)) => {
+            let metadata = run_metadata(
+                &engine,
+                query,
+                &loop_model,
+                engine.executor.name(),
+                session.context_info().clone(),
+                route,
+            );
+            tree.trace.record(&scope.event(started_at, EventBody::Metadata(metadata)));
+            let mut run = Loop::new(&engine, &tree, &scope, &loop_model);
+            let ending = run.drive(session.as_mut(), query).await;
+            if let Err(err) = session.close().await {
+                tracing::debug!("closing a REPL session failed: {err}");
+            }
+            ending
+        }
+    };
+
+    finish(&tree, &scope, started, ending, RoutePath::Rlm)
 }
 
 /// How the loop of one run ended.
@@ -274,24 +412,63 @@ struct Loop<'a> {
     tree: &'a Tree,
     scope: &'a Scope,
     model: &'a str,
+    profile: PromptProfile,
     /// Messages already recorded in an earlier `model_call` event.
     sent: usize,
     /// Cells run so far in this run; numbers them like a notebook.
     cells_run: u32,
+    /// Whether the model has seen printed output of code that read the context, in an earlier turn.
+    seen_output: bool,
+    /// Everything the model has been shown as output so far, lower-cased with whitespace collapsed.
+    seen_text: String,
+    /// Whether any cell of this run has completed without an error.
+    code_ran: bool,
+    /// Whether any cell so far has read `context` (directly or through `search`).
+    context_read: bool,
+    repeats: RepeatTracker,
+    /// Ungrounded `llm_query` answers the model has already been warned about.
+    ungrounded_noted: usize,
 }
 
-impl Loop<'_> {
+/// An answer the model proposed in one turn, before the checks.
+struct Proposal {
+    answer: String,
+    finished_by: FinishedBy,
+}
+
+impl<'a> Loop<'a> {
+    fn new(engine: &'a EngineInner, tree: &'a Tree, scope: &'a Scope, model: &'a str) -> Self {
+        Self {
+            engine,
+            tree,
+            scope,
+            model,
+            profile: engine.config.prompt.profile.resolve(model),
+            sent: 0,
+            cells_run: 0,
+            seen_output: false,
+            seen_text: String::new(),
+            code_ran: false,
+            context_read: false,
+            repeats: RepeatTracker::default(),
+            ungrounded_noted: 0,
+        }
+    }
+
     async fn drive(&mut self, session: &mut dyn ReplSession, query: &str) -> Ending {
         let limits = &self.engine.config.limits;
+        let sub_model = self.engine.config.models.sub_model();
         let facts = PromptFacts {
             context: session.context_info(),
             limits,
             depth: self.scope.depth,
-            sub_model: self.engine.config.models.sub_model(),
+            sub_model,
+            sub_window_tokens: self.engine.config.window(sub_model),
         };
+        let template = self.engine.config.prompt.system_template.as_deref();
         let mut messages = vec![
-            ChatMessage::system(prompt::system_prompt(&facts)),
-            ChatMessage::user(prompt::first_user_message(query)),
+            ChatMessage::system(prompt::system_prompt_for(self.profile, template, &facts)),
+            ChatMessage::user(prompt::first_user_message(self.profile, query)),
         ];
 
         let mut iterations = 0;
@@ -315,6 +492,12 @@ impl Loop<'_> {
             };
             messages.push(ChatMessage::assistant(response.clone()));
             let parsed = parse_response(&response);
+            // What runs is what counts: the same code with different prose around it is still a repeat.
+            let repeated = if parsed.code_blocks.is_empty() {
+                self.repeats.observe(&response)
+            } else {
+                self.repeats.observe(&parsed.code_blocks.concat())
+            };
 
             let mut outcomes = Vec::with_capacity(parsed.code_blocks.len());
             for code in &parsed.code_blocks {
@@ -332,41 +515,118 @@ impl Loop<'_> {
                 outcomes.push((view, outcome));
             }
 
-            // An answer set by code counts when the cell that set it completed without an error.
-            for (_, outcome) in outcomes.iter().filter(|(_, o)| o.error.is_none()) {
-                if let Some(answer) = &outcome.answer {
-                    return Ending::answered(answer.clone(), FinishedBy::Answer, iterations);
-                }
-                if let Some(value) = outcome.final_var.as_ref().and_then(|fv| fv.value.clone()) {
-                    return Ending::answered(value, FinishedBy::FinalVar, iterations);
+            // Output is evidence once code has read the data: `SHOW_VARS()` printing "no variables" is not.
+            let mut evidence_now = false;
+            for (code, (_, outcome)) in parsed.code_blocks.iter().zip(&outcomes) {
+                self.context_read |= reads_context(code);
+                if outcome.error.is_none() {
+                    self.code_ran = true;
+                    evidence_now |= self.context_read && !outcome.stdout.trim().is_empty();
                 }
             }
-
-            let any_error = outcomes.iter().any(|(_, o)| o.error.is_some());
             let mut notes = Vec::new();
-            match find_final(&parsed.prose) {
-                Some(_) if any_error => notes.push(prompt::rejected_final_note()),
-                Some(FinalDirective::Answer(answer)) => {
-                    return Ending::answered(answer, FinishedBy::Final, iterations);
+            let proposal = match self.proposal(&parsed, &outcomes, session, &mut notes).await {
+                Ok(proposal) => proposal,
+                Err(err) => return Ending::stopped(FinishedBy::Error, iterations, format!("the REPL failed: {err}")),
+            };
+            if let Some(proposal) = proposal {
+                match self.refusal(&proposal.answer, query, !outcomes.is_empty()) {
+                    None => return Ending::answered(proposal.answer, proposal.finished_by, iterations),
+                    Some(note) => notes.push(note),
                 }
-                Some(FinalDirective::Variable(name)) => match session.get_variable(&name).await {
-                    Ok(Some(value)) => return Ending::answered(value, FinishedBy::FinalVar, iterations),
-                    Ok(None) => {
-                        let available = session.variable_names().await.unwrap_or_default();
-                        notes.push(prompt::missing_variable_note(&name, &available));
-                    }
-                    Err(err) => {
-                        return Ending::stopped(FinishedBy::Error, iterations, format!("the REPL failed: {err}"));
-                    }
-                },
-                None if outcomes.is_empty() => notes.push(prompt::NO_CODE_NOTE.to_owned()),
-                None => {}
+            } else if outcomes.is_empty() {
+                notes.push(prompt::no_code_note(self.profile, query));
+            }
+            self.seen_output |= evidence_now;
+            for (view, _) in &outcomes {
+                self.seen_text.push(' ');
+                self.seen_text.push_str(&collapse_whitespace(&view.stdout).to_lowercase());
+            }
+            let (ungrounded, _) = self.scope.ungrounded_source("");
+            if self.profile == PromptProfile::Small && ungrounded > self.ungrounded_noted {
+                notes.push(prompt::ungrounded_calls_note(ungrounded - self.ungrounded_noted));
+                self.ungrounded_noted = ungrounded;
+            }
+            if repeated {
+                if self.repeats.streak >= MAX_REPEAT_STREAK {
+                    break LimitKind::Repetition;
+                }
+                notes.push(prompt::repeat_note(query, !parsed.code_blocks.is_empty()));
             }
             let cells: Vec<(prompt::CellView, &CellOutcome)> =
                 outcomes.iter().map(|(view, outcome)| (view.clone(), outcome)).collect();
-            messages.push(ChatMessage::user(prompt::observation(&cells, &notes)));
+            let mut observation = prompt::observation(&cells, &notes);
+            if let Some(reminder) = prompt::turn_reminder(self.profile, query) {
+                observation.push_str("\n\n");
+                observation.push_str(&reminder);
+            }
+            messages.push(ChatMessage::user(observation));
         };
         self.final_answer_after(limit, session, messages, iterations).await
+    }
+
+    /// The answer this turn proposes, if any: set by code (in a cell that completed without an error), or given
+    /// with `FINAL`/`FINAL_VAR` in the text. Problems that are the model's to fix become notes.
+    async fn proposal(
+        &self,
+        parsed: &ParsedResponse,
+        outcomes: &[(prompt::CellView, CellOutcome)],
+        session: &mut dyn ReplSession,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<Proposal>, rlm_protocol::Error> {
+        for (_, outcome) in outcomes.iter().filter(|(_, o)| o.error.is_none()) {
+            if let Some(answer) = &outcome.answer {
+                return Ok(Some(Proposal { answer: answer.clone(), finished_by: FinishedBy::Answer }));
+            }
+            if let Some(value) = outcome.final_var.as_ref().and_then(|fv| fv.value.clone()) {
+                return Ok(Some(Proposal { answer: value, finished_by: FinishedBy::FinalVar }));
+            }
+        }
+        let any_error = outcomes.iter().any(|(_, o)| o.error.is_some());
+        match find_final(&parsed.prose) {
+            None => Ok(None),
+            Some(_) if any_error => {
+                notes.push(prompt::rejected_final_note());
+                Ok(None)
+            }
+            Some(FinalDirective::Answer(answer)) => Ok(Some(Proposal { answer, finished_by: FinishedBy::Final })),
+            Some(FinalDirective::Variable(name)) => match session.get_variable(&name).await? {
+                Some(value) => Ok(Some(Proposal { answer: value, finished_by: FinishedBy::FinalVar })),
+                None => {
+                    let available = session.variable_names().await.unwrap_or_default();
+                    notes.push(prompt::missing_variable_note(&name, &available));
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Why `answer` cannot end the run yet, as a note for the model; `None` when it can.
+    fn refusal(&self, answer: &str, query: &str, with_code: bool) -> Option<String> {
+        if let Some(reason) = placeholder_reason(answer) {
+            return Some(prompt::placeholder_note(answer, reason));
+        }
+        if self.profile == PromptProfile::Small && self.scope.ungrounded_source(answer).1 {
+            return Some(prompt::ungrounded_answer_note());
+        }
+        if !self.has_evidence() {
+            return Some(prompt::answer_before_evidence_note(query));
+        }
+        // A small model that answers next to new code usually guesses; it may when the answer is in output it saw.
+        if self.profile == PromptProfile::Small && with_code && !supported_by(answer, &self.seen_text) {
+            return Some(prompt::unsupported_answer_note());
+        }
+        None
+    }
+
+    /// Whether an answer may end the run. No answer counts before any code has run. Small models must also have
+    /// seen printed output of code that read the context, in an earlier turn: they write an answer next to the code
+    /// meant to find it, guessing. Capable models may compute an answer and name it (`FINAL_VAR`) in one turn.
+    fn has_evidence(&self) -> bool {
+        match self.profile {
+            PromptProfile::Small => self.seen_output,
+            PromptProfile::Auto | PromptProfile::Standard => self.code_ran,
+        }
     }
 
     /// A limit ran out: ask the model once for its best answer.
@@ -384,18 +644,32 @@ impl Loop<'_> {
         match self.call_model(&messages, ModelCallPurpose::FinalAnswer, deadline).await {
             Ok(response) => {
                 let parsed = parse_response(&response);
-                let answer = match find_final(&parsed.prose) {
-                    Some(FinalDirective::Answer(answer)) => answer,
-                    Some(FinalDirective::Variable(name)) => match session.get_variable(&name).await {
-                        Ok(Some(value)) => value,
-                        _ => name,
-                    },
-                    None => parsed.prose.trim().to_owned(),
+                // No code runs any more, so a FINAL the model put inside a code block counts too.
+                let directive = find_final(&parsed.prose).or_else(|| find_final(&response));
+                let answer = match directive {
+                    Some(FinalDirective::Answer(answer)) => Some(answer),
+                    Some(FinalDirective::Variable(name)) => session.get_variable(&name).await.ok().flatten(),
+                    None => Some(parsed.prose.trim().to_owned()),
                 };
-                if answer.is_empty() {
-                    ending.error = Some(format!("reached {} and the model gave no final answer", limit.describe()));
-                } else {
-                    ending.answer = Some(answer);
+                let refused = match &answer {
+                    None => Some("it named a variable that does not exist".to_owned()),
+                    Some(answer) => placeholder_reason(answer).map(str::to_owned).or_else(|| {
+                        (self.profile == PromptProfile::Small && self.scope.ungrounded_source(answer).1)
+                            .then(|| "it came from an llm_query that was given none of the context".to_owned())
+                    }),
+                }
+                .or_else(|| (!self.has_evidence()).then(|| "no code had shown it any evidence yet".to_owned()));
+                match (answer, refused) {
+                    (Some(answer), None) => ending.answer = Some(answer),
+                    (_, Some(reason)) => {
+                        ending.error = Some(format!(
+                            "reached {} without a usable answer: the model's last answer was refused because {reason}",
+                            limit.describe()
+                        ));
+                    }
+                    (None, None) => {
+                        ending.error = Some(format!("reached {} and the model gave no final answer", limit.describe()));
+                    }
                 }
             }
             Err(Interrupted::Cancelled) => {
@@ -420,7 +694,7 @@ impl Loop<'_> {
         let request = ModelRequest {
             model: self.model.to_owned(),
             messages: messages.to_vec(),
-            max_output_tokens: self.engine.config.limits.max_output_tokens,
+            max_output_tokens: self.engine.config.max_output_tokens(self.profile),
             temperature: self.engine.config.temperature,
         };
         let started_at = Utc::now();
@@ -468,6 +742,21 @@ impl Loop<'_> {
     }
 }
 
+/// Whether every word of `answer` (three or more letters, or any number) occurs in `seen` (lower-cased output).
+fn supported_by(answer: &str, seen: &str) -> bool {
+    let words: Vec<String> = answer
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 3 || word.chars().any(|c| c.is_ascii_digit()))
+        .map(str::to_lowercase)
+        .collect();
+    !words.is_empty() && words.iter().all(|word| seen.contains(word.as_str()))
+}
+
+/// Whether code reads the data: names `context` or calls the `search` helper.
+fn reads_context(code: &str) -> bool {
+    code.contains("context") || code.contains("search(")
+}
+
 fn cell_record(index: u32, code: &str, outcome: &CellOutcome, view: &prompt::CellView) -> EventBody {
     EventBody::Cell(CellRecord {
         index,
@@ -494,5 +783,23 @@ pub(crate) async fn with_deadline<F: std::future::Future>(deadline: Option<Insta
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline.into(), future).await.ok(),
         None => Some(future.await),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_supported_only_by_output_that_contains_them() {
+        let seen = " 1 match(es) for 'olive-orchard': one of the special magic numbers for olive-orchard is: 5313471.";
+        assert!(supported_by("5313471", seen));
+        assert!(supported_by("The special magic number is 5313471.", seen));
+        assert!(!supported_by("hollow-valley mentioned in the provided text is 123.", seen));
+        assert!(!supported_by("42", seen));
+        assert!(!supported_by("", seen));
+        assert!(
+            reads_context("print(search(\"x\"))") && reads_context("len(context)") && !reads_context("SHOW_VARS()")
+        );
     }
 }

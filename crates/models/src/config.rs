@@ -1,21 +1,41 @@
 use std::fmt;
 use std::time::Duration;
 
-/// The request field that carries the output-token limit.
+/// The request field that carries the output-token limit. Providers disagree: OpenAI's reasoning models reject
+/// `max_tokens`, while llama.cpp's server and older vLLM and Ollama releases silently ignore `max_completion_tokens`
+/// (so output is never capped).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum TokenLimitField {
-    /// `max_tokens`: understood by OpenAI, vLLM, llama.cpp and Ollama's OpenAI endpoint.
+    /// Chosen from the base URL: [`Self::MaxCompletionTokens`] for OpenAI and Azure OpenAI, [`Self::MaxTokens`] for
+    /// every other server (vLLM, Ollama, llama.cpp, LM Studio, OpenRouter, ...).
     #[default]
+    Auto,
+    /// `max_tokens`: understood by vLLM, llama.cpp, Ollama's OpenAI endpoint and OpenAI's non-reasoning models.
     MaxTokens,
-    /// `max_completion_tokens`: required by OpenAI's reasoning models.
+    /// `max_completion_tokens`: OpenAI's current field, required by its reasoning models.
     MaxCompletionTokens,
 }
 
 impl TokenLimitField {
-    /// The JSON field name.
+    /// The field to send to the server at `base_url`.
+    pub fn resolve(self, base_url: &str) -> Self {
+        match self {
+            Self::Auto => {
+                let host = reqwest::Url::parse(base_url.trim())
+                    .ok()
+                    .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+                    .unwrap_or_default();
+                let openai = host == "api.openai.com" || host.ends_with(".openai.azure.com");
+                if openai { Self::MaxCompletionTokens } else { Self::MaxTokens }
+            }
+            chosen => chosen,
+        }
+    }
+
+    /// The JSON field name (of the resolved field; `Auto` reads as the most widely understood one).
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::MaxTokens => "max_tokens",
+            Self::Auto | Self::MaxTokens => "max_tokens",
             Self::MaxCompletionTokens => "max_completion_tokens",
         }
     }
@@ -40,7 +60,7 @@ pub struct OpenAiConfig {
     pub initial_backoff: Duration,
     /// Upper bound of any wait between attempts, including waits requested by `Retry-After`.
     pub max_backoff: Duration,
-    /// Which field carries [`rlm_protocol::ModelRequest::max_output_tokens`].
+    /// Which field carries [`rlm_protocol::ModelRequest::max_output_tokens`]; see [`TokenLimitField::resolve`].
     pub max_output_tokens_field: TokenLimitField,
 }
 
@@ -57,7 +77,7 @@ impl Default for OpenAiConfig {
             max_retries: 5,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
-            max_output_tokens_field: TokenLimitField::MaxTokens,
+            max_output_tokens_field: TokenLimitField::Auto,
         }
     }
 }
@@ -138,6 +158,29 @@ mod tests {
         assert_eq!(openai.api_key.as_deref(), Some("k2"));
         assert_eq!(openai.max_retries, 5);
         assert_eq!(openai.request_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn token_limit_field_per_provider() {
+        let auto = |url: &str| TokenLimitField::Auto.resolve(url);
+        assert_eq!(auto("https://api.openai.com/v1"), TokenLimitField::MaxCompletionTokens);
+        assert_eq!(auto("https://my-resource.openai.azure.com/openai/v1"), TokenLimitField::MaxCompletionTokens);
+        // vLLM, llama.cpp, Ollama, LM Studio and OpenRouter take `max_tokens`.
+        for url in [
+            "http://localhost:8000/v1",
+            "http://127.0.0.1:8080/v1",
+            "http://localhost:11434/v1",
+            "http://localhost:1234/v1",
+            "https://openrouter.ai/api/v1",
+        ] {
+            assert_eq!(auto(url), TokenLimitField::MaxTokens, "{url}");
+            assert_eq!(auto(url).as_str(), "max_tokens");
+        }
+        assert_eq!(TokenLimitField::MaxTokens.resolve("https://api.openai.com/v1"), TokenLimitField::MaxTokens);
+        assert_eq!(
+            TokenLimitField::MaxCompletionTokens.resolve("http://localhost:8000/v1").as_str(),
+            "max_completion_tokens"
+        );
     }
 
     #[test]

@@ -7,9 +7,11 @@
 mod config;
 mod openai;
 mod retry;
+mod windows;
 
 pub use config::{DEFAULT_BASE_URL, OpenAiConfig, TokenLimitField};
 pub use openai::OpenAiClient;
+pub use windows::known_context_window;
 
 /// Errors constructing a model client. Errors of individual requests are [`rlm_protocol::Error::Model`].
 #[derive(Debug, thiserror::Error)]

@@ -54,12 +54,39 @@ impl OpenAiClient {
         &self.config
     }
 
+    /// The window of `model` as the server states it: vLLM, OpenRouter and LM Studio in `GET /models`, llama.cpp's
+    /// server in `GET /props`. `None` when the server does not say (OpenAI, Ollama, llama-cpp-python) or cannot be
+    /// reached; this never fails a run.
+    pub async fn probe_context_window(&self, model: &str) -> Option<u64> {
+        let base = self.config.base_url.trim_end_matches('/');
+        let get = |url: String| async move {
+            let mut builder = self.http.get(url).timeout(Duration::from_secs(5));
+            if let Some(key) = &self.config.api_key {
+                builder = builder.bearer_auth(key);
+            }
+            let response = builder.send().await.ok()?.error_for_status().ok()?;
+            response.json::<Value>().await.ok()
+        };
+        if let Some(models) = get(format!("{base}/models")).await {
+            let entry = models
+                .get("data")
+                .and_then(Value::as_array)
+                .and_then(|data| data.iter().find(|entry| entry.get("id").and_then(Value::as_str) == Some(model)));
+            if let Some(window) = entry.and_then(crate::windows::window_in) {
+                return Some(window);
+            }
+        }
+        let origin = base.strip_suffix("/v1").unwrap_or(base);
+        get(format!("{origin}/props")).await.as_ref().and_then(crate::windows::window_in)
+    }
+
     fn request_body(&self, request: &ModelRequest) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), json!(request.model));
         body.insert("messages".into(), json!(request.messages));
         if let Some(limit) = request.max_output_tokens {
-            body.insert(self.config.max_output_tokens_field.as_str().into(), json!(limit));
+            let field = self.config.max_output_tokens_field.resolve(&self.config.base_url);
+            body.insert(field.as_str().into(), json!(limit));
         }
         if let Some(temperature) = request.temperature {
             body.insert("temperature".into(), json!(temperature));

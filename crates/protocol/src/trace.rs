@@ -56,6 +56,8 @@ pub enum FinishedBy {
     Cancelled,
     /// The run could not continue (for example the model provider kept failing).
     Error,
+    /// Routing answered with one direct model call that saw the whole context (it fit the model's window).
+    Direct,
 }
 
 impl FinishedBy {
@@ -67,6 +69,7 @@ impl FinishedBy {
             Self::Limit => "limit",
             Self::Cancelled => "cancelled",
             Self::Error => "error",
+            Self::Direct => "direct",
         }
     }
 }
@@ -79,6 +82,8 @@ pub enum LimitKind {
     Timeout,
     MaxSubCalls,
     MaxTokens,
+    /// The model sent the same reply several times in a row, despite being told to change course.
+    Repetition,
 }
 
 impl LimitKind {
@@ -88,6 +93,7 @@ impl LimitKind {
             Self::Timeout => "the time limit",
             Self::MaxSubCalls => "the sub-call budget",
             Self::MaxTokens => "the token budget",
+            Self::Repetition => "the repetition limit (the same reply several times in a row)",
         }
     }
 }
@@ -104,6 +110,42 @@ pub struct RunMetadata {
     pub config: serde_json::Value,
     pub executor: String,
     pub context: ContextInfo,
+    /// How routing decided to answer this run (top-level runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteDecision>,
+}
+
+/// The two ways a query can be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutePath {
+    /// One model call with the whole context in the prompt.
+    Direct,
+    /// The recursive loop over a REPL.
+    Rlm,
+}
+
+impl RoutePath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Rlm => "rlm",
+        }
+    }
+}
+
+/// Which path a run took, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteDecision {
+    pub path: RoutePath,
+    /// One sentence for people: the estimate against the window, or the flag that forced the path.
+    pub reason: String,
+    /// Estimated prompt tokens of a direct call, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_tokens: Option<u64>,
+    /// The root model's window in tokens, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,6 +155,8 @@ pub enum ModelCallPurpose {
     Iteration,
     /// The one extra call made after a limit ran out, asking for the best final answer.
     FinalAnswer,
+    /// The single call of a run that routing answered directly, with the whole context in the prompt.
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,12 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use direct::{DirectHost, NoModelHost};
-pub use rlm_engine::{Engine, EngineConfig, Limits, ModelPlan, RunOptions, RunResult, parse, prompt};
+pub use rlm_engine::{
+    Engine, EngineConfig, Limits, ModelPlan, PromptProfile, PromptSettings, RouteMode, RunOptions, RunResult, parse,
+    prompt, route,
+};
 pub use rlm_executor_local::LocalExecutor;
-pub use rlm_models::{OpenAiClient, OpenAiConfig, TokenLimitField};
+pub use rlm_models::{OpenAiClient, OpenAiConfig, TokenLimitField, known_context_window};
 pub use rlm_protocol::{
     self as protocol, CellOutcome, ChatMessage, Context, ContextInfo, EventBody, Executor, FinishedBy, LimitKind,
-    ModelClient, SessionSpec, TraceEvent, TraceSink, Usage, UsageReport,
+    ModelClient, RouteDecision, RoutePath, SessionSpec, TraceEvent, TraceSink, Usage, UsageReport,
 };
 pub use rlm_trace::{FanoutSink, JsonlSink, MemorySink, NullSink};
 use serde::Serialize;
@@ -63,6 +66,8 @@ pub struct Completion {
     pub duration_secs: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `direct` when routing answered with one call over the whole context, else `rlm`.
+    pub path: RoutePath,
 }
 
 impl Completion {
@@ -78,6 +83,7 @@ impl Completion {
             run_id: result.run_id,
             duration_secs: result.duration.as_secs_f64(),
             error: result.error,
+            path: result.path,
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct RlmBuilder {
     model_client: Option<Arc<dyn ModelClient>>,
     executor: Option<Arc<dyn Executor>>,
     trace: TraceTarget,
+    root_window: Option<u64>,
+    sub_window: Option<u64>,
 }
 
 impl Default for RlmBuilder {
@@ -138,6 +146,8 @@ impl Default for RlmBuilder {
             model_client: None,
             executor: None,
             trace: TraceTarget::from_env(),
+            root_window: None,
+            sub_window: None,
         }
     }
 }
@@ -223,6 +233,68 @@ impl RlmBuilder {
         self
     }
 
+    /// Instructions for the root loop: `Auto` (default) picks `Small` for models of up to about 8B parameters.
+    pub fn prompt_profile(mut self, profile: PromptProfile) -> Self {
+        self.config.prompt.profile = profile;
+        self
+    }
+
+    /// A system prompt replacing the profile's, with `{placeholders}` (see [`prompt::fill_template`]).
+    pub fn system_prompt_template(mut self, template: impl Into<String>) -> Self {
+        self.config.prompt.system_template = Some(template.into());
+        self
+    }
+
+    /// Direct call, RLM, or (default) whichever fits: see [`RouteMode`].
+    pub fn route(mut self, mode: RouteMode) -> Self {
+        self.config.route = mode;
+        self
+    }
+
+    /// The root model's window in tokens (default: what the server reports, see
+    /// [`RlmBuilder::detect_context_windows`], else the model family's known window).
+    pub fn context_window(mut self, tokens: u64) -> Self {
+        self.root_window = Some(tokens);
+        self
+    }
+
+    /// The sub-model's window in tokens (default as for [`RlmBuilder::context_window`]).
+    pub fn sub_context_window(mut self, tokens: u64) -> Self {
+        self.sub_window = Some(tokens);
+        self
+    }
+
+    /// How long one model request may take before it counts as failed (and is retried).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.openai.request_timeout = timeout;
+        self
+    }
+
+    /// Which request field carries the output-token limit (default: chosen from the base URL).
+    pub fn token_limit_field(mut self, field: TokenLimitField) -> Self {
+        self.openai.max_output_tokens_field = field;
+        self
+    }
+
+    /// Asks the model server for the windows of the root and sub-model where none was set. Servers that do not
+    /// say leave them to the known model families.
+    pub async fn detect_context_windows(mut self) -> Self {
+        if self.model_client.is_some() || (self.root_window.is_some() && self.sub_window.is_some()) {
+            return self;
+        }
+        let Ok(client) = OpenAiClient::new(self.openai.clone()) else { return self };
+        if self.root_window.is_none() {
+            self.root_window = client.probe_context_window(&self.config.models.root).await;
+        }
+        if self.sub_window.is_none() {
+            self.sub_window = match &self.config.models.sub {
+                Some(sub) if *sub != self.config.models.root => client.probe_context_window(sub).await,
+                _ => self.root_window,
+            };
+        }
+        self
+    }
+
     /// Use this model provider instead of the OpenAI-compatible client.
     pub fn model_client(mut self, client: Arc<dyn ModelClient>) -> Self {
         self.model_client = Some(client);
@@ -240,7 +312,7 @@ impl RlmBuilder {
         self
     }
 
-    pub fn build(self) -> Result<Rlm, RlmError> {
+    pub fn build(mut self) -> Result<Rlm, RlmError> {
         if !self.model_set || self.config.models.root.trim().is_empty() {
             return Err(RlmError::Config("no model set: pass a model name (or set RLM_MODEL)".into()));
         }
@@ -261,6 +333,21 @@ impl RlmBuilder {
                 Arc::new(OpenAiClient::new(self.openai.clone())?)
             }
         };
+        let root = self.config.models.root.clone();
+        let sub = self.config.models.sub_model().to_owned();
+        let root_window = self.root_window.or_else(|| known_context_window(&root));
+        let sub_window = if sub == root { self.sub_window.or(root_window) } else { self.sub_window };
+        for model in self.config.models.per_depth.clone() {
+            if let Some(window) = known_context_window(&model) {
+                self.config.context_windows.insert(model, window);
+            }
+        }
+        if let Some(window) = sub_window.or_else(|| known_context_window(&sub)) {
+            self.config.context_windows.insert(sub, window);
+        }
+        if let Some(window) = root_window {
+            self.config.context_windows.insert(root, window);
+        }
         let executor: Arc<dyn Executor> = match self.executor {
             Some(executor) => executor,
             None => Arc::new(LocalExecutor::new()),
@@ -322,9 +409,15 @@ impl Rlm {
         sinks.extend(observer);
         let options = RunOptions { trace: Arc::new(FanoutSink::new(sinks)), cancel };
         let result = self.engine.run(context, query, options).await;
+        let answered = result.answer.is_some();
         let completion = Completion::from_result(result, trace_path);
         match completion.finished_by {
             FinishedBy::Cancelled | FinishedBy::Error => Err(RlmError::Failed {
+                message: completion.error.clone().unwrap_or_else(|| "no answer".into()),
+                completion: Box::new(completion),
+            }),
+            // A limit ran out and the model's last answer was refused (a placeholder, or nothing found yet).
+            _ if !answered => Err(RlmError::Failed {
                 message: completion.error.clone().unwrap_or_else(|| "no answer".into()),
                 completion: Box::new(completion),
             }),

@@ -13,6 +13,9 @@ use rlm::{
 };
 use rlm_test_support::{RecordedRequest, Reply, ScriptedServer, ScriptedServerBuilder};
 
+#[path = "engine/small_models.rs"]
+mod small_models;
+
 fn repl(code: &str) -> String {
     format!("```repl\n{code}\n```")
 }
@@ -310,13 +313,17 @@ async fn token_budget_ends_the_run() {
 async fn wall_clock_timeout_still_returns_an_answer() {
     let server = start(ScriptedServer::builder().script(
         "root",
-        [Reply::text(repl("x = 1")).with_delay(Duration::from_secs(3)), Reply::text("FINAL(in time)")],
+        [
+            Reply::text(repl("print(len(context))")),
+            Reply::text(repl("x = 1")).with_delay(Duration::from_secs(3)),
+            Reply::text("FINAL(in time)"),
+        ],
     ))
     .await;
     let started = Instant::now();
     let done =
-        builder(&server, "root").timeout(Duration::from_secs(1)).build().unwrap().completion("ctx", "q").await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(2800), "{:?}", started.elapsed());
+        builder(&server, "root").timeout(Duration::from_secs(2)).build().unwrap().completion("ctx", "q").await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(2900), "{:?}", started.elapsed());
     assert_eq!((done.finished_by, done.limit), (FinishedBy::Limit, Some(LimitKind::Timeout)));
     assert_eq!(done.answer, "in time");
 }
@@ -326,14 +333,14 @@ async fn provider_429_is_retried_after_retry_after() {
     let server = start(
         ScriptedServer::builder()
             .fail_next(1, Reply::error(429, "slow down").with_retry_after(1))
-            .script("root", [Reply::text("FINAL(after retry)")]),
+            .script("root", [Reply::text(repl("print(context)")), Reply::text("FINAL(after retry)")]),
     )
     .await;
     let started = Instant::now();
     let done = builder(&server, "root").build().unwrap().completion("ctx", "q").await.unwrap();
     assert_eq!(done.answer, "after retry");
     assert!(started.elapsed() >= Duration::from_millis(950));
-    assert_eq!(server.requests().len(), 2);
+    assert_eq!(server.requests().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -475,4 +482,102 @@ async fn the_trace_records_every_step_and_never_the_api_key() {
     assert_eq!(second.history_len, 4);
     let EventBody::Final(fin) = &events[6].body else { unreachable!() };
     assert_eq!((fin.answer.as_deref(), fin.finished_by, fin.sub_calls), (Some("done"), FinishedBy::Final, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_context_that_fits_the_window_is_answered_with_one_direct_call() {
+    let server = start(ScriptedServer::builder().script("root", [Reply::text("Lyon")])).await;
+    let trace = tempfile::NamedTempFile::new().unwrap();
+    let rlm = builder(&server, "root")
+        .context_window(4_096)
+        .trace(TraceTarget::File(trace.path().to_owned()))
+        .build()
+        .unwrap();
+    let done = rlm.completion("The meeting is in Lyon.", "Where is the meeting?").await.unwrap();
+    assert_eq!(
+        (done.answer.as_str(), done.finished_by, done.path),
+        ("Lyon", FinishedBy::Direct, rlm::RoutePath::Direct)
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    // The model saw the whole context, then the question.
+    let prompt = last_user(&requests[0]);
+    assert!(
+        prompt.starts_with("Text:\nThe meeting is in Lyon.") && prompt.ends_with("Question: Where is the meeting?")
+    );
+    let events = read_trace(trace.path());
+    let EventBody::Metadata(metadata) = &events[0].body else { panic!("metadata first") };
+    let route = metadata.route.as_ref().unwrap();
+    assert_eq!(route.path, rlm::RoutePath::Direct);
+    assert!(route.reason.contains("fit the 4096-token window"), "{}", route.reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_context_too_large_for_the_window_runs_the_rlm_and_forcing_works_both_ways() {
+    let context = "word ".repeat(10_000);
+    let server = start(ScriptedServer::builder().rule(|request| {
+        Some(if request.system_message().is_some_and(|s| s.starts_with("Answer the question using only the text")) {
+            Reply::text("direct answer")
+        } else if request.messages.len() <= 2 {
+            Reply::text(repl("print(len(context))"))
+        } else {
+            Reply::text("FINAL(from the loop)")
+        })
+    }))
+    .await;
+    let auto = builder(&server, "root").context_window(4_096).build().unwrap();
+    let done = auto.completion(context.as_str(), "q").await.unwrap();
+    assert_eq!((done.answer.as_str(), done.path), ("from the loop", rlm::RoutePath::Rlm));
+
+    let forced_rlm = builder(&server, "root").context_window(1_000_000).route(rlm::RouteMode::Rlm).build().unwrap();
+    assert_eq!(forced_rlm.completion("small", "q").await.unwrap().path, rlm::RoutePath::Rlm);
+    let forced_direct = builder(&server, "root").route(rlm::RouteMode::Direct).build().unwrap();
+    let done = forced_direct.completion(context.as_str(), "q").await.unwrap();
+    assert_eq!((done.answer.as_str(), done.path), ("direct answer", rlm::RoutePath::Direct));
+    // Without a known window ("root" is no known family) the RLM runs.
+    assert_eq!(
+        builder(&server, "root").build().unwrap().completion("tiny", "q").await.unwrap().path,
+        rlm::RoutePath::Rlm
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_direct_call_refused_as_too_long_falls_back_to_the_rlm() {
+    let server = start(ScriptedServer::builder().rule(|request| {
+        Some(if request.system_message().is_some_and(|s| s.starts_with("Answer the question using only the text")) {
+            Reply::error(400, "This model's maximum context length is 2048 tokens. However, you requested 9000 tokens")
+        } else if request.messages.len() <= 2 {
+            Reply::text(repl("print(context[:5])"))
+        } else {
+            Reply::text("FINAL(via rlm)")
+        })
+    }))
+    .await;
+    // The configured window is larger than the server's real one.
+    let rlm = builder(&server, "root").context_window(100_000).build().unwrap();
+    let done = rlm.completion("x".repeat(20_000), "q").await.unwrap();
+    assert_eq!(
+        (done.answer.as_str(), done.path, done.finished_by),
+        ("via rlm", rlm::RoutePath::Rlm, FinishedBy::Final)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_models_get_the_small_prompt_and_a_capped_reply() {
+    let server = start(ScriptedServer::builder().script(
+        "qwen2.5-coder-1.5b",
+        [Reply::text("```python\nprint(search(\"lyon\"))\n```"), Reply::text("FINAL(Lyon)")],
+    ))
+    .await;
+    let rlm = builder(&server, "qwen2.5-coder-1.5b").route(rlm::RouteMode::Rlm).build().unwrap();
+    let done = rlm.completion("Filler. The meeting is in Lyon. More filler.", "Where is the meeting?").await.unwrap();
+    assert_eq!(done.answer, "Lyon");
+    let requests = server.requests();
+    let system = requests[0].system_message().unwrap();
+    assert!(system.contains("In each reply, write one short Python code block"), "{system}");
+    assert_eq!(requests[0].body["max_tokens"], 1024);
+    // The search found the sentence, and the question was repeated after the output.
+    let second = last_user(&requests[1]);
+    assert!(second.contains("The meeting is in Lyon."), "{second}");
+    assert!(second.contains("Question: Where is the meeting?"), "{second}");
 }

@@ -41,6 +41,14 @@ pub struct ServerConfig {
     pub sse_keep_alive: Duration,
     /// How long a graceful shutdown waits for running runs before cancelling them.
     pub shutdown_grace: Duration,
+    /// Direct call or RLM: see [`rlm::RouteMode`].
+    pub route: rlm::RouteMode,
+    /// Instructions for the root loop (default: chosen from the model's name).
+    pub prompt_profile: rlm::PromptProfile,
+    /// Window of the default model in tokens (default: the model family's known window).
+    pub context_window: Option<u64>,
+    /// Window of the sub-model in tokens.
+    pub sub_context_window: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +59,10 @@ impl Default for ServerConfig {
             sub_model: None,
             limits: Limits::default(),
             executor: ExecutorChoice::Local,
+            route: rlm::RouteMode::Auto,
+            prompt_profile: rlm::PromptProfile::Auto,
+            context_window: None,
+            sub_context_window: None,
             max_concurrent_runs: 8,
             max_body_bytes: 64 * 1024 * 1024,
             max_stored_runs: 100,

@@ -11,13 +11,14 @@ use rlm::{FinishedBy, UsageReport};
 /// Upper bounds (seconds) of the run-duration histogram buckets.
 const DURATION_BUCKETS: [f64; 12] = [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
-const FINISHED_BY: [FinishedBy; 6] = [
+const FINISHED_BY: [FinishedBy; 7] = [
     FinishedBy::Final,
     FinishedBy::FinalVar,
     FinishedBy::Answer,
     FinishedBy::Limit,
     FinishedBy::Cancelled,
     FinishedBy::Error,
+    FinishedBy::Direct,
 ];
 
 #[derive(Debug, Default)]

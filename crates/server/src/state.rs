@@ -279,7 +279,17 @@ impl AppState {
             .executor(Arc::clone(&self.inner.executor))
             .trace(config.trace.clone())
             .model(spec.models.root.clone())
-            .limits(spec.limits.clone());
+            .limits(spec.limits.clone())
+            .route(config.route)
+            .prompt_profile(config.prompt_profile);
+        // The configured windows belong to the configured models.
+        if let Some(window) = config.context_window.filter(|_| config.default_model.as_ref() == Some(&spec.models.root))
+        {
+            builder = builder.context_window(window);
+        }
+        if let Some(window) = config.sub_context_window {
+            builder = builder.sub_context_window(window);
+        }
         if let Some(sub) = spec.models.sub.clone().or_else(|| config.sub_model.clone()) {
             builder = builder.sub_model(sub);
         }

@@ -170,8 +170,9 @@ async fn read_sse(response: reqwest::Response) -> (Vec<Sse>, usize) {
     parse_sse(&text)
 }
 
+/// One turn that reads the context and answers: a run accepts no answer before any code has run.
 fn final_reply(answer: &str) -> Reply {
-    Reply::text(format!("FINAL({answer})"))
+    Reply::text(format!("```repl\nprint(len(context))\n```\nFINAL({answer})"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

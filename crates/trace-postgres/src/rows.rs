@@ -245,6 +245,7 @@ impl Converter {
                 let subtype = match call.purpose {
                     ModelCallPurpose::Iteration => "iteration",
                     ModelCallPurpose::FinalAnswer => "final_answer",
+                    ModelCallPurpose::Direct => "direct",
                 };
                 let max_depth = state.max_depth;
                 let context_chars = state.request_chars;
@@ -463,6 +464,7 @@ mod tests {
             config: serde_json::json!({"limits": {"max_depth": 3}}),
             executor: "local".into(),
             context: ContextInfo { python_type: "str".into(), total_chars: 1, chunk_lengths: vec![1], chunk_count: 1 },
+            route: None,
         });
         let cell = EventBody::Cell(CellRecord {
             index: 1,

@@ -147,6 +147,7 @@ fn synthetic_run(start: DateTime<Utc>, iterations: u32, model_ms: f64, code_ms: 
                 chunk_lengths: vec![1000],
                 chunk_count: 1,
             },
+            route: None,
         }),
     );
     let mut report = UsageReport::default();
@@ -409,7 +410,11 @@ async fn an_engine_run_stores_exactly_the_events_of_its_jsonl_trace() {
                 Reply::text("FINAL(done)").with_usage(1400, 10, 1200),
             ],
         )
-        .rule(|request| (request.model == "gpt-4o-mini").then(|| Reply::text("FINAL(sub)").with_usage(100, 5, 0)))
+        // The child RLM reads its context before it answers (no answer counts before code has run).
+        .rule(|request| {
+            (request.model == "gpt-4o-mini")
+                .then(|| Reply::text(format!("{}\nFINAL(sub)", repl("print(context)"))).with_usage(100, 5, 0))
+        })
         .start()
         .await
         .unwrap();
@@ -418,6 +423,8 @@ async fn an_engine_run_stores_exactly_the_events_of_its_jsonl_trace() {
         .model("gpt-4o")
         .sub_model("gpt-4o-mini")
         .max_depth(1)
+        // gpt-4o's window holds this context; the point here is the events of a whole RLM run.
+        .route(rlm::RouteMode::Rlm)
         .trace(TraceTarget::File(trace.clone()))
         .build()
         .unwrap();
@@ -591,9 +598,9 @@ async fn a_database_stopped_mid_run_ends_with_every_event_stored_exactly_once() 
     let server = PgServer::start().expect("PostgreSQL starts");
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
-    let turn = repl("r = llm_query_batched(['a', 'b', 'c'])\nprint(len(r))");
-    let mut script: Vec<Reply> =
-        (0..16).map(|_| Reply::text(turn.clone()).with_delay(Duration::from_millis(150))).collect();
+    // Each turn differs: the same turn again and again would end the run as a repetition.
+    let turn = |i: usize| repl(&format!("r = llm_query_batched(['a', 'b', 'c'])\nprint(len(r), {i})"));
+    let mut script: Vec<Reply> = (0..16).map(|i| Reply::text(turn(i)).with_delay(Duration::from_millis(150))).collect();
     script.push(Reply::text("FINAL(survived)"));
     let model = ScriptedServer::builder()
         .script("root", script)

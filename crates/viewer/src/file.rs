@@ -318,6 +318,7 @@ mod tests {
             config: serde_json::json!({}),
             executor: "local".into(),
             context: ContextInfo { python_type: "str".into(), total_chars: 3, chunk_lengths: vec![3], chunk_count: 1 },
+            route: None,
         })
     }
 

@@ -120,6 +120,7 @@ mod tests {
             config: serde_json::json!({}),
             executor: "local".into(),
             context: ContextInfo { python_type: "str".into(), total_chars: 0, chunk_lengths: vec![], chunk_count: 0 },
+            route: None,
         })
     }
 

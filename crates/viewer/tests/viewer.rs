@@ -545,6 +545,7 @@ fn write_large_trace(path: &Path, iterations: u32, batch: u32, prompt_bytes: usi
                 chunk_lengths: vec![1 << 30],
                 chunk_count: 1,
             },
+            route: None,
         }),
     );
     let filler: String = "lorem ipsum dolor sit amet, consectetur adipiscing elit ".repeat(prompt_bytes / 56 + 1);
