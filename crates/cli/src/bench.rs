@@ -40,6 +40,10 @@ pub struct SniahArgs {
     /// Seed of the task generator: the same seed gives the same tasks.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Run only the tasks with these ids (e.g. `--task 128k-3`, repeatable) out of the generated set: re-runs of single
+    /// tasks see exactly the tasks of the full run.
+    #[arg(long = "task")]
+    pub only: Vec<String>,
     /// Which systems to run.
     #[arg(long, value_enum, default_value_t = Systems::Both)]
     pub systems: Systems,
@@ -72,7 +76,16 @@ async fn sniah_bench(args: SniahArgs) -> Result<()> {
         bail!("--tasks must be at least 1");
     }
     let sizes = args.sizes.iter().map(|s| sniah::parse_size(s)).collect::<Result<Vec<_>, _>>()?;
-    let tasks = sniah::generate(&sizes, args.tasks, args.seed);
+    let mut tasks = sniah::generate(&sizes, args.tasks, args.seed);
+    if !args.only.is_empty() {
+        if let Some(unknown) = args.only.iter().find(|id| !tasks.iter().any(|t| &t.id == *id)) {
+            bail!(
+                "no task {unknown:?} among the generated ones (ids look like 8k-1 .. {})",
+                tasks.last().map_or("", |t| t.id.as_str())
+            );
+        }
+        tasks.retain(|task| args.only.contains(&task.id));
+    }
     if let Some(dir) = &args.write_tasks {
         return write_tasks(dir, &tasks);
     }

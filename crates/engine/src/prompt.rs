@@ -316,9 +316,9 @@ pub fn answer_before_evidence_note(query: &str) -> String {
 }
 
 pub fn unsupported_answer_note() -> String {
-    "Your answer was not accepted: you wrote it next to new code, before seeing that code's output, and it is not in \
-     any output you have seen. Read the output above. If it shows the answer, reply with FINAL( then the answer then ) \
-     and nothing else."
+    "Your answer was not accepted: it only repeats words of the question, or you wrote it next to new code and it is \
+     not in any output you have seen. Read the output above. If it shows the answer, reply with FINAL( then the \
+     answer then ) and nothing else."
         .to_owned()
 }
 

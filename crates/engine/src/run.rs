@@ -562,7 +562,7 @@ impl<'a> Loop<'a> {
             }
             messages.push(ChatMessage::user(observation));
         };
-        self.final_answer_after(limit, session, messages, iterations).await
+        self.final_answer_after(limit, session, messages, iterations, query).await
     }
 
     /// The answer this turn proposes, if any: set by code (in a cell that completed without an error), or given
@@ -613,6 +613,11 @@ impl<'a> Loop<'a> {
             return Some(prompt::answer_before_evidence_note(query));
         }
         // A small model that answers next to new code usually guesses; it may when the answer is in output it saw.
+        // Small models echo the question: the key instead of its value. (Choice questions, "A or B?", excepted.)
+        let choice = query.to_lowercase().contains(" or ");
+        if self.profile == PromptProfile::Small && !choice && !adds_to(answer, query) {
+            return Some(prompt::unsupported_answer_note());
+        }
         if self.profile == PromptProfile::Small && with_code && !supported_by(answer, &self.seen_text) {
             return Some(prompt::unsupported_answer_note());
         }
@@ -636,6 +641,7 @@ impl<'a> Loop<'a> {
         session: &mut dyn ReplSession,
         mut messages: Vec<ChatMessage>,
         iterations: u32,
+        query: &str,
     ) -> Ending {
         messages.push(ChatMessage::user(prompt::limit_message(limit)));
         let deadline = Some(self.tree.deadline.unwrap_or_else(Instant::now).max(Instant::now()) + FINAL_ANSWER_GRACE);
@@ -658,7 +664,13 @@ impl<'a> Loop<'a> {
                             .then(|| "it came from an llm_query that was given none of the context".to_owned())
                     }),
                 }
-                .or_else(|| (!self.has_evidence()).then(|| "no code had shown it any evidence yet".to_owned()));
+                .or_else(|| (!self.has_evidence()).then(|| "no code had shown it any evidence yet".to_owned()))
+                .or_else(|| {
+                    let echo = self.profile == PromptProfile::Small
+                        && !query.to_lowercase().contains(" or ")
+                        && answer.as_deref().is_some_and(|answer| !adds_to(answer, query));
+                    echo.then(|| "it only repeats words of the question".to_owned())
+                });
                 match (answer, refused) {
                     (Some(answer), None) => ending.answer = Some(answer),
                     (_, Some(reason)) => {
@@ -752,6 +764,16 @@ fn supported_by(answer: &str, seen: &str) -> bool {
     !words.is_empty() && words.iter().all(|word| seen.contains(word.as_str()))
 }
 
+/// Whether `answer` has a word (three or more letters, or any number) that the question does not: an answer that only
+/// restates the question's words (the key instead of its value) tells nothing.
+fn adds_to(answer: &str, query: &str) -> bool {
+    let query = query.to_lowercase();
+    answer
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 3 || word.chars().any(|c| c.is_ascii_digit()))
+        .any(|word| !query.contains(&word.to_lowercase()))
+}
+
 /// Whether code reads the data: names `context` or calls the `search` helper.
 fn reads_context(code: &str) -> bool {
     code.contains("context") || code.contains("search(")
@@ -798,6 +820,10 @@ mod tests {
         assert!(!supported_by("hollow-valley mentioned in the provided text is 123.", seen));
         assert!(!supported_by("42", seen));
         assert!(!supported_by("", seen));
+        let query = "What is the special magic number for brisk-pebble mentioned in the provided text?";
+        assert!(!adds_to(" brisk-pebble", query));
+        assert!(adds_to("4473224", query));
+        assert!(adds_to("The special magic number is 4473224.", query));
         assert!(
             reads_context("print(search(\"x\"))") && reads_context("len(context)") && !reads_context("SHOW_VARS()")
         );

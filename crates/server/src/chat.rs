@@ -148,6 +148,7 @@ fn rlm_extension(run: &RunEntry, completion: &Completion) -> Value {
         "limit": completion.limit,
         "iterations": completion.iterations,
         "sub_calls": completion.sub_calls,
+        "path": completion.path,
     })
 }
 

@@ -116,8 +116,9 @@ pub fn openapi_document() -> Value {
             "answer": {"type": ["string", "null"]},
             "finished_by": {
                 "type": ["string", "null"],
-                "enum": ["final", "final_var", "answer", "limit", "cancelled", "error", null],
+                "enum": ["final", "final_var", "answer", "direct", "limit", "cancelled", "error", null],
             },
+            "path": {"type": ["string", "null"], "enum": ["direct", "rlm", null]},
             "limit": {"type": ["string", "null"]},
             "iterations": {"type": ["integer", "null"]},
             "sub_calls": {"type": ["integer", "null"]},
