@@ -174,20 +174,22 @@ fn looks_like_python(line: &str) -> bool {
 /// the matching close parenthesis, so `FINAL(f(x))` gives `f(x)`; it may span lines. Without a matching parenthesis
 /// the argument runs to the end of the text.
 pub fn find_final(prose: &str) -> Option<FinalDirective> {
+    // `Final(...)` counts too: small models write it so. ASCII upper-casing keeps every byte offset.
+    let upper = prose.to_ascii_uppercase();
     let mut search_from = 0;
-    while let Some(offset) = prose[search_from..].find("FINAL") {
+    while let Some(offset) = upper[search_from..].find("FINAL") {
         let start = search_from + offset;
         search_from = start + "FINAL".len();
         let preceded_by_identifier =
             prose[..start].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_');
-        if preceded_by_identifier {
+        if preceded_by_identifier || !matches!(&prose[start..start + 5], "FINAL" | "Final") {
             continue;
         }
-        let rest = &prose[start..];
-        let (is_var, after_open) = if let Some(after) = rest.strip_prefix("FINAL_VAR(") {
-            (true, after)
-        } else if let Some(after) = rest.strip_prefix("FINAL(") {
-            (false, after)
+        let rest = &upper[start..];
+        let (is_var, after_open) = if rest.starts_with("FINAL_VAR(") {
+            (true, &prose[start + "FINAL_VAR(".len()..])
+        } else if rest.starts_with("FINAL(") {
+            (false, &prose[start + "FINAL(".len()..])
         } else {
             continue;
         };
@@ -333,6 +335,14 @@ mod tests {
     fn final_var_names_a_variable() {
         assert_eq!(answer("FINAL_VAR(result)"), Some(FinalDirective::Variable("result".into())));
         assert_eq!(answer("FINAL_VAR(\"result\")"), Some(FinalDirective::Variable("result".into())));
+    }
+
+    #[test]
+    fn title_case_final_counts_but_not_lower_case_prose() {
+        assert_eq!(answer("Final(5313471)"), Some(FinalDirective::Answer("5313471".into())));
+        assert_eq!(answer("Final_Var(x)"), Some(FinalDirective::Variable("x".into())));
+        assert_eq!(answer("the final(ist) round"), None);
+        assert_eq!(answer("Finally (at last) done"), None);
     }
 
     #[test]
