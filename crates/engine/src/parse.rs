@@ -58,13 +58,20 @@ pub fn parse_response(response: &str) -> ParsedResponse {
     let is_repl = |f: &Fence<'_>| f.language.eq_ignore_ascii_case("repl");
     let is_python = |f: &Fence<'_>| matches!(f.language.to_ascii_lowercase().as_str(), "python" | "py" | "python3");
     let is_unlabelled = |f: &Fence<'_>| f.language.is_empty();
-    let chosen: Vec<String> = if fences.iter().any(is_repl) {
-        fences.into_iter().filter(is_repl).map(|f| f.body).collect()
+    let runs: &dyn Fn(&Fence<'_>) -> bool = if fences.iter().any(is_repl) {
+        &is_repl
     } else if fences.iter().any(is_python) {
-        fences.into_iter().filter(is_python).map(|f| f.body).collect()
+        &is_python
     } else {
-        fences.into_iter().filter(is_unlabelled).map(|f| f.body).collect()
+        &is_unlabelled
     };
+    let (chosen, shown): (Vec<Fence<'_>>, Vec<Fence<'_>>) = fences.into_iter().partition(|f| runs(f));
+    let chosen: Vec<String> = chosen.into_iter().map(|f| f.body).collect();
+    // A fence that does not run is text the model shows: an answer written in one counts (small models put
+    // `FINAL(...)` in a plain fence after their code).
+    for fence in shown {
+        prose.push_str(&fence.body);
+    }
     let mut code_blocks = Vec::with_capacity(chosen.len());
     for code in &chosen {
         let (code, answers) = split_answer_lines(&strip_echoes(code));
@@ -335,6 +342,14 @@ mod tests {
     fn final_var_names_a_variable() {
         assert_eq!(answer("FINAL_VAR(result)"), Some(FinalDirective::Variable("result".into())));
         assert_eq!(answer("FINAL_VAR(\"result\")"), Some(FinalDirective::Variable("result".into())));
+    }
+
+    #[test]
+    fn final_in_a_fence_that_does_not_run_counts() {
+        // Seen from Qwen2.5-Coder-1.5B: the answer in an unlabelled fence after the code.
+        let parsed = parse_response("```repl\nsearch(\"x\")\n```\n```\nFINAL(6713176)");
+        assert_eq!(parsed.code_blocks, vec!["search(\"x\")\n"]);
+        assert_eq!(find_final(&parsed.prose), Some(FinalDirective::Answer("6713176".into())));
     }
 
     #[test]
