@@ -7,7 +7,9 @@ llm_query answers, in order), the query, the context
 through the scripted OpenAI-compatible server against today's runtime.
 
     scripts/fixture-from-trace.py TRACE.jsonl --name NAME --expected 1234567 --recorded-with TEXT \
-        (--context FILE | --sniah SEED:SIZE:TASKS:INDEX) --mode "what went wrong" [--mode ...] > fixture.json
+        (--context FILE | --sniah SEED:SIZES:TASKS:ID) --mode "what went wrong" [--mode ...] > fixture.json
+
+--sniah 1:8k,32k,128k:5:128k-4 names the task `rlm bench sniah --sizes 8k,32k,128k --tasks 5 --seed 1` calls 128k-4.
 """
 import argparse
 import json
@@ -44,10 +46,10 @@ def main():
     if args.context:
         context = {"inline": open(args.context, encoding="utf-8").read()}
     elif args.sniah:
-        seed, size, tasks, index = (int(x) for x in args.sniah.split(":"))
-        context = {"sniah": {"seed": seed, "size": size, "tasks": tasks, "index": index}}
+        seed, sizes, tasks, task_id = args.sniah.split(":")
+        context = {"sniah": {"seed": int(seed), "sizes": sizes.split(","), "tasks": int(tasks), "id": task_id}}
     else:
-        sys.exit("give --context FILE or --sniah SEED:SIZE:TASKS:INDEX")
+        sys.exit("give --context FILE or --sniah SEED:SIZES:TASKS:ID")
     fixture = {
         "name": args.name,
         "recorded_with": args.recorded_with,

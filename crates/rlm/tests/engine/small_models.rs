@@ -26,9 +26,33 @@ struct Fixture {
     outcome_when_recorded: Option<RecordedOutcome>,
 }
 
+/// The context: the text itself, or the `rlm bench sniah` task that regenerates it.
 #[derive(Debug, Deserialize)]
-struct FixtureContext {
-    inline: String,
+#[serde(untagged)]
+enum FixtureContext {
+    Inline { inline: String },
+    Sniah { sniah: SniahTask },
+}
+
+#[derive(Debug, Deserialize)]
+struct SniahTask {
+    seed: u64,
+    sizes: Vec<String>,
+    tasks: usize,
+    id: String,
+}
+
+impl FixtureContext {
+    fn text(&self) -> String {
+        match self {
+            Self::Inline { inline } => inline.clone(),
+            Self::Sniah { sniah } => {
+                let sizes: Vec<usize> = sniah.sizes.iter().map(|s| rlm_bench::sniah::parse_size(s).unwrap()).collect();
+                let tasks = rlm_bench::sniah::generate(&sizes, sniah.tasks, sniah.seed);
+                tasks.into_iter().find(|task| task.id == sniah.id).expect("the task exists").context
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +112,7 @@ async fn replay(fixture: &Fixture) -> (Result<Completion, RlmError>, Vec<Recorde
         .max_iterations(u32::try_from(fixture.turns.len()).expect("small"))
         .build()
         .expect("builds");
-    let outcome = rlm.completion(fixture.context.inline.as_str(), &fixture.query).await;
+    let outcome = rlm.completion(fixture.context.text(), &fixture.query).await;
     let requests = server.requests();
     server.shutdown().await;
     (outcome, requests)
@@ -110,7 +134,7 @@ fn failed_clearly(name: &str, outcome: Result<Completion, RlmError>) -> (Complet
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_recorded_failure_now_ends_right_or_fails_clearly() {
     let fixtures = fixtures();
-    assert!(fixtures.len() >= 4, "fixtures went missing: {:?}", fixtures.keys());
+    assert!(fixtures.len() >= 5, "fixtures went missing: {:?}", fixtures.keys());
     for fixture in fixtures.values() {
         let (outcome, _) = replay(fixture).await;
         match &outcome {
@@ -184,4 +208,18 @@ async fn a_bare_statement_with_a_stray_fence_runs_and_repeats_are_cut_short() {
     let (completion, message) = failed_clearly(&fixture.name, outcome);
     assert_eq!(completion.limit, Some(LimitKind::Repetition), "{message}");
     assert!(completion.iterations < u32::try_from(fixture.turns.len()).unwrap(), "repeats end the run early");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn title_case_final_after_the_value_was_printed_is_the_answer() {
+    let fixtures = fixtures();
+    let fixture = &fixtures["title-case-final-next-to-code"];
+    let (outcome, requests) = replay(fixture).await;
+    // Turn 1 printed the value next to a guess `Final(42)`, which is refused; turn 2 answers `Final(5313471)` next
+    // to a context-free llm_query: the value was in output already seen, so it counts.
+    let first_note = requests[1].last_user_message().unwrap_or_default().to_owned();
+    assert!(first_note.contains("5313471") && first_note.contains("not accepted"), "{first_note}");
+    let completion = outcome.expect("answered");
+    assert_eq!((completion.answer.as_str(), completion.iterations), ("5313471", 2));
+    assert_eq!(completion.finished_by, FinishedBy::Final);
 }
