@@ -22,7 +22,7 @@ pub fn placeholder_reason(answer: &str) -> Option<&'static str> {
     if normalized.is_empty() {
         return Some("it has no letters or digits");
     }
-    const PLACEHOLDERS: [&str; 20] = [
+    const PLACEHOLDERS: [&str; 19] = [
         "answer",
         "the answer",
         "your answer",
@@ -34,7 +34,6 @@ pub fn placeholder_reason(answer: &str) -> Option<&'static str> {
         "your answer here",
         "insert answer here",
         "variable name",
-        "variable_name",
         "var name",
         "result",
         "none",
@@ -44,7 +43,8 @@ pub fn placeholder_reason(answer: &str) -> Option<&'static str> {
         "placeholder",
         "x",
     ];
-    if PLACEHOLDERS.contains(&normalized.as_str()) || normalized.replace(' ', "_") == "variable_name" {
+    // `variable_name` normalizes to "variable name".
+    if PLACEHOLDERS.contains(&normalized.as_str()) {
         return Some("it is the placeholder text from the instructions");
     }
     None
@@ -152,7 +152,6 @@ mod tests {
             "{answer}",
             "...",
             "…",
-            "variable_name",
             "None",
         ] {
             assert!(placeholder_reason(text).is_some(), "{text:?} should be a placeholder");

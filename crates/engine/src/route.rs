@@ -26,17 +26,17 @@ pub fn estimate_direct_tokens(context_chars: u64, query: &str) -> u64 {
     (context_chars + query.chars().count() as u64).div_ceil(CHARS_PER_TOKEN) + PROMPT_OVERHEAD_TOKENS
 }
 
-/// Which path a query takes.
+/// Which path a query takes. `context_chars` is needed only by `Auto` with a known window; without it that case
+/// runs the RLM.
 pub fn decide(
     mode: RouteMode,
-    context_chars: u64,
+    context_chars: Option<u64>,
     query: &str,
     window_tokens: Option<u64>,
     max_output_tokens: Option<u32>,
 ) -> RouteDecision {
-    let estimated = estimate_direct_tokens(context_chars, query);
-    let decision =
-        |path, reason: String| RouteDecision { path, reason, estimated_tokens: Some(estimated), window_tokens };
+    let estimated = context_chars.map(|chars| estimate_direct_tokens(chars, query));
+    let decision = |path, reason: String| RouteDecision { path, reason, estimated_tokens: estimated, window_tokens };
     match (mode, window_tokens) {
         (RouteMode::Rlm, _) => decision(RoutePath::Rlm, "forced by --route rlm".to_owned()),
         (RouteMode::Direct, _) => decision(RoutePath::Direct, "forced by --route direct".to_owned()),
@@ -44,7 +44,11 @@ pub fn decide(
             RoutePath::Rlm,
             "the root model's window is unknown (set --context-window to allow direct answers)".to_owned(),
         ),
+        (RouteMode::Auto, Some(_)) if estimated.is_none() => {
+            decision(RoutePath::Rlm, "the context's size could not be read".to_owned())
+        }
         (RouteMode::Auto, Some(window)) => {
+            let estimated = estimated.unwrap_or_default();
             let reply = max_output_tokens.map_or(DEFAULT_REPLY_TOKENS, u64::from);
             let available = window.saturating_sub(reply);
             if estimated <= available {
@@ -116,11 +120,11 @@ mod tests {
 
     #[test]
     fn auto_goes_direct_only_when_the_estimate_fits() {
-        let small = decide(RouteMode::Auto, 8_000, "q", Some(16_384), None);
+        let small = decide(RouteMode::Auto, Some(8_000), "q", Some(16_384), None);
         assert_eq!(small.path, RoutePath::Direct, "{}", small.reason);
-        let medium = decide(RouteMode::Auto, 32_000, "q", Some(16_384), None);
+        let medium = decide(RouteMode::Auto, Some(32_000), "q", Some(16_384), None);
         assert_eq!(medium.path, RoutePath::Direct, "{}", medium.reason);
-        let large = decide(RouteMode::Auto, 128_000, "q", Some(16_384), None);
+        let large = decide(RouteMode::Auto, Some(128_000), "q", Some(16_384), None);
         assert_eq!(large.path, RoutePath::Rlm);
         assert!(large.reason.contains("do not fit the 16384-token window"), "{}", large.reason);
         assert_eq!(large.estimated_tokens, Some(42_923));
@@ -129,17 +133,23 @@ mod tests {
     #[test]
     fn the_reply_budget_is_kept_free() {
         // 45,000 chars ≈ 15,257 tokens: fits 16,384 with a 1,024-token reply, not with a 4,096-token one.
-        assert_eq!(decide(RouteMode::Auto, 45_000, "q", Some(16_384), None).path, RoutePath::Direct);
-        assert_eq!(decide(RouteMode::Auto, 45_000, "q", Some(16_384), Some(4_096)).path, RoutePath::Rlm);
+        assert_eq!(decide(RouteMode::Auto, Some(45_000), "q", Some(16_384), None).path, RoutePath::Direct);
+        assert_eq!(decide(RouteMode::Auto, Some(45_000), "q", Some(16_384), Some(4_096)).path, RoutePath::Rlm);
+    }
+
+    #[test]
+    fn an_unreadable_size_means_rlm() {
+        let decision = decide(RouteMode::Auto, None, "q", Some(16_384), None);
+        assert_eq!((decision.path, decision.estimated_tokens), (RoutePath::Rlm, None));
     }
 
     #[test]
     fn unknown_window_means_rlm_and_flags_force_either_path() {
-        let unknown = decide(RouteMode::Auto, 10, "q", None, None);
+        let unknown = decide(RouteMode::Auto, Some(10), "q", None, None);
         assert_eq!(unknown.path, RoutePath::Rlm);
         assert!(unknown.reason.contains("unknown"));
-        assert_eq!(decide(RouteMode::Rlm, 10, "q", Some(1_000_000), None).path, RoutePath::Rlm);
-        assert_eq!(decide(RouteMode::Direct, 10_000_000, "q", Some(1_000), None).path, RoutePath::Direct);
+        assert_eq!(decide(RouteMode::Rlm, Some(10), "q", Some(1_000_000), None).path, RoutePath::Rlm);
+        assert_eq!(decide(RouteMode::Direct, Some(10_000_000), "q", Some(1_000), None).path, RoutePath::Direct);
     }
 
     #[test]

@@ -124,16 +124,21 @@ impl Scope {
         self.ungrounded.lock().unwrap_or_else(PoisonError::into_inner).push(collapse_whitespace(answer));
     }
 
-    /// How many ungrounded answers were recorded, and whether `answer` repeats (or is contained in) one of them.
-    fn ungrounded_source(&self, answer: &str) -> (usize, bool) {
-        let recorded = self.ungrounded.lock().unwrap_or_else(PoisonError::into_inner);
+    fn ungrounded_count(&self) -> usize {
+        self.ungrounded.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether `answer` repeats (or is contained in) an ungrounded `llm_query` answer.
+    fn is_ungrounded(&self, answer: &str) -> bool {
         let answer = collapse_whitespace(answer);
         // A guess inside a longer answer counts only when it is more than a word or two.
-        let found = !answer.is_empty()
-            && recorded
+        !answer.is_empty()
+            && self
+                .ungrounded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .iter()
-                .any(|guess| guess.contains(&answer) || (guess.len() >= 12 && answer.contains(guess.as_str())));
-        (recorded.len(), found)
+                .any(|guess| guess.contains(&answer) || (guess.len() >= 12 && answer.contains(guess.as_str())))
     }
 
     pub fn count_sub_call(&self) {
@@ -205,18 +210,13 @@ async fn route_and_run(engine: Arc<EngineInner>, tree: Arc<Tree>, context: Conte
     let root_model = config.models.loop_model(0).to_owned();
     let window = config.window(&root_model);
     let profile = config.prompt.profile.resolve(&root_model);
-    let decision = match route::context_size_chars(&context) {
-        Ok(chars) => route::decide(config.route, chars, query, window, config.max_output_tokens(profile)),
-        // The RLM path reports an unreadable context properly when it starts the REPL.
-        Err(err) => RouteDecision {
-            path: RoutePath::Rlm,
-            reason: format!("the context's size could not be read: {err}"),
-            estimated_tokens: None,
-            window_tokens: window,
-        },
-    };
+    // Counting a large context costs a pass over it: only when the decision needs it. An unreadable file is left to
+    // the path that runs to report.
+    let needs_size = config.route == RouteMode::Direct || (config.route == RouteMode::Auto && window.is_some());
+    let chars = if needs_size { route::context_size_chars(&context).ok() } else { None };
+    let decision = route::decide(config.route, chars, query, window, config.max_output_tokens(profile));
     if decision.path == RoutePath::Direct {
-        match run_direct(engine.clone(), tree.clone(), &context, query, decision.clone()).await {
+        match run_direct(engine.clone(), tree.clone(), &context, chars.unwrap_or(0), query, decision.clone()).await {
             Ok(result) => return result,
             Err(too_long) => {
                 let reason =
@@ -235,6 +235,7 @@ async fn run_direct(
     engine: Arc<EngineInner>,
     tree: Arc<Tree>,
     context: &Context,
+    chars: u64,
     query: &str,
     decision: RouteDecision,
 ) -> Result<RunResult, String> {
@@ -243,7 +244,6 @@ async fn run_direct(
     let scope = Arc::new(Scope::top_level());
     let model = engine.config.models.loop_model(0).to_owned();
     let forced = engine.config.route == RouteMode::Direct;
-    let chars = route::context_size_chars(context).unwrap_or(0);
     let info =
         ContextInfo { python_type: "str".to_owned(), total_chars: chars, chunk_lengths: Vec::new(), chunk_count: 1 };
     tree.trace.record(
@@ -345,8 +345,11 @@ pub(crate) async fn run_one(
     let limits = &engine.config.limits;
     let loop_model = model_override.unwrap_or_else(|| engine.config.models.loop_model(scope.depth).to_owned());
 
+    // Only the small profile refuses guesses from context-free `llm_query` calls; a copy of a large context is not
+    // worth making for anyone else.
+    let small = engine.config.prompt.profile.resolve(&loop_model) == PromptProfile::Small;
     let grounding = match &context {
-        Context::Text(text) if scope.depth == 0 || text.len() > 4096 => Some(Arc::from(collapse_whitespace(text))),
+        Context::Text(text) if small => Some(Arc::from(collapse_whitespace(text))),
         _ => None,
     };
     let host = Arc::new(TreeHost { engine: engine.clone(), tree: tree.clone(), scope: scope.clone(), grounding });
@@ -428,6 +431,43 @@ struct Loop<'a> {
     repeats: RepeatTracker,
     /// Ungrounded `llm_query` answers the model has already been warned about.
     ungrounded_noted: usize,
+}
+
+/// Why a proposed answer does not end the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Placeholder(&'static str),
+    /// It came from an `llm_query` that was given none of the context.
+    Ungrounded,
+    /// No code had run (small models: no output of code that read the context had been seen).
+    NoEvidence,
+    /// It only repeats words of the question.
+    EchoesQuestion,
+    /// Written next to new code, and not in any output seen.
+    Unsupported,
+}
+
+impl Refusal {
+    /// What the model is told, with what to do instead.
+    fn note(self, answer: &str, query: &str) -> String {
+        match self {
+            Self::Placeholder(reason) => prompt::placeholder_note(answer, reason),
+            Self::Ungrounded => prompt::ungrounded_answer_note(),
+            Self::NoEvidence => prompt::answer_before_evidence_note(query),
+            Self::EchoesQuestion | Self::Unsupported => prompt::unsupported_answer_note(),
+        }
+    }
+
+    /// Why, for the run's error when a limit ends on a refused answer.
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Placeholder(reason) => reason,
+            Self::Ungrounded => "it came from an llm_query that was given none of the context",
+            Self::NoEvidence => "no code had shown it any evidence yet",
+            Self::EchoesQuestion => "it only repeats words of the question",
+            Self::Unsupported => "it was written next to new code and is in no output seen",
+        }
+    }
 }
 
 /// An answer the model proposed in one turn, before the checks.
@@ -532,17 +572,19 @@ impl<'a> Loop<'a> {
             if let Some(proposal) = proposal {
                 match self.refusal(&proposal.answer, query, !outcomes.is_empty()) {
                     None => return Ending::answered(proposal.answer, proposal.finished_by, iterations),
-                    Some(note) => notes.push(note),
+                    Some(refusal) => notes.push(refusal.note(&proposal.answer, query)),
                 }
             } else if outcomes.is_empty() {
                 notes.push(prompt::no_code_note(self.profile, query));
             }
             self.seen_output |= evidence_now;
-            for (view, _) in &outcomes {
-                self.seen_text.push(' ');
-                self.seen_text.push_str(&collapse_whitespace(&view.stdout).to_lowercase());
+            if self.profile == PromptProfile::Small {
+                for (view, _) in &outcomes {
+                    self.seen_text.push(' ');
+                    self.seen_text.push_str(&collapse_whitespace(&view.stdout).to_lowercase());
+                }
             }
-            let (ungrounded, _) = self.scope.ungrounded_source("");
+            let ungrounded = self.scope.ungrounded_count();
             if self.profile == PromptProfile::Small && ungrounded > self.ungrounded_noted {
                 notes.push(prompt::ungrounded_calls_note(ungrounded - self.ungrounded_noted));
                 self.ungrounded_noted = ungrounded;
@@ -601,25 +643,25 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Why `answer` cannot end the run yet, as a note for the model; `None` when it can.
-    fn refusal(&self, answer: &str, query: &str, with_code: bool) -> Option<String> {
+    /// Why `answer` cannot end the run yet; `None` when it can. `with_code`: the same reply also ran code.
+    fn refusal(&self, answer: &str, query: &str, with_code: bool) -> Option<Refusal> {
+        let small = self.profile == PromptProfile::Small;
         if let Some(reason) = placeholder_reason(answer) {
-            return Some(prompt::placeholder_note(answer, reason));
+            return Some(Refusal::Placeholder(reason));
         }
-        if self.profile == PromptProfile::Small && self.scope.ungrounded_source(answer).1 {
-            return Some(prompt::ungrounded_answer_note());
+        if small && self.scope.is_ungrounded(answer) {
+            return Some(Refusal::Ungrounded);
         }
         if !self.has_evidence() {
-            return Some(prompt::answer_before_evidence_note(query));
+            return Some(Refusal::NoEvidence);
+        }
+        // Small models echo the question: the key instead of its value. (Choice questions, "A or B?", excepted.)
+        if small && !query.to_lowercase().contains(" or ") && !adds_to(answer, query) {
+            return Some(Refusal::EchoesQuestion);
         }
         // A small model that answers next to new code usually guesses; it may when the answer is in output it saw.
-        // Small models echo the question: the key instead of its value. (Choice questions, "A or B?", excepted.)
-        let choice = query.to_lowercase().contains(" or ");
-        if self.profile == PromptProfile::Small && !choice && !adds_to(answer, query) {
-            return Some(prompt::unsupported_answer_note());
-        }
-        if self.profile == PromptProfile::Small && with_code && !supported_by(answer, &self.seen_text) {
-            return Some(prompt::unsupported_answer_note());
+        if small && with_code && !supported_by(answer, &self.seen_text) {
+            return Some(Refusal::Unsupported);
         }
         None
     }
@@ -659,18 +701,8 @@ impl<'a> Loop<'a> {
                 };
                 let refused = match &answer {
                     None => Some("it named a variable that does not exist".to_owned()),
-                    Some(answer) => placeholder_reason(answer).map(str::to_owned).or_else(|| {
-                        (self.profile == PromptProfile::Small && self.scope.ungrounded_source(answer).1)
-                            .then(|| "it came from an llm_query that was given none of the context".to_owned())
-                    }),
-                }
-                .or_else(|| (!self.has_evidence()).then(|| "no code had shown it any evidence yet".to_owned()))
-                .or_else(|| {
-                    let echo = self.profile == PromptProfile::Small
-                        && !query.to_lowercase().contains(" or ")
-                        && answer.as_deref().is_some_and(|answer| !adds_to(answer, query));
-                    echo.then(|| "it only repeats words of the question".to_owned())
-                });
+                    Some(answer) => self.refusal(answer, query, false).map(|refusal| refusal.reason().to_owned()),
+                };
                 match (answer, refused) {
                     (Some(answer), None) => ending.answer = Some(answer),
                     (_, Some(reason)) => {
@@ -754,24 +786,25 @@ impl<'a> Loop<'a> {
     }
 }
 
-/// Whether every word of `answer` (three or more letters, or any number) occurs in `seen` (lower-cased output).
-fn supported_by(answer: &str, seen: &str) -> bool {
-    let words: Vec<String> = answer
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|word| word.chars().count() >= 3 || word.chars().any(|c| c.is_ascii_digit()))
-        .map(str::to_lowercase)
-        .collect();
-    !words.is_empty() && words.iter().all(|word| seen.contains(word.as_str()))
-}
-
-/// Whether `answer` has a word (three or more letters, or any number) that the question does not: an answer that only
-/// restates the question's words (the key instead of its value) tells nothing.
-fn adds_to(answer: &str, query: &str) -> bool {
-    let query = query.to_lowercase();
+/// The words of an answer that carry meaning, lower-cased: three or more letters, or any number.
+fn answer_words(answer: &str) -> impl Iterator<Item = String> + '_ {
     answer
         .split(|c: char| !c.is_alphanumeric())
         .filter(|word| word.chars().count() >= 3 || word.chars().any(|c| c.is_ascii_digit()))
-        .any(|word| !query.contains(&word.to_lowercase()))
+        .map(str::to_lowercase)
+}
+
+/// Whether every word of `answer` occurs in `seen` (lower-cased output).
+fn supported_by(answer: &str, seen: &str) -> bool {
+    let mut words = answer_words(answer).peekable();
+    words.peek().is_some() && words.all(|word| seen.contains(word.as_str()))
+}
+
+/// Whether `answer` has a word the question does not: an answer that only restates the question's words (the key
+/// instead of its value) tells nothing.
+fn adds_to(answer: &str, query: &str) -> bool {
+    let query = query.to_lowercase();
+    answer_words(answer).any(|word| !query.contains(word.as_str()))
 }
 
 /// Whether code reads the data: names `context` or calls the `search` helper.

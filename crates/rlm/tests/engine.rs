@@ -581,3 +581,40 @@ async fn small_models_get_the_small_prompt_and_a_capped_reply() {
     assert!(second.contains("The meeting is in Lyon."), "{second}");
     assert!(second.contains("Question: Where is the meeting?"), "{second}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_forgives_case_plurals_and_phrasing_and_final_in_code_answers() {
+    let server = start(ScriptedServer::builder()).await;
+    let rlm = builder(&server, "root").build().unwrap();
+    let context = Context::text(
+        "The grass is green. One of the special magic numbers for quiet-meadow is: 5279348. The sky is blue.\n\
+         Log line: worker42done in 9 ms",
+    );
+    let run = |code: &'static str| {
+        let (rlm, context) = (rlm.clone(), context.clone());
+        async move { rlm.exec(context, code, Duration::from_secs(30)).await.unwrap() }
+    };
+    // Singular query, plural in the text, other case: the sentence, and only it.
+    let plural = run("print(search('Special Magic Number for QUIET-MEADOW'))").await;
+    assert!(plural.stdout.starts_with("1 match(es)"), "{}", plural.stdout);
+    assert!(plural.stdout.contains("One of the special magic numbers for quiet-meadow is: 5279348."));
+    assert!(!plural.stdout.contains("grass"), "a sentence, not a window: {}", plural.stdout);
+    // A whole question: no exact match, then the place with most of its words.
+    let question =
+        run("print(search('What is the special magic number for quiet-meadow mentioned in the text?'))").await;
+    assert!(question.stdout.starts_with("No exact match"), "{}", question.stdout);
+    assert!(question.stdout.contains("5279348"), "{}", question.stdout);
+    // Inside a longer word, as a substring; nothing at all, said so.
+    let inside = run("print(search('worker42'))").await;
+    assert!(
+        inside.stdout.contains("inside longer words") && inside.stdout.contains("worker42done"),
+        "{}",
+        inside.stdout
+    );
+    let nothing = run("r = search('zebra')\nprint(len(r), r)").await;
+    assert!(nothing.stdout.starts_with("0 No match for 'zebra'"), "{}", nothing.stdout);
+    // FINAL(value) in code ends the run like the answer dict.
+    let answered = run("FINAL(6 * 7)").await;
+    assert_eq!(answered.answer.as_deref(), Some("42"));
+    server.shutdown().await;
+}
