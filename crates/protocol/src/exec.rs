@@ -128,6 +128,33 @@ pub trait ReplSession: Send {
 
     /// Releases the session's resources.
     async fn close(self: Box<Self>) -> Result<()>;
+
+    /// A handle that ends this session at once from anywhere, even while a cell runs (that cell then fails and the
+    /// session is dead). `None` when the executor cannot stop a running cell from outside; then `close` waits for it.
+    fn abort_handle(&self) -> Option<AbortHandle> {
+        None
+    }
+}
+
+/// Ends a session from outside without waiting for it (see [`ReplSession::abort_handle`]). Cheap to clone.
+#[derive(Clone)]
+pub struct AbortHandle(Arc<dyn Fn() + Send + Sync>);
+
+impl AbortHandle {
+    pub fn new(abort: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(abort))
+    }
+
+    /// Stops the session; returns at once. Calling it again does nothing more.
+    pub fn abort(&self) {
+        (self.0)();
+    }
+}
+
+impl std::fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AbortHandle")
+    }
 }
 
 pub(crate) mod duration_ms {

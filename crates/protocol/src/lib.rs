@@ -16,8 +16,8 @@ mod usage;
 pub use context::{Context, ContextInfo};
 pub use error::{Error, Result};
 pub use exec::{
-    CellError, CellOutcome, Executor, FinalVar, ReplSession, SessionSpec, SubCall, SubCallHost, SubCallKind,
-    SubCallResult,
+    AbortHandle, CellError, CellOutcome, Executor, FinalVar, ReplSession, SessionSpec, SubCall, SubCallHost,
+    SubCallKind, SubCallResult,
 };
 pub use message::{ChatMessage, Role};
 pub use model::{ModelClient, ModelRequest, ModelResponse};
