@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Extern, Linker};
 
 use crate::error::WasmResult;
-use crate::guest::{DeadlineReached, GuestState};
+use crate::guest::{Aborted, DeadlineReached, GuestState};
 
 // WASI preview 1 constants.
 const ERRNO_SUCCESS: i32 = 0;
@@ -44,6 +44,21 @@ fn monotonic_now() -> u64 {
 
 fn realtime_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Sleeps until `until`, waking early when the session is aborted; returns whether it was.
+fn sleep_until(until: Instant, aborted: &std::sync::atomic::AtomicBool) -> bool {
+    const STEP: std::time::Duration = std::time::Duration::from_millis(50);
+    loop {
+        if aborted.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(STEP));
+    }
 }
 
 /// One subscription of a `poll_oneoff` call.
@@ -178,13 +193,21 @@ fn poll_oneoff(
         // Only clocks: sleep until the first fires, unless the deadline of what runs now comes first.
         let wake = clocks.iter().map(|(_, wake)| *wake).min().unwrap_or(now);
         let deadline = caller.data().deadline;
-        match deadline {
-            Some(deadline) if deadline < wake => {
-                std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                caller.data_mut().timed_out = true;
-                return Err(wasmtime::Error::new(DeadlineReached));
-            }
-            _ => std::thread::sleep(wake.saturating_duration_since(Instant::now())),
+        let state = caller.data_mut();
+        // A sleeping guest uses no CPU: let other sessions have it meanwhile.
+        state.give_up_cpu();
+        let until = match deadline {
+            Some(deadline) if deadline < wake => deadline,
+            _ => wake,
+        };
+        let aborted = sleep_until(until, &state.ctl.aborted);
+        state.take_cpu();
+        if aborted {
+            return Err(wasmtime::Error::new(Aborted));
+        }
+        if deadline.is_some_and(|deadline| deadline < wake) {
+            state.timed_out = true;
+            return Err(wasmtime::Error::new(DeadlineReached));
         }
     }
     let now = Instant::now();

@@ -1,130 +1,179 @@
 """Guest side of rlm's wasm executor: the REPL loop that runs inside CPython-on-WebAssembly.
 
-The host (``src/session.rs``) starts ``python -c <this file>`` in a wasmtime Store with no capabilities (no files, no
-environment, no sockets) and talks to it over a private channel: reads *and writes* on file descriptor ``CHANNEL_FD``
-(0, standard input) are served by the host itself (it shadows the WASI ``fd_read`` / ``fd_write`` imports), so user
-code printing to ``sys.__stdout__`` or fd 1 cannot corrupt the protocol. ``sys.stdin`` is replaced so that user code
-does not read the channel by accident.
+The host (``src/session.rs``, ``src/guest.rs``) starts ``python -c <this file>`` in a wasmtime Store with no
+capabilities (no files, no environment, no sockets). Three descriptors reach the host, all served by the host's own
+``fd_read`` / ``fd_write`` imports:
 
-Frames, both directions: an 8-byte header ``<u32 LE json_len><u32 LE payload_len>``, then ``json_len`` bytes of a
-UTF-8 JSON object, then ``payload_len`` raw bytes. Big data (the context, prompts and answers of sub-calls, captured
-output) travels in the payload, never inside JSON strings, so it is neither escaped nor decoded twice.
+* fd 1 and fd 2: the running cell's stdout and stderr. The host captures them itself and enforces the output cap on
+  its side, so nothing the guest does to its own streams can make a cell report output it did not write.
+* ``CHANNEL_FD`` (0): the control channel. Frames in both directions: an 8-byte header ``<u32 LE json_len><u32 LE
+  payload_len>``, then ``json_len`` bytes of a UTF-8 JSON object, then ``payload_len`` raw bytes.
+
+User code runs in this same interpreter and can write to fd 0 too, so the host does not take a control frame on its
+word. It accepts ``done``, ``value`` and ``names`` frames, and reads for the next job, only when they come from
+``_serve`` below, the main loop, which it recognises by the interpreter's call stack: user code always runs at least
+one interpreter activation deeper (inside ``exec``, or called through ``operator.call``), and the host sees the wasm
+stack, which the guest cannot forge. At start-up, before any user code exists, the driver shows the host what the
+main loop's stack and a nested activation's stack look like (``calibrate`` and ``probe`` frames). The rules the main
+loop follows for that to hold are at ``_serve``. Sub-call frames (``sub``) may come from anywhere: user code calling
+``llm_query`` is exactly what they are for. See docs/security.md.
 
 Host -> guest:  ``init`` (payload: context as UTF-8 text or JSON), ``cell``, ``get``, ``names``, ``answers``, ``exit``.
-Guest -> host:  ``ready``, ``done`` (payload: stdout + stderr), ``value``, ``names``, ``sub`` (payload: prompts).
+Guest -> host:  ``calibrate``, ``probe``, ``ready``, ``init_error``, ``done`` (payload: answer + final_var value),
+``value``, ``names``, ``sub`` (payload: prompts).
 
 The REPL semantics (reserved names restored after each cell, ``answer`` dict, ``FINAL_VAR``, ``SHOW_VARS``,
 IPython-style echo of a trailing expression, short tracebacks with ``<cell N>`` file names) are those of
 ``python/repl_core.py``, shared with the local executor: ``lib.rs`` puts that text in front of this one, and
-``Session`` below subclasses its ``SessionCore``. What is left here is the channel, the capped output capture and the
-main loop.
+``Session`` below subclasses its ``SessionCore``.
 """
 
 import builtins
 import json
+import operator
 import os
 import struct
 import sys
-import traceback
 
 CHANNEL_FD = __CHANNEL_FD__  # substituted by the host before start-up
 _HEADER = struct.Struct("<II")
+_os_read = os.read
+_os_write = os.write
+
+# Sizes the host enforces on its side too (it sends its values in the `init` frame); checking them here first turns
+# an oversized request into a clear Python exception for the model instead of a broken channel.
+_limits = {
+    "prompt_bytes": 16 << 20,
+    "batch_len": 10_000,
+    "batch_bytes": 32 << 20,
+    "answer_bytes": 4 << 20,
+}
+
+# Error messages and tracebacks longer than this are shortened before they are sent.
+_MAX_ERROR_TEXT = 32 * 1024
+_MAX_NAMES = 10_000
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Channel
+# Sub-calls (used from user code's depth; the host accepts `sub` frames from anywhere)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def _read_exact(n):
-    """Reads exactly n bytes from the channel (the host usually delivers them in one call: one copy)."""
     if n == 0:
         return b""
-    first = os.read(CHANNEL_FD, n)
-    if len(first) == n:
-        return first
-    if not first:
-        raise EOFError("the host closed the channel")
-    buf = bytearray(n)
-    buf[: len(first)] = first
-    got = len(first)
-    del first
-    view = memoryview(buf)
-    while got < n:
-        chunk = os.read(CHANNEL_FD, n - got)
-        if not chunk:
+    data = _os_read(CHANNEL_FD, n)
+    while len(data) < n:
+        more = _os_read(CHANNEL_FD, n - len(data))
+        if not more:
             raise EOFError("the host closed the channel")
-        view[got : got + len(chunk)] = chunk
-        got += len(chunk)
-    view.release()
-    return bytes(buf)
-
-
-def read_frame():
-    json_len, payload_len = _HEADER.unpack(_read_exact(_HEADER.size))
-    header = json.loads(_read_exact(json_len))
-    return header, _read_exact(payload_len)
+        data += more
+    return data
 
 
 def _write_all(data):
     view = memoryview(data)
     while view:
-        written = os.write(CHANNEL_FD, view)
-        view = view[written:]
+        view = view[_os_write(CHANNEL_FD, view) :]
 
 
-def write_frame(header, payload=b""):
+def _frame(header, payload=b""):
     # ensure_ascii=False + "replace": a lone surrogate in a str becomes "?" instead of invalid JSON for the host.
     encoded = json.dumps(header, ensure_ascii=False).encode("utf-8", "replace")
-    _write_all(_HEADER.pack(len(encoded), len(payload)) + encoded)
-    if payload:
-        _write_all(payload)
+    return _HEADER.pack(len(encoded), len(payload)) + encoded + payload
 
 
-def _utf8(text):
-    return text.encode("utf-8", "replace")
-
-
-def _split(payload, lens):
-    out = []
-    start = 0
-    for n in lens:
+def host_call(kind, prompts, model):
+    """Sends one batch of sub-call prompts to the host and blocks until all answers are back."""
+    if len(prompts) > _limits["batch_len"]:
+        raise ValueError(
+            f"{len(prompts):,} prompts in one batch; the sandbox allows {_limits['batch_len']:,} per call"
+        )
+    encoded = [p.encode("utf-8", "replace") for p in prompts]
+    total = 0
+    for index, data in enumerate(encoded):
+        if len(data) > _limits["prompt_bytes"]:
+            raise ValueError(
+                f"prompt {index} is {len(data):,} bytes; the sandbox allows {_limits['prompt_bytes']:,} per prompt"
+            )
+        total += len(data)
+    if total > _limits["batch_bytes"]:
+        raise ValueError(f"the prompts add up to {total:,} bytes; the sandbox allows {_limits['batch_bytes']:,} per batch")
+    lens = [len(e) for e in encoded]
+    payload = b"".join(encoded)
+    del encoded
+    _write_all(_frame({"op": "sub", "kind": kind, "model": model, "lens": lens}, payload))
+    del payload
+    json_len, payload_len = _HEADER.unpack(_read_exact(_HEADER.size))
+    header = json.loads(_read_exact(json_len))
+    payload = _read_exact(payload_len)
+    if header.get("op") != "answers":
+        raise RuntimeError(f"unexpected frame from the host: {header.get('op')!r}")
+    out, start = [], 0
+    for n in header["lens"]:
         out.append(payload[start : start + n].decode("utf-8", "replace"))
         start += n
     return out
 
 
-def host_call(kind, prompts, model):
-    """Sends one batch of sub-call prompts to the host and blocks until all answers are back."""
-    encoded = [_utf8(p) for p in prompts]
-    write_frame({"op": "sub", "kind": kind, "model": model, "lens": [len(e) for e in encoded]}, b"".join(encoded))
-    del encoded
-    header, payload = read_frame()
-    if header.get("op") != "answers":
-        raise RuntimeError(f"unexpected frame from the host: {header.get('op')!r}")
-    return _split(payload, header["lens"])
+# ---------------------------------------------------------------------------------------------------------------------
+# Output: streamed to fd 1 / fd 2, where the host captures and caps it
+# ---------------------------------------------------------------------------------------------------------------------
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Output capture (single-threaded: one cell at a time in this interpreter), into the REPL core's `_Capture`
-# ---------------------------------------------------------------------------------------------------------------------
+class _CellOutput:
+    """Output of the running cell on its way to the host. Text past the cell's limit is only counted (the host caps
+    what it receives anyway; this keeps a `print("x" * 10**9)` from being encoded just to be dropped)."""
+
+    __slots__ = ("remaining", "dropped", "pending", "pending_chars")
+
+    _FLUSH_AT = 64 * 1024
+
+    def __init__(self, limit):
+        self.remaining = limit
+        self.dropped = 0
+        self.pending = []
+        self.pending_chars = 0
+
+    def write(self, fd, text):
+        n = len(text)
+        room = self.remaining
+        if n > room:
+            self.dropped += n - room
+            text = text[:room]
+        if text:
+            self.remaining = room - len(text)
+            self.pending.append((fd, text))
+            self.pending_chars += len(text)
+            if self.pending_chars >= self._FLUSH_AT:
+                self.flush()
+        return n
+
+    def flush(self):
+        pending, self.pending, self.pending_chars = self.pending, [], 0
+        for fd in (1, 2):
+            text = "".join(t for f, t in pending if f == fd)
+            if text:
+                data = memoryview(text.encode("utf-8", "replace"))
+                while data:
+                    data = data[_os_write(fd, data) :]
 
 
 class _Stream:
-    """Stands in for sys.stdout / sys.stderr: writes go to the current cell's capture (or nowhere between cells)."""
+    """Stands in for sys.stdout / sys.stderr: writes go to the current cell's output (or nowhere between cells)."""
 
     encoding = "utf-8"
     errors = "strict"
 
-    def __init__(self, index):
-        self._index = index
+    def __init__(self, fd):
+        self._fd = fd
 
     def write(self, text):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        capture = _current[0]
-        if capture is not None:
-            return capture.write(self._index, text)
+        output = _current[0]
+        if output is not None:
+            return output.write(self._fd, text)
         return len(text)
 
     def writelines(self, lines):
@@ -147,7 +196,7 @@ class _Stream:
         raise OSError("captured stream has no file descriptor")
 
 
-_current = [None]  # the capture of the running cell
+_current = [None]  # the output of the running cell
 
 
 class _NoInput:
@@ -189,6 +238,17 @@ class _NoInput:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _shorten(text):
+    if len(text) <= _MAX_ERROR_TEXT:
+        return text
+    half = _MAX_ERROR_TEXT // 2
+    return f"{text[:half]}\n... {len(text) - 2 * half:,} characters not shown ...\n{text[-half:]}"
+
+
+def _utf8(text):
+    return text.encode("utf-8", "replace")
+
+
 class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
     """The REPL namespace of this interpreter (one session per wasm instance)."""
 
@@ -198,45 +258,172 @@ class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
     def _capture(self):
         return _current[0]
 
-    def _error(self, exc):
-        kind, message, tb = self.describe_error(exc)
-        return {"kind": kind, "message": message, "traceback": tb}
-
     def run_cell(self, source, cell_number, limit):
-        """Runs one cell with its output captured; returns the `done` frame (header, payload)."""
-        capture = _Capture(limit)
-        _current[0] = capture
+        """Runs one cell with its output streamed to the host; returns the `done` frame."""
+        output = _CellOutput(limit)
+        _current[0] = output
         error = None
         try:
             try:
                 prepared = self.prepare(source, cell_number)
             except BaseException as exc:  # SyntaxError, or anything odd during compilation
-                error = self._error(exc)
+                error = exc
             else:
                 try:
                     self.run(prepared, limit)
                 except BaseException as exc:  # user code: SystemExit and KeyboardInterrupt are errors too
-                    error = self._error(exc)
+                    error = exc
+            if error is not None:
+                kind, message, tb = self.describe_error(error)
+                error = {"kind": kind, "message": _shorten(message), "traceback": _shorten(tb)}
             answer, final_var = self.finish()
         finally:
             _current[0] = None
-        out = _utf8("".join(capture.parts[0]))
-        err = _utf8("".join(capture.parts[1]))
-        header = {
-            "op": "done",
-            "error": error,
-            "dropped": capture.dropped,
-            "answer": answer,
-            "final_var": None if final_var is None else {"name": final_var[0], "value": final_var[1]},
-            "stdout_len": len(out),
-            "stderr_len": len(err),
-        }
-        return header, out + err
+            output.flush()
+        payload = b""
+        header = {"op": "done", "error": error, "dropped": output.dropped, "answer_len": None, "final_var": None}
+        limit_bytes = _limits["answer_bytes"]
+        if answer is not None:
+            encoded = _utf8(answer)
+            if len(encoded) > limit_bytes:
+                header["error"] = header["error"] or {
+                    "kind": "ValueError",
+                    "message": f"the answer is {len(encoded):,} bytes; the sandbox allows {limit_bytes:,}",
+                    "traceback": "",
+                }
+            else:
+                header["answer_len"] = len(encoded)
+                payload += encoded
+        if final_var is not None:
+            name, value = final_var
+            encoded = None if value is None else _utf8(value)
+            if encoded is not None and len(encoded) > limit_bytes:
+                header["error"] = header["error"] or {
+                    "kind": "ValueError",
+                    "message": f"variable {name!r} is {len(encoded):,} bytes as text; FINAL_VAR allows {limit_bytes:,}",
+                    "traceback": "",
+                }
+            else:
+                header["final_var"] = {"name": str(name)[:200], "len": None if encoded is None else len(encoded)}
+                payload += encoded or b""
+        return _frame(header, payload)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Main loop
+# Jobs (run by the main loop through operator.call, so always one activation deeper than the main loop)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _run_job(session, header_bytes, payload):
+    """Handles one frame from the host; returns the reply frame, or None to leave the loop."""
+    header = json.loads(header_bytes)
+    op = header.get("op")
+    if op == "cell":
+        return session.run_cell(payload.decode("utf-8"), header["n"], header["limit"])
+    if op == "get":
+        value = session.get_variable(header["name"])
+        if value is None:
+            return _frame({"op": "value", "len": None})
+        encoded = _utf8(value)[: _limits["answer_bytes"]]
+        return _frame({"op": "value", "len": len(encoded)}, encoded)
+    if op == "names":
+        return _frame({"op": "names", "names": session.variable_names()[:_MAX_NAMES]})
+    if op == "exit":
+        return None
+    raise RuntimeError(f"unknown frame from the host: {op!r}")
+
+
+def _serve(
+    session,
+    *,
+    read=_os_read,
+    write=_os_write,
+    call=operator.call,
+    run_job=_run_job,
+    unpack=_HEADER.unpack,
+    length=len,
+    kind=type,
+    reply_type=bytes,
+    fd=CHANNEL_FD,
+):
+    """The main loop: read a job, run it one activation deeper, write its reply.
+
+    The host accepts replies and job reads only from this function's interpreter activation, so it must never run
+    code that user code can replace or extend in this activation: everything it uses is bound as a parameter default
+    before any user code exists (fast locals cannot be rebound from outside in 3.12, and `sys.settrace`, which could,
+    is refused by the audit hook), it calls Python code only through `operator.call` (a C function, so the callee gets
+    its own activation), and it touches only objects of exact built-in types it checked itself.
+    """
+    while True:
+        head = read(fd, 8)
+        while length(head) < 8:
+            more = read(fd, 8 - length(head))
+            if not more:
+                return
+            head = head + more
+        json_len, payload_len = unpack(head)
+        wanted = json_len + payload_len
+        body = read(fd, wanted)
+        while length(body) < wanted:
+            more = read(fd, wanted - length(body))
+            if not more:
+                return
+            body = body + more
+        reply = call(run_job, session, body[:json_len], body[json_len:])
+        del body
+        if reply is None:
+            return
+        if kind(reply) is not reply_type:
+            return
+        while reply:
+            reply = reply[write(fd, reply) :]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Start-up
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _install_audit_hook():
+    """Refuses what could rebind the main loop's locals or forge interpreter state from Python: tracing (a trace
+    function's edits to `frame.f_locals` are written back), hand-made code objects (malformed bytecode can corrupt
+    memory), and CPython's test-only C modules (they expose raw memory and internals)."""
+    refused_events = frozenset({"sys.settrace", "sys.setprofile", "code.__new__"})
+    refused_modules = frozenset(
+        {"_testcapi", "_testinternalcapi", "_testbuffer", "_testimportmultiple", "_testmultiphase", "_testsinglephase",
+         "_testclinic", "_xxtestfuzz", "_ctypes", "_ctypes_test", "_xxsubinterpreters", "_xxinterpchannels"}
+    )
+
+    def hook(event, args, refused_events=refused_events, refused_modules=refused_modules):
+        if event in refused_events:
+            raise RuntimeError(f"{event} is not available in the sandbox")
+        if event == "import" and args and args[0] in refused_modules:
+            raise ImportError(f"module {args[0]!r} is not available in the sandbox")
+
+    sys.addaudithook(hook)
+    for name in refused_modules:
+        sys.modules.pop(name, None)
+
+
+def _probe_from_function(frame):
+    _write_all(frame)
+
+
+def _probe_from_generator(frame):
+    _write_all(frame)
+    yield
+
+
+def _calibrate():
+    """Shows the host the stack of the main loop's activation and of nested ones (before any user code exists)."""
+    for _ in range(3):  # the first call is not yet specialised by the interpreter, the later ones are
+        frame = _frame({"op": "calibrate"})
+        view = memoryview(frame)
+        while view:
+            view = view[_os_write(CHANNEL_FD, view) :]
+    exec("w(f)", {"w": _write_all, "f": _frame({"op": "probe", "via": "exec"})})
+    list(map(_probe_from_function, [_frame({"op": "probe", "via": "call"})]))
+    next(_probe_from_generator(_frame({"op": "probe", "via": "generator"})), None)
 
 
 def _load_context(header, payload):
@@ -248,45 +435,43 @@ def _load_context(header, payload):
     raise ValueError(f"unknown context kind {kind!r}")
 
 
-def main():
-    sys.stdout = _Stream(0)
-    sys.stderr = _Stream(1)
+def _boot():
+    """Reads `init` and loads the context; returns the session, or None when the context did not load."""
+    sys.stdout = _Stream(1)
+    sys.stderr = _Stream(2)
     sys.stdin = sys.__stdin__ = _NoInput()
-    header, payload = read_frame()
+    json_len, payload_len = _HEADER.unpack(_read_exact(_HEADER.size))
+    header = json.loads(_read_exact(json_len))
+    payload = _read_exact(payload_len)
     if header.get("op") != "init":
         raise RuntimeError(f"expected an init frame, got {header.get('op')!r}")
+    _limits.update(header.get("limits") or {})
+    _install_audit_hook()
     try:
         context = _load_context(header, payload)
     except Exception as exc:  # not UTF-8, not JSON: the caller's input, reported as such
-        write_frame({"op": "init_error", "message": f"{type(exc).__name__}: {exc}"})
-        return
+        _write_all(_frame({"op": "init_error", "message": f"{type(exc).__name__}: {exc}"}))
+        return None
     del payload
     # No host variables, argv or cwd leak in: start the REPL from a clean slate.
     sys.argv = [""]
     session = Session(context)
     del context
-    python_type, total, lens, count = context_info(session.globals["context"])
-    write_frame({"op": "ready", "python_type": python_type, "total_chars": total, "chunk_lengths": lens, "chunk_count": count})
-    while True:
-        header, payload = read_frame()
-        op = header.get("op")
-        if op == "cell":
-            done, out = session.run_cell(payload.decode("utf-8"), header["n"], header["limit"])
-            del payload
-            write_frame(done, out)
-        elif op == "get":
-            write_frame({"op": "value", "value": session.get_variable(header["name"])})
-        elif op == "names":
-            write_frame({"op": "names", "names": session.variable_names()})
-        elif op == "exit":
-            return
-        else:
-            raise RuntimeError(f"unknown frame from the host: {op!r}")
+    _calibrate()
+    python_type, total, lens, count = context_info(session.globals["context"])  # noqa: F821 (REPL core)
+    _write_all(
+        _frame({"op": "ready", "python_type": python_type, "total_chars": total, "chunk_lengths": lens, "chunk_count": count})
+    )
+    return session
 
 
 try:
-    main()
+    _session = _boot()
+    if _session is not None:
+        _serve(_session)
 except BaseException:
     # A broken channel or a bug here: leave the reason where the host collects diagnostics (fd 2), then fail.
+    import traceback
+
     os.write(2, traceback.format_exc().encode("utf-8", "replace"))
     raise SystemExit(70)

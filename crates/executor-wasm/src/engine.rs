@@ -42,6 +42,8 @@ fn create_engine(fuel: bool) -> WasmResult<Engine> {
     config.epoch_interruption(true);
     config.consume_fuel(fuel);
     config.max_wasm_stack(MAX_WASM_STACK);
+    // The channel tells the driver's main loop from user code by the call stack (see `stack.rs`).
+    config.wasm_backtrace_max_frames(std::num::NonZeroUsize::new(crate::stack::MAX_FRAMES));
     let engine = Engine::new(&config)?;
     let ticking = engine.weak();
     std::thread::Builder::new()

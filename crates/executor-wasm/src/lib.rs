@@ -53,8 +53,11 @@
 mod clock;
 mod engine;
 mod error;
+pub mod frame;
 mod guest;
+mod sched;
 mod session;
+mod stack;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,6 +67,7 @@ use rlm_protocol::{Executor, ReplSession, SessionSpec, SubCallHost};
 use wasmtime::Linker;
 
 pub use engine::ModuleSource;
+pub use guest::ChannelLimits;
 pub use session::WasmSession;
 
 use crate::error::WasmResult;
@@ -88,6 +92,15 @@ pub struct WasmConfig {
     pub fuel_per_cell: Option<u64>,
     /// Caps captured stdout+stderr per cell below [`SessionSpec::max_captured_chars`]; `None` to use the spec's.
     pub max_captured_chars: Option<usize>,
+    /// Caps on what leaves the guest besides its output: sub-call prompts and batches, answers, bytes per cell.
+    pub limits: ChannelLimits,
+    /// Guests running at once (the rest wait for a turn, first come, first served); default: one per core.
+    pub cpu_slots: usize,
+    /// How long a guest runs while others wait before it goes to the back of the queue. Default: 50 ms.
+    pub time_slice: std::time::Duration,
+    /// After a trap, the earlier cells are replayed while their recorded run time fits this budget; later ones are
+    /// dropped (the model is told). `None` (default): the cell time limit.
+    pub replay_budget: Option<std::time::Duration>,
 }
 
 impl WasmConfig {
@@ -102,6 +115,10 @@ impl Default for WasmConfig {
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             fuel_per_cell: None,
             max_captured_chars: None,
+            limits: ChannelLimits::default(),
+            cpu_slots: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            time_slice: sched::DEFAULT_SLICE,
+            replay_budget: None,
         }
     }
 }
@@ -138,6 +155,9 @@ impl WasmExecutor {
             memory_limit: config.memory_limit_bytes,
             fuel_per_cell: config.fuel_per_cell,
             max_captured_chars: config.max_captured_chars,
+            limits: config.limits,
+            cpu: sched::CpuScheduler::new(config.cpu_slots, config.time_slice),
+            replay_budget: config.replay_budget,
         };
         Ok(Self { runtime: Arc::new(runtime), source: loaded.source, cache_file: loaded.cache_file })
     }

@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rlm_protocol::{CellError, CellOutcome, Context, ContextInfo, ReplSession, SessionSpec, SubCallHost};
+use rlm_protocol::{AbortHandle, CellError, CellOutcome, Context, ContextInfo, ReplSession, SessionSpec, SubCallHost};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use wasmtime::{InstancePre, Store, StoreLimitsBuilder, Trap};
@@ -16,7 +17,11 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::engine::SESSION_THREAD_STACK;
 use crate::error::{WasmError, WasmResult};
-use crate::guest::{ContextKind, Control, DeadlineReached, GuestState, Job, Owed, Phase, ProtocolError, on_epoch};
+use crate::guest::{
+    Aborted, ChannelLimits, ContextKind, Control, DeadlineReached, GuestState, Job, Owed, Phase, ProtocolError,
+    on_epoch,
+};
+use crate::sched::CpuScheduler;
 
 /// Start-up (loading the context) gets at least this long, whatever the cell time limit.
 const MIN_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -31,6 +36,10 @@ pub(crate) struct Runtime {
     pub(crate) memory_limit: usize,
     pub(crate) fuel_per_cell: Option<u64>,
     pub(crate) max_captured_chars: Option<usize>,
+    pub(crate) limits: ChannelLimits,
+    pub(crate) cpu: Arc<CpuScheduler>,
+    /// Recorded run time of earlier cells that a rebuild may replay; `None`: the cell time limit.
+    pub(crate) replay_budget: Option<Duration>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -91,15 +100,24 @@ fn run_instance(runtime: &Runtime, ctl: Control) -> (wasmtime::Result<()>, Guest
         if runtime.fuel_per_cell.is_some() {
             store.set_fuel(u64::MAX / 4)?;
         }
+        store.data_mut().take_cpu();
         let instance = runtime.pre.instantiate(&mut store)?;
         let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
         start.call(&mut store, ())
     })();
-    (result, store.into_data())
+    let mut state = store.into_data();
+    state.give_up_cpu();
+    (result, state)
 }
 
 /// Why an instance stopped, as (Python-like exception name, message).
-fn classify(err: &wasmtime::Error, timed_out: bool, ctl: &Control) -> (String, String) {
+fn classify(err: &wasmtime::Error, timed_out: bool, violation: Option<&str>, ctl: &Control) -> (String, String) {
+    if let Some(message) = violation {
+        return ("SystemError".to_owned(), format!("the sandbox refused what the guest sent: {message}"));
+    }
+    if err.is::<Aborted>() {
+        return ("SystemError".to_owned(), "the session was aborted".to_owned());
+    }
     if timed_out || err.is::<DeadlineReached>() || matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         return (
             "TimeoutError".to_owned(),
@@ -153,15 +171,20 @@ pub(crate) fn run_sandbox(runtime: Arc<Runtime>, mut ctl: Control) {
         let (result, state) = run_instance(&runtime, ctl);
         let diagnostics = state.diagnostics_text();
         let timed_out = state.timed_out;
+        let violation = state.violation;
         let phase = state.phase;
         ctl = state.ctl;
+        if ctl.is_aborted() {
+            abandon(phase, ctl.owed.take(), ctl.boot_reply.take());
+            return;
+        }
         if matches!(phase, Phase::Exiting) {
             // Closed (or the context did not load, already reported): whatever the exit status, we are done.
             return;
         }
         let (kind, message) = match &result {
             Ok(()) => ("SystemExit".to_owned(), "the interpreter exited".to_owned()),
-            Err(err) => classify(err, timed_out, &ctl),
+            Err(err) => classify(err, timed_out, violation.as_deref(), &ctl),
         };
         tracing::debug!(%kind, %message, %diagnostics, "wasm sandbox stopped");
         match phase {
@@ -178,12 +201,9 @@ pub(crate) fn run_sandbox(runtime: Arc<Runtime>, mut ctl: Control) {
                 return;
             }
             Phase::Cell { reply, started, .. } => {
+                let replay = plan_replay(&mut ctl, runtime.replay_budget);
                 let outcome = CellOutcome {
-                    error: Some(CellError {
-                        kind,
-                        message: format!("{message}; the sandbox was restarted and earlier cells were replayed"),
-                        traceback: String::new(),
-                    }),
+                    error: Some(CellError { kind, message: format!("{message}; {replay}"), traceback: String::new() }),
                     duration: started.elapsed(),
                     ..CellOutcome::default()
                 };
@@ -191,16 +211,47 @@ pub(crate) fn run_sandbox(runtime: Arc<Runtime>, mut ctl: Control) {
                     ctl.owed = Some(Owed::Cell(reply, outcome));
                 }
             }
+            // The driver had replied, but the guest did not get back to its main loop in time: the reply does not
+            // count (it may have been written by the cell itself before it went on running).
+            Phase::Replied(owed) => {
+                if matches!(owed, Owed::Cell(..)) {
+                    // The cell was recorded when its reply came; it did not really end.
+                    ctl.history.pop();
+                }
+                let replay = plan_replay(&mut ctl, runtime.replay_budget);
+                ctl.owed = Some(match owed {
+                    Owed::Cell(reply, outcome) => Owed::Cell(
+                        reply,
+                        CellOutcome {
+                            error: Some(CellError {
+                                kind,
+                                message: format!("{message}; {replay}"),
+                                traceback: String::new(),
+                            }),
+                            duration: outcome.duration,
+                            ..CellOutcome::default()
+                        },
+                    ),
+                    Owed::Get(reply, _) => Owed::Get(
+                        reply,
+                        Err(WasmError::Runtime(format!("reading the variable stopped the sandbox: {message}"))),
+                    ),
+                    Owed::Names(reply, _) => Owed::Names(
+                        reply,
+                        Err(WasmError::Runtime(format!("listing variables stopped the sandbox: {message}"))),
+                    ),
+                });
+            }
             Phase::Get { reply } => {
                 if let Some(reply) = reply {
                     let err = WasmError::Runtime(format!("reading the variable stopped the sandbox: {message}"));
-                    ctl.owed = Some(Owed::Get(reply, err));
+                    ctl.owed = Some(Owed::Get(reply, Err(err)));
                 }
             }
             Phase::Names { reply } => {
                 if let Some(reply) = reply {
                     let err = WasmError::Runtime(format!("listing variables stopped the sandbox: {message}"));
-                    ctl.owed = Some(Owed::Names(reply, err));
+                    ctl.owed = Some(Owed::Names(reply, Err(err)));
                 }
             }
             Phase::Idle | Phase::Exiting => {}
@@ -216,6 +267,50 @@ pub(crate) fn run_sandbox(runtime: Arc<Runtime>, mut ctl: Control) {
             }
             return;
         }
+    }
+}
+
+/// Keeps the earlier cells that a rebuild replays within the replay budget (their recorded run time), dropping the
+/// rest from the history so no later trap pays for them either; says what the model should know.
+fn plan_replay(ctl: &mut Control, budget: Option<Duration>) -> String {
+    let budget = budget.unwrap_or(ctl.cell_timeout);
+    let mut spent = Duration::ZERO;
+    let kept = ctl
+        .history
+        .iter()
+        .take_while(|record| {
+            spent += record.duration;
+            spent <= budget
+        })
+        .count();
+    let total = ctl.history.len();
+    if kept == total {
+        return "the sandbox was restarted and earlier cells were replayed".to_owned();
+    }
+    let first_lost = ctl.history[kept].number;
+    ctl.history.truncate(kept);
+    format!(
+        "the sandbox was restarted; earlier cells were replayed only up to cell {} (replaying costs their run time,          limited to {} s), so variables defined in cell {first_lost} and later are gone",
+        first_lost.saturating_sub(1),
+        budget.as_secs_f64()
+    )
+}
+
+/// An aborted session: whoever waits gets told, nothing is rebuilt.
+fn abandon(phase: Phase, owed: Option<Owed>, boot: Option<oneshot::Sender<WasmResult<ContextInfo>>>) {
+    const MESSAGE: &str = "the session was aborted";
+    if let Some(owed) = owed {
+        owed.fail(MESSAGE);
+    }
+    if let Some(boot) = boot {
+        drop(boot.send(Err(WasmError::Dead(MESSAGE.to_owned()))));
+    }
+    match phase {
+        Phase::Cell { reply: Some(reply), .. } => drop(reply.send(Err(WasmError::Dead(MESSAGE.to_owned())))),
+        Phase::Get { reply: Some(reply) } => drop(reply.send(Err(WasmError::Dead(MESSAGE.to_owned())))),
+        Phase::Names { reply: Some(reply) } => drop(reply.send(Err(WasmError::Dead(MESSAGE.to_owned())))),
+        Phase::Replied(owed) => owed.fail(MESSAGE),
+        _ => {}
     }
 }
 
@@ -244,6 +339,7 @@ pub struct WasmSession {
     jobs: Option<Sender<Job>>,
     info: ContextInfo,
     thread: Option<JoinHandle<()>>,
+    aborted: Arc<AtomicBool>,
 }
 
 impl WasmSession {
@@ -262,6 +358,7 @@ impl WasmSession {
             None => max_captured_chars,
         };
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+        let aborted = Arc::new(AtomicBool::new(false));
         let (boot_tx, boot_rx) = oneshot::channel();
         let ctl = Control {
             jobs: jobs_rx,
@@ -271,6 +368,7 @@ impl WasmSession {
             boot_timeout: cell_timeout.max(MIN_BOOT_TIMEOUT),
             max_chars,
             fuel_per_cell: runtime.fuel_per_cell,
+            limits: runtime.limits,
             context_kind,
             context: Arc::new(bytes),
             cells: 0,
@@ -278,6 +376,8 @@ impl WasmSession {
             info: None,
             boot_reply: Some(boot_tx),
             owed: None,
+            aborted: Arc::clone(&aborted),
+            cpu: Arc::clone(&runtime.cpu),
         };
         let thread = std::thread::Builder::new()
             .name("rlm-wasm-session".to_owned())
@@ -286,7 +386,7 @@ impl WasmSession {
             .map_err(|err| WasmError::io("cannot start the session thread", err))?;
         let info =
             boot_rx.await.map_err(|_| WasmError::Runtime("the sandbox thread ended during start-up".to_owned()))??;
-        Ok(Self { jobs: Some(jobs_tx), info, thread: Some(thread) })
+        Ok(Self { jobs: Some(jobs_tx), info, thread: Some(thread), aborted })
     }
 
     async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<WasmResult<T>>) -> Job) -> WasmResult<T> {
@@ -316,6 +416,11 @@ impl ReplSession for WasmSession {
 
     async fn variable_names(&mut self) -> rlm_protocol::Result<Vec<String>> {
         Ok(self.request(|reply| Job::Names { reply }).await?)
+    }
+
+    fn abort_handle(&self) -> Option<AbortHandle> {
+        let aborted = Arc::clone(&self.aborted);
+        Some(AbortHandle::new(move || aborted.store(true, Ordering::Relaxed)))
     }
 
     async fn close(mut self: Box<Self>) -> rlm_protocol::Result<()> {

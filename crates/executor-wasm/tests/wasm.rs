@@ -514,3 +514,175 @@ async fn deep_recursion_through_c_code_is_a_recursion_error() {
     // The sandbox was rebuilt with the history replayed.
     assert_eq!(ok(&mut s, "depth(20)").await, "20\n");
 }
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The trust boundary: the host believes nothing the guest claims (docs/security.md)
+// ---------------------------------------------------------------------------------------------------------------------
+
+/// Python that builds a channel frame the way the driver does, for code that tries to forge one.
+const FORGE: &str = r#"
+import json, os, struct
+def frame(header, payload=b""):
+    encoded = json.dumps(header).encode()
+    return struct.pack("<II", len(encoded), len(payload)) + encoded + payload
+FORGED_DONE = frame({"op": "done", "error": None, "dropped": 0, "answer_len": 6, "final_var": None}, b"FORGED")
+"#;
+
+async fn start_with(timeout: Duration, max_chars: usize) -> Box<dyn ReplSession> {
+    let mut spec = spec("", timeout);
+    spec.max_captured_chars = max_chars;
+    executor().start_session(spec, Arc::new(TestHost::default())).await.unwrap()
+}
+
+fn assert_refused(outcome: &CellOutcome, what: &str) {
+    let error = outcome.error.as_ref().unwrap_or_else(|| panic!("{what}: not refused: {outcome:?}"));
+    assert!(error.message.contains("the sandbox refused what the guest sent"), "{what}: {error:?}");
+    assert!(outcome.answer.is_none() && outcome.final_var.is_none(), "{what}: {outcome:?}");
+    assert!(!outcome.stdout.contains("FORGED"), "{what}: {outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_frames_from_user_code_stop_the_sandbox_and_nothing_forged_is_reported() {
+    let mut s = start_with(Duration::from_secs(3), 10_000).await;
+    ok(&mut s, FORGE).await;
+    let started = Instant::now();
+    // A forged `done` followed by a spin: before, the host believed the frame and dropped the cell's deadline.
+    let outcome = run(&mut s, "os.write(0, FORGED_DONE)\nprint('after')\nwhile True: pass").await;
+    assert_refused(&outcome, "forged done + spin");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    ok(&mut s, "x = 1").await;
+    // The driver's own helpers are reachable from user code, but calling them does not make a frame trusted.
+    let outcome = run(
+        &mut s,
+        "g = llm_query.__globals__\ng['_write_all'](g['_frame']({'op': 'done', 'error': None, 'dropped': 0, \
+         'answer_len': 6, 'final_var': None}, b'FORGED'))",
+    )
+    .await;
+    assert_refused(&outcome, "driver helpers");
+    ok(&mut s, "x = 1").await;
+    // Reading the channel (to steal the next job) is refused too.
+    assert_refused(&run(&mut s, "os.read(0, 8)").await, "read");
+    ok(&mut s, "x = 1").await;
+    // A frame announcing more than the caps is refused before its bytes arrive.
+    assert_refused(&run(&mut s, "os.write(0, struct.pack('<II', 2, 2**31))").await, "huge payload");
+    ok(&mut s, "x = 1").await;
+    assert_refused(&run(&mut s, "os.write(0, struct.pack('<II', 2**31, 0))").await, "huge header");
+    ok(&mut s, "x = 1").await;
+    // A raw sub-call frame past the prompt cap (the driver's own check bypassed).
+    let raw_sub =
+        "os.write(0, frame({'op': 'sub', 'kind': 'llm', 'model': None, 'lens': [17 << 20]}, b'x' * (17 << 20)))";
+    assert_refused(&run(&mut s, raw_sub).await, "raw oversized sub-call");
+    // The session survives every one of these: the sandbox was rebuilt and earlier cells replayed.
+    assert_eq!(ok(&mut s, "print(len(FORGED_DONE) > 8)").await, "True\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_caps_hold_on_the_host_whatever_the_guest_does() {
+    let mut s = start_with(Duration::from_secs(20), 1_000).await;
+    // Straight to fd 1, past the guest's own capture.
+    let outcome = run(&mut s, "import os\nos.write(1, b'x' * 30_000_000)").await;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert_eq!(outcome.stdout.len(), 1_000);
+    assert!(outcome.dropped_chars >= 29_999_000, "{}", outcome.dropped_chars);
+    // The guest-side capture patched to forward everything: the host still keeps 1,000 characters.
+    let patch = "import sys\nout = type(sys.stdout).write.__globals__['_CellOutput']\n\
+                 out.write = lambda self, fd, text: os.write(fd, text.encode()) and len(text)\n\
+                 print('y' * 50_000)";
+    let outcome = run(&mut s, patch).await;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert!(outcome.stdout.chars().count() <= 1_000, "{}", outcome.stdout.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_clear_python_errors() {
+    let host = Arc::new(TestHost::default());
+    let mut s = executor().start_session(spec("", Duration::from_secs(30)), host.clone()).await.unwrap();
+    let outcome = run(&mut s, "llm_query('x' * (20 << 20))").await;
+    let error = outcome.error.unwrap();
+    assert_eq!(error.kind, "ValueError");
+    assert!(error.message.contains("per prompt"), "{error:?}");
+    let error = run(&mut s, "llm_query_batched(['q'] * 20_000)").await.error.unwrap();
+    assert!(error.message.contains("per call"), "{error:?}");
+    assert!(host.batches().is_empty());
+    let outcome = run(&mut s, "big = 'x' * (5 << 20)\nFINAL_VAR('big')").await;
+    assert!(outcome.final_var.is_none(), "{:?}", outcome.final_var.map(|v| v.name));
+    assert!(outcome.error.unwrap().message.contains("FINAL_VAR allows"));
+    let outcome = run(&mut s, "answer['content'] = 'y' * (5 << 20)\nanswer['ready'] = True").await;
+    assert!(outcome.answer.is_none());
+    assert!(outcome.error.unwrap().message.contains("the answer is"));
+    ok(&mut s, "answer['ready'] = False").await;
+    // Sub-calls within the caps still work.
+    assert_eq!(ok(&mut s, "print(llm_query('fine'))").await, "echo:fine\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracing_and_test_modules_are_refused() {
+    let (mut s, _) = start("").await;
+    let error = run(&mut s, "import sys\nsys.settrace(lambda *a: None)").await.error.unwrap();
+    assert!(error.message.contains("not available in the sandbox"), "{error:?}");
+    for module in ["_testcapi", "_testinternalcapi"] {
+        let error = run(&mut s, &format!("import {module}")).await.error.unwrap();
+        assert!(error.kind == "ImportError" || error.kind == "ModuleNotFoundError", "{module}: {error:?}");
+    }
+    // Frames stay available to user code: tracebacks work as in CPython.
+    let out = ok(&mut s, "import traceback\ntry:\n    1/0\nexcept ZeroDivisionError:\n    print(traceback.format_exc().splitlines()[-1])").await;
+    assert_eq!(out, "ZeroDivisionError: division by zero\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_after_a_trap_is_bounded() {
+    let mut s = start_with(Duration::from_secs(1), 10_000).await;
+    ok(&mut s, "import time\ntime.sleep(0.6)\na = 1").await;
+    ok(&mut s, "time.sleep(0.6)\nb = 2").await;
+    let outcome = run(&mut s, "while True: pass").await;
+    let message = outcome.error.unwrap().message;
+    assert!(message.contains("replayed only up to cell 1"), "{message}");
+    assert_eq!(ok(&mut s, "print(a)").await, "1\n");
+    assert_eq!(run(&mut s, "b").await.error.unwrap().kind, "NameError");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_session_stops_at_once() {
+    let mut s = start_with(Duration::from_secs(60), 10_000).await;
+    let abort = s.abort_handle().unwrap();
+    let started = Instant::now();
+    let spinning = tokio::spawn(async move {
+        let result = s.run_cell("while True: pass").await;
+        (result, s)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    abort.abort();
+    let (result, s) = tokio::time::timeout(Duration::from_secs(5), spinning).await.unwrap().unwrap();
+    assert!(matches!(result, Err(Error::SessionDead(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    tokio::time::timeout(Duration::from_secs(5), s.close()).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_sessions_do_not_starve_a_bystander() {
+    // One turn of CPU for everyone: without time slices the bystander would wait for the spinners' 8 s limits.
+    ensure_module();
+    let config = WasmConfig { cpu_slots: 1, ..WasmConfig::default() };
+    let executor = WasmExecutor::new(config).unwrap();
+    let mut spinners = Vec::new();
+    for _ in 0..3 {
+        let mut session =
+            executor.start_session(spec("", Duration::from_secs(8)), Arc::new(TestHost::default())).await.unwrap();
+        spinners.push(tokio::spawn(async move { session.run_cell("while True: pass").await }));
+    }
+    let mut bystander =
+        executor.start_session(spec("", Duration::from_secs(30)), Arc::new(TestHost::default())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(ok(&mut bystander, "print(1 + 1)").await, "2\n");
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("bystander's slowest trivial cell next to 3 spinners on 1 CPU turn: {slowest:?}");
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    for spinner in spinners {
+        let outcome = spinner.await.unwrap().unwrap();
+        assert_eq!(outcome.error.unwrap().kind, "TimeoutError");
+    }
+}
