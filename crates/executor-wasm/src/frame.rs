@@ -173,6 +173,46 @@ mod tests {
         assert_eq!(split_utf8(b"abc", &[1]), None);
     }
 
+    /// A cheap stand-in for the fuzz target (`crates/executor-wasm/fuzz`, run with cargo-fuzz) that runs in every
+    /// test run: pseudo-random guest output in pseudo-random write sizes never panics and never buffers past a frame.
+    #[test]
+    fn arbitrary_guest_output_is_parsed_or_refused() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2_000 {
+            let len = (next() % 300) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if next() % 2 == 0 {
+                // Plausible prefixes too, so whole frames get through.
+                let json_len = (next() % 12) as u32;
+                let payload_len = (next() % 40) as u32;
+                let mut prefix = json_len.to_le_bytes().to_vec();
+                prefix.extend_from_slice(&payload_len.to_le_bytes());
+                prefix.extend_from_slice(&b"{\"op\":\"x\"} "[..json_len.min(12) as usize]);
+                prefix.append(&mut bytes);
+                bytes = prefix;
+            }
+            let step = (next() % 17 + 1) as usize;
+            let mut outbox = Vec::new();
+            'feed: for chunk in bytes.chunks(step) {
+                outbox.extend_from_slice(chunk);
+                loop {
+                    match take_frame(&mut outbox, 32) {
+                        Ok(Some(frame)) => assert!(frame.payload.len() <= 32),
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+                assert!(outbox.len() <= HEADER_LEN + MAX_HEADER_BYTES + 32 + step);
+            }
+        }
+    }
+
     #[test]
     fn characters_are_counted_and_cut_at_boundaries() {
         let text = "aé€😀b".as_bytes();
