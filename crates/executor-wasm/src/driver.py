@@ -10,10 +10,11 @@ capabilities (no files, no environment, no sockets). Three descriptors reach the
   payload_len>``, then ``json_len`` bytes of a UTF-8 JSON object, then ``payload_len`` raw bytes.
 
 User code runs in this same interpreter and can write to fd 0 too, so the host does not take a control frame on its
-word. It accepts ``done``, ``value`` and ``names`` frames, and reads for the next job, only when they come from
-``_serve`` below, the main loop, which it recognises by the interpreter's call stack: user code always runs at least
-one interpreter activation deeper (inside ``exec``, or called through ``operator.call``), and the host sees the wasm
-stack, which the guest cannot forge. At start-up, before any user code exists, the driver shows the host what the
+word. It accepts ``done``, ``value`` and ``names`` frames only when ``_serve`` below, the main loop, wrote them (whole,
+in one write), which it recognises by the interpreter's call stack: user code always runs at least one interpreter
+activation deeper (inside ``exec``, or called through ``operator.call``), and the host sees the wasm stack, which the
+guest cannot forge. A read of the channel while a job runs (other than for sub-call answers) stops the sandbox, and a
+reply goes out only when the guest next asks for a job, so a job's time limit covers everything until then. At start-up, before any user code exists, the driver shows the host what the
 main loop's stack and a nested activation's stack look like (``calibrate`` and ``probe`` frames). The rules the main
 loop follows for that to hold are at ``_serve``. Sub-call frames (``sub``) may come from anywhere: user code calling
 ``llm_query`` is exactly what they are for. See docs/security.md.
@@ -348,7 +349,7 @@ def _serve(
 ):
     """The main loop: read a job, run it one activation deeper, write its reply.
 
-    The host accepts replies and job reads only from this function's interpreter activation, so it must never run
+    The host accepts replies only from this function's interpreter activation, so it must never run
     code that user code can replace or extend in this activation: everything it uses is bound as a parameter default
     before any user code exists (fast locals cannot be rebound from outside in 3.12, and `sys.settrace`, which could,
     is refused by the audit hook), it calls Python code only through `operator.call` (a C function, so the callee gets

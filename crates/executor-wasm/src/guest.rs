@@ -6,9 +6,9 @@
 //!
 //! Nothing the guest sends is believed on its word (see docs/security.md):
 //! * a cell's stdout and stderr are what the host itself received on fd 1 and fd 2 while the cell ran, capped here;
-//! * control frames (`done`, `value`, `names`) and reads for the next job count only when they come from the
-//!   driver's main loop, recognised by the wasm call stack ([`crate::stack`]); anything else on the channel (user
-//!   code writing to fd 0) stops the sandbox;
+//! * control frames (`done`, `value`, `names`) count only when the driver's main loop wrote them, recognised by the
+//!   wasm call stack ([`crate::stack`]); anything else on the channel (user code writing to or reading from fd 0 while
+//!   a job runs) stops the sandbox;
 //! * every size the guest announces is checked against [`ChannelLimits`] before it is buffered;
 //! * a cell's time limit holds until the main loop asks for its next job, whatever frames arrived before.
 
@@ -270,8 +270,6 @@ pub(crate) struct GuestState {
     inbox: Vec<u8>,
     inbox_pos: usize,
     outbox: Vec<u8>,
-    /// Whether any byte of the frame being assembled came from somewhere other than the main loop.
-    outbox_untrusted: bool,
     calibration: Option<Calibration>,
     main_loop: Option<MainLoop>,
     output: CellOutput,
@@ -293,7 +291,6 @@ impl GuestState {
             inbox: Vec::new(),
             inbox_pos: 0,
             outbox: Vec::new(),
-            outbox_untrusted: false,
             calibration: Some(Calibration::default()),
             main_loop: None,
             output: CellOutput::default(),
@@ -432,12 +429,8 @@ fn fd_read(caller: &mut Caller<'_, GuestState>, fd: i32, iovs: u32, count: u32, 
         return Ok(ERRNO_BADF);
     }
     if caller.data().inbox_empty() {
-        // The guest asks for its next job: only the driver's main loop may.
-        if let Some(main) = &caller.data().main_loop
-            && !main.is_main_loop(&StackSample::capture(&*caller))
-        {
-            return Err(violation(caller, "code in the cell read the sandbox's control channel"));
-        }
+        // The guest asks for its next job. Whoever reads, a reply counts only if the main loop wrote it (checked at the
+        // write), and a read while a job runs stops the sandbox (`next_input`).
         next_input(caller)?;
     }
     let memory = memory(caller)?;
@@ -514,12 +507,8 @@ fn output_write(
 /// remainder with another call), so the host never holds more than one frame, whose size was checked as soon as its
 /// 8-byte prefix arrived.
 fn channel_write(caller: &mut Caller<'_, GuestState>, iovs: u32, count: u32, nwritten: u32) -> wasmtime::Result<i32> {
-    let sample = StackSample::capture(&*caller);
-    let from_main_loop = match &caller.data().main_loop {
-        Some(main) => main.is_main_loop(&sample),
-        // Before `ready`, no user code exists yet.
-        None => matches!(caller.data().phase, Phase::Boot),
-    };
+    // A reply must be written whole by one call (the main loop's are): bytes left by an earlier call taint it.
+    let started_here = caller.data().outbox.is_empty();
     let memory = memory(caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut *caller);
     let Some(vecs) = iovecs(mem, iovs, count) else { return Ok(ERRNO_FAULT) };
@@ -546,7 +535,6 @@ fn channel_write(caller: &mut Caller<'_, GuestState>, iovs: u32, count: u32, nwr
             }
             let n = wanted.min(src.len());
             state.outbox.extend_from_slice(&src[..n]);
-            state.outbox_untrusted |= !from_main_loop;
             src = &src[n..];
             accepted += n;
         }
@@ -569,8 +557,18 @@ fn channel_write(caller: &mut Caller<'_, GuestState>, iovs: u32, count: u32, nwr
     let taken = frame::take_frame(&mut state.outbox, max_payload);
     match taken {
         Ok(Some(frame)) => {
-            let trusted = !std::mem::take(&mut state.outbox_untrusted);
-            handle_frame(caller, frame, trusted, &sample)?;
+            // Only frames whose sender matters pay for a look at the stack (sub-calls may come from anywhere).
+            let booting = matches!(state.phase, Phase::Boot);
+            let sample =
+                (booting || matches!(frame.op(), "done" | "value" | "names")).then(|| StackSample::capture(&*caller));
+            let state = caller.data();
+            let trusted = match (&state.main_loop, &sample) {
+                (Some(main), Some(sample)) => started_here && main.is_main_loop(sample),
+                // Before `ready`, no user code exists yet.
+                (None, _) => booting,
+                (Some(_), None) => false,
+            };
+            handle_frame(caller, frame, trusted, sample.as_ref())?;
         }
         Ok(None) => {}
         Err(err) => return Err(violation(caller, format!("the guest sent {err}"))),
@@ -746,7 +744,7 @@ fn handle_frame(
     caller: &mut Caller<'_, GuestState>,
     frame: Frame,
     trusted: bool,
-    sample: &StackSample,
+    sample: Option<&StackSample>,
 ) -> wasmtime::Result<()> {
     let op = frame.op().to_owned();
     let booting = matches!(caller.data().phase, Phase::Boot);
@@ -755,13 +753,13 @@ fn handle_frame(
             Err(violation(caller, format!("a {op:?} frame after start-up")))
         }
         "calibrate" => {
-            if let Some(calibration) = caller.data_mut().calibration.as_mut() {
+            if let (Some(calibration), Some(sample)) = (caller.data_mut().calibration.as_mut(), sample) {
                 calibration.main_loop(sample);
             }
             Ok(())
         }
         "probe" => {
-            if let Some(calibration) = caller.data_mut().calibration.as_mut() {
+            if let (Some(calibration), Some(sample)) = (caller.data_mut().calibration.as_mut(), sample) {
                 calibration.nested(sample.clone());
             }
             Ok(())
@@ -772,7 +770,7 @@ fn handle_frame(
                 Ok(main) => main,
                 Err(reason) => return Err(violation(caller, format!("cannot recognise the driver's stack: {reason}"))),
             };
-            if !main.is_main_loop(sample) {
+            if !sample.is_some_and(|sample| main.is_main_loop(sample)) {
                 return Err(violation(caller, "the ready frame did not come from the driver's main loop"));
             }
             caller.data_mut().main_loop = Some(main);
