@@ -569,7 +569,8 @@ async fn closing_a_session_aborts_its_running_cell_instead_of_waiting() {
     tokio::time::timeout(Duration::from_secs(10), executor.spinning.notified()).await.expect("the cell started");
 
     let started = Instant::now();
-    let deleted = service.on(reqwest::Method::DELETE, &session, "").send().await.unwrap();
+    let deleted = service.on(reqwest::Method::DELETE, &session, "").send();
+    let deleted = tokio::time::timeout(Duration::from_secs(5), deleted).await.expect("DELETE answered").unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert!(started.elapsed() < Duration::from_secs(2), "DELETE took {:?}", started.elapsed());
     assert!(executor.aborted.load(Ordering::SeqCst), "the session was aborted");
