@@ -782,3 +782,35 @@ async fn a_refused_request_closes_its_connection_cleanly() {
     }
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bystander_is_not_queued_behind_spinning_cells() {
+    // Four sessions spin until their 5 s limit; with a worker pool of four (the old default on two cores) the
+    // bystander's cell could only start when one of them stopped.
+    let service = Service::start(SandboxConfig::default()).await;
+    let mut spinning = Vec::new();
+    for _ in 0..4 {
+        let (status, body) = service.post("/v1/sessions", json!({"context": "", "cell_timeout": 5})).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let session = Session {
+            id: body["session_id"].as_str().unwrap().to_owned(),
+            secret: body["session_secret"].as_str().unwrap().to_owned(),
+        };
+        spinning.push(tokio::spawn(
+            service.on(reqwest::Method::POST, &session, "/cells").json(&json!({"code": "while True: pass"})).send(),
+        ));
+    }
+    let bystander = service.session(json!("")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let (status, body) = service.cell(&bystander, "1 + 1").await;
+    let waited = started.elapsed();
+    assert_eq!((status, body["outcome"]["stdout"].clone()), (StatusCode::OK, json!("2\n")), "{body}");
+    assert!(spinning.iter().all(|cell| !cell.is_finished()), "the bystander waited for a spinning cell to end");
+    println!("bystander 1 + 1 next to four spinning cells: {waited:?}");
+    for cell in spinning {
+        let (_, body) = json_of(cell.await.unwrap().unwrap()).await;
+        assert_eq!(body["outcome"]["error"]["kind"], "TimeoutError", "{body}");
+    }
+    service.stop().await;
+}
