@@ -10,6 +10,9 @@
 //! `GET /v1/sessions`, `DELETE /v1/sessions/{id}`, `POST /v1/sessions/{id}/cells`,
 //! `GET /v1/sessions/{id}/cells/{cell_id}`, `POST /v1/sessions/{id}/cells/{cell_id}/resume`,
 //! `GET /v1/sessions/{id}/variables[/{name}]`. See `docs/sandbox.md`.
+//!
+//! A session belongs to its creator: requests about it must carry the secret returned at creation
+//! (`X-Session-Secret`) and the bearer token it was created with, or the session is "not found".
 
 mod contexts;
 mod error;
