@@ -106,6 +106,13 @@ async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
     let executor = Arc::new(args.wasm.executor()?);
     let defaults = SandboxConfig::default();
     let token = std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    // One token per inference service keeps their sessions apart (each lists, reaches and is limited to its own).
+    let additional_tokens: Vec<String> = std::env::var("RLM_SANDBOX_TOKENS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
     let config = SandboxConfig {
         max_sessions: args.max_sessions,
         max_sessions_per_owner: args.max_sessions_per_owner,
@@ -120,6 +127,7 @@ async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
         max_body_bytes: args.max_body_mb << 20,
         context_store_bytes: defaults.context_store_bytes.max(args.max_body_mb << 20),
         token,
+        additional_tokens,
         advertise_url,
         ..defaults
     };

@@ -79,6 +79,9 @@ pub struct SandboxConfig {
     pub max_captured_chars: usize,
     /// When set, every route except `/health`, `/ready` and `/metrics` requires `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// More accepted bearer tokens (also required from then on), e.g. one per inference service: sessions belong to
+    /// the token that created them, so each service lists, reaches and is limited to only its own.
+    pub additional_tokens: Vec<String>,
     /// This replica's own base URL (e.g. `http://<pod-ip>:8000`), returned with every new session so that clients
     /// behind a load balancer send the session's later requests to the replica that holds it.
     pub advertise_url: Option<String>,
@@ -109,6 +112,7 @@ impl Default for SandboxConfig {
             context_store_bytes: 4 << 30,
             max_captured_chars: SessionSpec::DEFAULT_MAX_CAPTURED_CHARS,
             token: None,
+            additional_tokens: Vec::new(),
             advertise_url: None,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
@@ -130,6 +134,8 @@ pub struct Sandbox {
     per_owner: Mutex<HashMap<[u8; 32], usize>>,
     contexts: Mutex<ContextStore>,
     cell_permits: Arc<Semaphore>,
+    /// SHA-256 of every accepted bearer token; empty when none is required.
+    accepted_tokens: Vec<[u8; 32]>,
     metrics: Metrics,
 }
 
@@ -198,6 +204,7 @@ fn new_secret() -> String {
 
 impl Sandbox {
     pub fn new(executor: Arc<dyn Executor>, config: SandboxConfig) -> Arc<Self> {
+        let accepted_tokens = config.token.iter().chain(&config.additional_tokens).map(|t| digest(t)).collect();
         Arc::new(Self {
             cell_permits: Arc::new(Semaphore::new(config.max_concurrent_cells.max(1))),
             contexts: Mutex::new(ContextStore::new(config.context_store_bytes)),
@@ -206,6 +213,7 @@ impl Sandbox {
             sessions: Mutex::new(HashMap::new()),
             reserved: AtomicUsize::new(0),
             per_owner: Mutex::new(HashMap::new()),
+            accepted_tokens,
             metrics: Metrics::default(),
         })
     }
@@ -566,14 +574,16 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &sandbox.config.token {
+    if !sandbox.accepted_tokens.is_empty() {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .unwrap_or("");
-        // Compare digests so the time taken does not depend on how much of the token matched.
-        if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
+        // Compare digests, and with every accepted one, so the time taken says nothing about the tokens.
+        let given = digest(given.trim());
+        let matches = sandbox.accepted_tokens.iter().fold(false, |found, accepted| found | (*accepted == given));
+        if !matches {
             sandbox.metrics.inc(|m| &m.rejected_unauthorized);
             return SandboxError::Unauthorized.into_response();
         }

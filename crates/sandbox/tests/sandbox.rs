@@ -814,3 +814,32 @@ async fn a_bystander_is_not_queued_behind_spinning_cells() {
     }
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_accepted_token_sees_only_its_own_sessions() {
+    let config = SandboxConfig {
+        token: Some("service-a".into()),
+        additional_tokens: vec!["service-b".into()],
+        ..SandboxConfig::default()
+    };
+    let service = Service::with_executor(Arc::new(Scripted::default()), config).await;
+    let create =
+        |token: &str| service.http.post(format!("{}/v1/sessions", service.url)).bearer_auth(token).json(&json!({}));
+    let (status, a) = json_of(create("service-a").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, b) = json_of(create("service-b").send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(create("service-c").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let list = |token: &str| service.http.get(format!("{}/v1/sessions", service.url)).bearer_auth(token).send();
+    let (_, listed) = json_of(list("service-b").await.unwrap()).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["session_id"], b["session_id"]);
+    // A's secret is not enough for B.
+    let a =
+        Session { id: a["session_id"].as_str().unwrap().into(), secret: a["session_secret"].as_str().unwrap().into() };
+    let stolen = service.on(reqwest::Method::POST, &a, "/cells").bearer_auth("service-b").json(&json!({"code": "1"}));
+    assert_eq!(stolen.send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let own = service.on(reqwest::Method::POST, &a, "/cells").bearer_auth("service-a").json(&json!({"code": "1"}));
+    assert_eq!(own.send().await.unwrap().status(), StatusCode::OK);
+    service.stop().await;
+}
