@@ -36,9 +36,28 @@ pub struct SandboxServeArgs {
     /// Sessions held at once; more get 429.
     #[arg(long, env = "RLM_SANDBOX_MAX_SESSIONS", default_value_t = 64)]
     pub max_sessions: usize,
-    /// Cells executing at once (the worker pool); default: twice the CPU count.
+    /// Sessions one bearer token may hold at once; more get 429.
+    #[arg(long, env = "RLM_SANDBOX_MAX_SESSIONS_PER_OWNER", default_value_t = 16)]
+    pub max_sessions_per_owner: usize,
+    /// Cells executing at once (the worker pool; a cell waiting for sub-call answers holds no place); default: as
+    /// many as --max-sessions.
     #[arg(long, env = "RLM_SANDBOX_MAX_CONCURRENT_CELLS")]
     pub max_concurrent_cells: Option<usize>,
+    /// Open connections at most; at the cap the oldest idle connection is closed to make room.
+    #[arg(long, env = "RLM_SANDBOX_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's head (also the longest idle time of a keep-alive connection).
+    #[arg(long, env = "RLM_SANDBOX_HEADER_TIMEOUT", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Longest pause, in seconds, while a request body arrives.
+    #[arg(long, env = "RLM_SANDBOX_BODY_IDLE_TIMEOUT", default_value_t = 60.0)]
+    pub body_idle_timeout: f64,
+    /// Bytes per second a request body must average after its first 10 s (0: no minimum).
+    #[arg(long, env = "RLM_SANDBOX_MIN_BODY_RATE", default_value_t = 1024)]
+    pub min_body_rate: u64,
+    /// Seconds requests in flight may take at shutdown before the sessions are closed.
+    #[arg(long, env = "RLM_SANDBOX_SHUTDOWN_GRACE", default_value_t = 10.0)]
+    pub shutdown_grace: f64,
     /// Seconds a session may stay unused before it is closed.
     #[arg(long, env = "RLM_SANDBOX_IDLE_TTL", default_value_t = 600.0)]
     pub idle_ttl: f64,
@@ -74,8 +93,8 @@ async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
             tracing::warn!("{name} is set in the sandbox service's environment; it is not needed here: remove it");
         }
     }
-    if args.max_sessions == 0 {
-        bail!("--max-sessions must be at least 1");
+    if args.max_sessions == 0 || args.max_sessions_per_owner == 0 || args.max_connections == 0 {
+        bail!("--max-sessions, --max-sessions-per-owner and --max-connections must be at least 1");
     }
     let advertise_url = args.advertise_url.map(|u| u.trim().trim_end_matches('/').to_owned()).filter(|u| !u.is_empty());
     if let Some(url) = &advertise_url {
@@ -87,14 +106,28 @@ async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
     let executor = Arc::new(args.wasm.executor()?);
     let defaults = SandboxConfig::default();
     let token = std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    // One token per inference service keeps their sessions apart (each lists, reaches and is limited to its own).
+    let additional_tokens: Vec<String> = std::env::var("RLM_SANDBOX_TOKENS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
     let config = SandboxConfig {
         max_sessions: args.max_sessions,
-        max_concurrent_cells: args.max_concurrent_cells.unwrap_or(defaults.max_concurrent_cells).max(1),
+        max_sessions_per_owner: args.max_sessions_per_owner,
+        max_concurrent_cells: args.max_concurrent_cells.unwrap_or(args.max_sessions).max(1),
+        max_connections: args.max_connections,
+        header_read_timeout: seconds(args.header_timeout, "header-timeout")?,
+        body_idle_timeout: seconds(args.body_idle_timeout, "body-idle-timeout")?,
+        min_body_rate: args.min_body_rate,
+        shutdown_grace: seconds(args.shutdown_grace, "shutdown-grace")?,
         idle_ttl: seconds(args.idle_ttl, "idle-ttl")?,
         max_cell_timeout: seconds(args.max_cell_timeout, "max-cell-timeout")?,
         max_body_bytes: args.max_body_mb << 20,
         context_store_bytes: defaults.context_store_bytes.max(args.max_body_mb << 20),
         token,
+        additional_tokens,
         advertise_url,
         ..defaults
     };

@@ -22,7 +22,8 @@ pub struct ServeArgs {
     /// $LLM_MODEL.
     #[arg(long, short = 'm', env = "RLM_MODEL")]
     pub model: Option<String>,
-    /// Model for llm_query and child RLMs (default: the root model).
+    /// Model for llm_query and child RLMs (default: $LLM_RECURSIVE_MODEL, then the root model; its endpoint:
+    /// $LLM_RECURSIVE_BASE_URL, else the root's).
     #[arg(long, env = "RLM_SUB_MODEL")]
     pub sub_model: Option<String>,
     /// OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, then $LLM_BASE_URL, then OpenAI). The key comes
@@ -113,7 +114,8 @@ impl ServeArgs {
             context_window: self.context_window,
             sub_context_window: self.sub_context_window,
             ..ServerConfig::default()
-        })
+        }
+        .with_seed_env(|name| std::env::var(name).ok()))
     }
 }
 

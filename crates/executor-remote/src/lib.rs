@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use rlm_protocol::sandbox::{
     CallResult, CellRequest, CellResponse, ContextKind, ContextUploaded, CreateSessionRequest, ErrorBody,
-    ResumeRequest, SessionCreated, VariableNames, VariableValue,
+    ResumeRequest, SESSION_SECRET_HEADER, SessionCreated, VariableNames, VariableValue,
 };
 use rlm_protocol::{
     CellOutcome, Context, ContextInfo, Error, Executor, ReplSession, Result, SessionSpec, SubCall, SubCallHost,
@@ -115,7 +115,9 @@ impl RemoteExecutor {
         // Certificates are verified (the platform verifier); there is deliberately no switch to turn that off.
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the service's default header read timeout (10 s), which also closes idle keep-alive connections:
+            // a connection is dropped here before the service can close it under a request being sent.
+            .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .build()
             .map_err(|e| Error::Executor(format!("cannot build the HTTP client: {e}")))?;
@@ -126,7 +128,7 @@ impl RemoteExecutor {
     /// Asks the service whether it is up and has room.
     pub async fn health_check(&self) -> Result<SandboxHealth> {
         let timeout = self.client.config.request_timeout;
-        let response = self.client.send(Method::GET, "/ready", Body::None, timeout).await?;
+        let response = self.client.send(Method::GET, "/ready", Body::None, None, timeout).await?;
         // A full service answers 503 with the same body: that is a health answer, not a failure.
         let status = response.status();
         let text = response.text().await.map_err(|e| transport_error(&self.client.base, &e))?;
@@ -155,17 +157,17 @@ impl RemoteExecutor {
         };
         let timeout = self.client.config.request_timeout;
         let body = serde_json::to_vec(&request).map_err(|e| Error::Executor(format!("cannot encode request: {e}")))?;
-        let response = self.client.send(Method::POST, "/v1/sessions", Body::Json(body), timeout).await?;
+        let response = self.client.send(Method::POST, "/v1/sessions", Body::Json(body), None, timeout).await?;
         if response.status() != StatusCode::NOT_FOUND {
             return Ok((self.client.parse(check(response).await?).await?, self.client.clone()));
         }
         // Uploading hundreds of megabytes takes time: allow for it.
         let upload_timeout = timeout + Duration::from_secs((bytes.len() / (10 << 20)) as u64);
         let path = format!("/v1/contexts/{sha256}?kind={}", kind.as_str());
-        let response = self.client.send(Method::PUT, &path, Body::Bytes(bytes), upload_timeout).await?;
+        let response = self.client.send(Method::PUT, &path, Body::Bytes(bytes), None, upload_timeout).await?;
         let uploaded: ContextUploaded = self.client.parse(check(response).await?).await?;
         let replica = self.client.at_endpoint(uploaded.endpoint.as_deref())?;
-        let created = replica.call(Method::POST, "/v1/sessions", &request, timeout).await?;
+        let created = replica.call(Method::POST, "/v1/sessions", &request, None, timeout).await?;
         Ok((created, replica))
     }
 }
@@ -185,7 +187,14 @@ impl Executor for RemoteExecutor {
         let cell_timeout = Duration::try_from_secs_f64(created.cell_timeout).unwrap_or(spec.cell_timeout);
         // Behind a load balancer, the replica that holds the session names its own address: talk to it directly.
         let client = replica.at_endpoint(created.endpoint.as_deref())?;
-        Ok(Box::new(RemoteSession { client, id: created.session_id, info: created.context, cell_timeout, host }))
+        Ok(Box::new(RemoteSession {
+            client,
+            id: created.session_id,
+            secret: created.session_secret,
+            info: created.context,
+            cell_timeout,
+            host,
+        }))
     }
 }
 
@@ -193,6 +202,8 @@ impl Executor for RemoteExecutor {
 pub struct RemoteSession {
     client: Client,
     id: String,
+    /// Proves to the service that this session is ours; sent with every request about it.
+    secret: String,
     info: ContextInfo,
     cell_timeout: Duration,
     host: Arc<dyn SubCallHost>,
@@ -208,6 +219,10 @@ impl RemoteSession {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    fn secret(&self) -> Option<&str> {
+        Some(self.secret.as_str()).filter(|secret| !secret.is_empty())
+    }
 }
 
 #[async_trait]
@@ -219,8 +234,10 @@ impl ReplSession for RemoteSession {
     async fn run_cell(&mut self, code: &str) -> Result<CellOutcome> {
         let timeout = self.cell_timeout + self.client.config.cell_grace;
         let path = format!("/v1/sessions/{}/cells", self.id);
-        let mut response: CellResponse =
-            self.client.call(Method::POST, &path, &CellRequest { code: code.to_owned() }, timeout).await?;
+        let mut response: CellResponse = self
+            .client
+            .call(Method::POST, &path, &CellRequest { code: code.to_owned() }, self.secret(), timeout)
+            .await?;
         loop {
             match response {
                 CellResponse::Done { outcome } => return Ok(outcome),
@@ -238,7 +255,8 @@ impl ReplSession for RemoteSession {
                         })
                         .collect();
                     let path = format!("/v1/sessions/{}/cells/{cell_id}/resume", self.id);
-                    response = self.client.call(Method::POST, &path, &ResumeRequest { results }, timeout).await?;
+                    let request = ResumeRequest { results };
+                    response = self.client.call(Method::POST, &path, &request, self.secret(), timeout).await?;
                 }
             }
         }
@@ -247,20 +265,21 @@ impl ReplSession for RemoteSession {
     async fn get_variable(&mut self, name: &str) -> Result<Option<String>> {
         let path = format!("/v1/sessions/{}/variables/{}", self.id, encode_segment(name));
         let value: VariableValue =
-            self.client.call(Method::GET, &path, &(), self.client.config.request_timeout).await?;
+            self.client.call(Method::GET, &path, &(), self.secret(), self.client.config.request_timeout).await?;
         Ok(value.value)
     }
 
     async fn variable_names(&mut self) -> Result<Vec<String>> {
         let path = format!("/v1/sessions/{}/variables", self.id);
         let names: VariableNames =
-            self.client.call(Method::GET, &path, &(), self.client.config.request_timeout).await?;
+            self.client.call(Method::GET, &path, &(), self.secret(), self.client.config.request_timeout).await?;
         Ok(names.names)
     }
 
     async fn close(self: Box<Self>) -> Result<()> {
         let path = format!("/v1/sessions/{}", self.id);
-        let response = self.client.send(Method::DELETE, &path, Body::None, self.client.config.request_timeout).await?;
+        let timeout = self.client.config.request_timeout;
+        let response = self.client.send(Method::DELETE, &path, Body::None, self.secret(), timeout).await?;
         match response.status() {
             // Already gone (evicted, or the service restarted): closing is done either way.
             StatusCode::NOT_FOUND => Ok(()),
@@ -307,6 +326,7 @@ impl Client {
         method: Method,
         path: &str,
         body: &T,
+        secret: Option<&str>,
         timeout: Duration,
     ) -> Result<R> {
         let body = if method == Method::GET {
@@ -314,7 +334,7 @@ impl Client {
         } else {
             Body::Json(serde_json::to_vec(body).map_err(|e| Error::Executor(format!("cannot encode request: {e}")))?)
         };
-        let response = check(self.send(method, path, body, timeout).await?).await?;
+        let response = check(self.send(method, path, body, secret, timeout).await?).await?;
         self.parse(response).await
     }
 
@@ -329,13 +349,23 @@ impl Client {
     }
 
     /// Sends one request; retried only when the connection could not be made (the service never saw it).
-    async fn send(&self, method: Method, path: &str, body: Body, timeout: Duration) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        secret: Option<&str>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0;
         loop {
             let mut request = self.http.request(method.clone(), &url).timeout(timeout);
             if let Some(token) = &self.config.token {
                 request = request.bearer_auth(token);
+            }
+            if let Some(secret) = secret {
+                request = request.header(SESSION_SECRET_HEADER, secret);
             }
             request = match &body {
                 Body::None => request,

@@ -54,10 +54,18 @@ pub struct ContextUploaded {
     pub kind: ContextKind,
 }
 
+/// The header that carries a session's secret ([`SessionCreated::session_secret`]) on every request about it.
+pub const SESSION_SECRET_HEADER: &str = "x-session-secret";
+
 /// A created session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionCreated {
     pub session_id: String,
+    /// Proof of ownership: every later request about this session must carry it in [`SESSION_SECRET_HEADER`]
+    /// (and, when the session was created with a bearer token, the same token). Without it the session is "not
+    /// found". Never logged by the service, which keeps only its SHA-256.
+    #[serde(default)]
+    pub session_secret: String,
     /// Where this session's later requests should go, when the service runs behind a load balancer with several
     /// replicas: the replica's own address (`--advertise-url`). `None`: keep using the URL the session was created on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,27 +149,45 @@ pub struct VariableNames {
 }
 
 /// The seed-compatible one-shot `POST /execute` request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteRequest {
+    /// Empty or missing code is refused with `{"error": "Code is required"}`.
+    #[serde(default)]
     pub code: String,
+    /// A string or list becomes `context`. A dict is a namespace, as the seed's client sends it (its variables of
+    /// the previous call): each key that is a valid identifier and not a name of the REPL becomes a global, and
+    /// `context` is the dict's `"context"` entry when it has one, else the whole dict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<serde_json::Value>,
     /// Seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// Sent by the seed's client; every call is one-shot, so it is accepted and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// The seed-compatible one-shot `POST /execute` answer. A user-code error is `success: false` with status 200.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteResponse {
     pub success: bool,
+    /// With a notice at the end when output was dropped at the capture limit (see `dropped_chars`).
     pub stdout: String,
+    /// Also holds the traceback when the code raised (the seed's client reads only this).
     pub stderr: String,
-    /// `str()` of each user variable after the code ran.
+    /// Each user variable after the code ran: its value when JSON can represent it, else its `repr()`. Sending
+    /// them back as `context` restores them.
     pub locals: serde_json::Map<String, serde_json::Value>,
     /// Seconds.
     pub execution_time: f64,
+    /// The traceback, ending with `Kind: message`.
     pub error: Option<String>,
+    /// Characters of stdout and stderr dropped at the capture limit.
+    #[serde(default)]
+    pub dropped_chars: u64,
+    /// Variables left out of `locals` because all of them would not fit the output limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locals_omitted: Vec<String>,
 }
 
 /// The JSON body of every error status the sandbox service returns.

@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rlm_protocol::sandbox::ErrorBody;
 
@@ -12,6 +12,8 @@ pub enum SandboxError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -33,6 +35,7 @@ impl SandboxError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -47,10 +50,14 @@ impl IntoResponse for SandboxError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
-        if status == StatusCode::UNAUTHORIZED
-            && let Ok(value) = "Bearer".parse()
-        {
-            response.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, value);
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // These are answered before the request body was read to its end; the connection cannot carry another
+        // request, and saying so lets keep-alive clients open a new one instead of writing into a closed socket.
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

@@ -10,9 +10,14 @@
 //! `GET /v1/sessions`, `DELETE /v1/sessions/{id}`, `POST /v1/sessions/{id}/cells`,
 //! `GET /v1/sessions/{id}/cells/{cell_id}`, `POST /v1/sessions/{id}/cells/{cell_id}/resume`,
 //! `GET /v1/sessions/{id}/variables[/{name}]`. See `docs/sandbox.md`.
+//!
+//! A session belongs to its creator: requests about it must carry the secret returned at creation
+//! (`X-Session-Secret`) and the bearer token it was created with, or the session is "not found".
 
 mod contexts;
 mod error;
+mod execute;
+mod http;
 mod metrics;
 mod sessions;
 
@@ -22,21 +27,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
 use rlm_protocol::sandbox::{
-    CellRequest, CellResponse, ContextKind, ContextUploaded, CreateSessionRequest, ExecuteRequest, ExecuteResponse,
-    ResumeRequest, SessionCreated, SessionSummary, VariableNames, VariableValue,
+    CellRequest, ContextKind, ContextUploaded, CreateSessionRequest, ErrorBody, ExecuteRequest, ExecuteResponse,
+    ResumeRequest, SESSION_SECRET_HEADER, SessionCreated, SessionSummary, VariableNames, VariableValue,
 };
-use rlm_protocol::{Context, Executor, SessionSpec, SubCall, SubCallHost, SubCallResult};
+use rlm_protocol::{Context, Executor, SessionSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -44,14 +49,19 @@ use tokio::sync::Semaphore;
 use crate::contexts::{ContextStore, StoredContext, is_sha256_hex, sha256_hex};
 pub use crate::error::SandboxError;
 use crate::metrics::Metrics;
-use crate::sessions::{Slot, SuspendingHost};
+use crate::sessions::{CellReply, Owner, Slot, SuspendingHost};
 
 /// Limits and settings of the service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxConfig {
     /// Sessions held at once; creating one more answers 429.
     pub max_sessions: usize,
-    /// Cells executing at once (the worker pool); further cells wait for a slot.
+    /// Sessions one bearer token may hold at once; one more answers 429. Callers without a token share only
+    /// `max_sessions`.
+    pub max_sessions_per_owner: usize,
+    /// Cells executing at once (the worker pool); further cells wait for a place. A cell suspended on sub-calls gives
+    /// its place back until it is resumed. This bounds memory and admission; sharing the CPU fairly between running
+    /// cells is the executor's job.
     pub max_concurrent_cells: usize,
     /// A session unused for this long is closed.
     pub idle_ttl: Duration,
@@ -69,16 +79,31 @@ pub struct SandboxConfig {
     pub max_captured_chars: usize,
     /// When set, every route except `/health`, `/ready` and `/metrics` requires `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// More accepted bearer tokens (also required from then on), e.g. one per inference service: sessions belong to
+    /// the token that created them, so each service lists, reaches and is limited to only its own.
+    pub additional_tokens: Vec<String>,
     /// This replica's own base URL (e.g. `http://<pod-ip>:8000`), returned with every new session so that clients
     /// behind a load balancer send the session's later requests to the replica that holds it.
     pub advertise_url: Option<String>,
+    /// Open connections at most. At the cap, the oldest connection without a request in flight is closed to make
+    /// room; when all are answering requests, new ones are refused.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head (also the longest a keep-alive connection stays idle).
+    pub header_read_timeout: Duration,
+    /// Longest pause allowed while a request body arrives.
+    pub body_idle_timeout: Duration,
+    /// Bytes per second a request body must average after its first 10 s (0: no minimum).
+    pub min_body_rate: u64,
+    /// At shutdown, how long requests in flight may take before the sessions they wait on are closed.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             max_sessions: 64,
-            max_concurrent_cells: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            max_sessions_per_owner: 16,
+            max_concurrent_cells: 64,
             idle_ttl: Duration::from_secs(600),
             default_cell_timeout: SessionSpec::DEFAULT_CELL_TIMEOUT,
             max_cell_timeout: Duration::from_secs(600),
@@ -87,7 +112,13 @@ impl Default for SandboxConfig {
             context_store_bytes: 4 << 30,
             max_captured_chars: SessionSpec::DEFAULT_MAX_CAPTURED_CHARS,
             token: None,
+            additional_tokens: Vec::new(),
             advertise_url: None,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(60),
+            min_body_rate: 1024,
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -99,8 +130,12 @@ pub struct Sandbox {
     sessions: Mutex<HashMap<String, Arc<Slot>>>,
     /// Sessions created or being created; reserved before the (slow) start so the limit holds under concurrency.
     reserved: AtomicUsize,
+    /// Sessions held or being created per bearer token (by its SHA-256).
+    per_owner: Mutex<HashMap<[u8; 32], usize>>,
     contexts: Mutex<ContextStore>,
     cell_permits: Arc<Semaphore>,
+    /// SHA-256 of every accepted bearer token; empty when none is required.
+    accepted_tokens: Vec<[u8; 32]>,
     metrics: Metrics,
 }
 
@@ -114,8 +149,62 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Who sends a request: the SHA-256 of its bearer token and of its session secret, when it has them.
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    token: Option<[u8; 32]>,
+    secret: Option<[u8; 32]>,
+}
+
+impl Caller {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        let header = |name| headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok());
+        let token = header(header::AUTHORIZATION.as_str())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .map(digest);
+        let secret = header(SESSION_SECRET_HEADER).map(str::trim).filter(|s| !s.is_empty()).map(digest);
+        Self { token, secret }
+    }
+
+    /// Whether this caller may use a session of `owner`: it shows the session's secret and, when the session was
+    /// created with a bearer token, the same token.
+    fn owns(&self, owner: &Owner) -> bool {
+        // Digests are compared, never the secrets, so timing reveals nothing about them.
+        self.secret == Some(owner.secret) && (owner.token.is_none() || owner.token == self.token)
+    }
+
+    /// Whether `GET /v1/sessions` shows a session of `owner` to this caller: with a token, the sessions created
+    /// with it; without one, only a session whose secret it shows.
+    fn lists(&self, owner: &Owner) -> bool {
+        match self.token {
+            Some(token) => owner.token == Some(token),
+            None => owner.token.is_none() && self.secret == Some(owner.secret),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_headers(&parts.headers))
+    }
+}
+
+/// A fresh session secret: 244 random bits (two version-4 UUIDs, from the operating system's generator), as hex.
+fn new_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
 impl Sandbox {
     pub fn new(executor: Arc<dyn Executor>, config: SandboxConfig) -> Arc<Self> {
+        let accepted_tokens = config.token.iter().chain(&config.additional_tokens).map(|t| digest(t)).collect();
         Arc::new(Self {
             cell_permits: Arc::new(Semaphore::new(config.max_concurrent_cells.max(1))),
             contexts: Mutex::new(ContextStore::new(config.context_store_bytes)),
@@ -123,6 +212,8 @@ impl Sandbox {
             config,
             sessions: Mutex::new(HashMap::new()),
             reserved: AtomicUsize::new(0),
+            per_owner: Mutex::new(HashMap::new()),
+            accepted_tokens,
             metrics: Metrics::default(),
         })
     }
@@ -135,8 +226,14 @@ impl Sandbox {
         lock(&self.sessions).len()
     }
 
-    fn slot(&self, id: &str) -> Result<Arc<Slot>, SandboxError> {
-        lock(&self.sessions).get(id).cloned().ok_or_else(|| SandboxError::NotFound(format!("no session {id}")))
+    /// The session `id` if `caller` owns it. Someone else's session is "not found", exactly like a missing one, so
+    /// that session ids reveal nothing.
+    fn slot(&self, id: &str, caller: &Caller) -> Result<Arc<Slot>, SandboxError> {
+        lock(&self.sessions)
+            .get(id)
+            .filter(|slot| caller.owns(&slot.owner))
+            .cloned()
+            .ok_or_else(|| SandboxError::NotFound(format!("no session {id}")))
     }
 
     fn cell_timeout(&self, requested: Option<f64>) -> Result<Duration, SandboxError> {
@@ -173,17 +270,24 @@ impl Sandbox {
         }
     }
 
-    /// Creates a session; the caller holds a reservation.
-    async fn create_session(&self, mut request: CreateSessionRequest) -> Result<SessionCreated, SandboxError> {
+    /// Creates a session owned by `caller`; the caller holds a reservation.
+    async fn create_session(
+        &self,
+        mut request: CreateSessionRequest,
+        caller: &Caller,
+    ) -> Result<SessionCreated, SandboxError> {
         let context = self.context_from(&mut request)?;
         let cell_timeout = self.cell_timeout(request.cell_timeout)?;
         let spec = SessionSpec { context, cell_timeout, max_captured_chars: self.config.max_captured_chars };
-        let host = SuspendingHost::new(self.config.resume_timeout);
+        let host = SuspendingHost::new(self.config.resume_timeout, self.cell_permits.clone());
         let session = self.executor.start_session(spec, host.clone()).await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let slot = Arc::new(Slot::new(id.clone(), session, host, cell_timeout));
+        let secret = new_secret();
+        let owner = Owner { token: caller.token, secret: digest(&secret) };
+        let slot = Arc::new(Slot::new(id.clone(), owner, session, host, cell_timeout));
         let created = SessionCreated {
             session_id: id.clone(),
+            session_secret: secret,
             endpoint: self.config.advertise_url.clone(),
             context: slot.info.clone(),
             cell_timeout: cell_timeout.as_secs_f64(),
@@ -193,7 +297,9 @@ impl Sandbox {
         Ok(created)
     }
 
-    fn reserve_session(&self) -> Result<Reservation<'_>, SandboxError> {
+    /// Takes a place for a new session of `owner` (the caller's token digest), within the service's and the
+    /// owner's limits.
+    fn reserve_session(&self, owner: Option<[u8; 32]>) -> Result<Reservation<'_>, SandboxError> {
         let taken = self.reserved.fetch_add(1, Ordering::SeqCst);
         if taken >= self.config.max_sessions {
             self.reserved.fetch_sub(1, Ordering::SeqCst);
@@ -203,15 +309,44 @@ impl Sandbox {
                 self.config.max_sessions
             )));
         }
-        Ok(Reservation { sandbox: self, kept: false })
+        if let Some(owner) = owner {
+            let mut per_owner = lock(&self.per_owner);
+            let held = per_owner.entry(owner).or_default();
+            if *held >= self.config.max_sessions_per_owner {
+                drop(per_owner);
+                self.reserved.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.inc(|m| &m.rejected_owner_limit);
+                return Err(SandboxError::TooManyRequests(format!(
+                    "this token holds its maximum of {} sessions; close one or retry later",
+                    self.config.max_sessions_per_owner
+                )));
+            }
+            *held += 1;
+        }
+        Ok(Reservation { sandbox: self, owner, kept: false })
     }
 
-    /// Removes and closes a session.
+    /// Gives back a place taken by [`Self::reserve_session`].
+    fn release_session(&self, owner: Option<[u8; 32]>) {
+        self.reserved.fetch_sub(1, Ordering::SeqCst);
+        if let Some(owner) = owner {
+            let mut per_owner = lock(&self.per_owner);
+            if let Some(held) = per_owner.get_mut(&owner) {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    per_owner.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// Removes and closes a session. Returns at once when the executor can abort a running cell (see
+    /// [`Slot::close`]).
     async fn close_session(&self, id: &str) -> bool {
         let removed = lock(&self.sessions).remove(id);
         match removed {
             Some(slot) => {
-                self.reserved.fetch_sub(1, Ordering::SeqCst);
+                self.release_session(slot.owner.token);
                 slot.close().await;
                 true
             }
@@ -241,7 +376,11 @@ impl Sandbox {
         self.cell_permits.clone().acquire_owned().await.map_err(|_| SandboxError::Unavailable("shutting down".into()))
     }
 
-    /// Closes every session (at shutdown).
+    fn cells_running(&self) -> usize {
+        self.config.max_concurrent_cells.max(1).saturating_sub(self.cell_permits.available_permits())
+    }
+
+    /// Closes every session (at shutdown). Running cells are aborted where the executor can, not waited for.
     pub async fn close_all(&self) {
         let ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
         for id in ids {
@@ -253,41 +392,80 @@ impl Sandbox {
 /// A taken session place, given back on drop unless the session was created.
 struct Reservation<'a> {
     sandbox: &'a Sandbox,
+    owner: Option<[u8; 32]>,
     kept: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if !self.kept {
-            self.sandbox.reserved.fetch_sub(1, Ordering::SeqCst);
+            self.sandbox.release_session(self.owner);
         }
     }
 }
 
-/// Sub-calls in one-shot `/execute` have nobody to answer them.
-struct NoSubCalls;
-
-#[async_trait]
-impl SubCallHost for NoSubCalls {
-    async fn sub_calls(&self, calls: Vec<SubCall>) -> Vec<SubCallResult> {
-        calls.iter().map(|_| Err("sub-calls need a session: use POST /v1/sessions".to_owned())).collect()
-    }
-}
+/// Request bodies larger than this are parsed on a blocking thread, so that a huge one (a resume with hundreds of
+/// thousands of results) never stalls the async workers.
+const BLOCKING_JSON_BYTES: usize = 1 << 20;
 
 /// JSON body whose rejections (bad JSON, wrong fields, wrong content type) are 400s with a message.
 struct ApiJson<T>(T);
 
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send + 'static> FromRequest<S> for ApiJson<T> {
     type Rejection = SandboxError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::BytesRejection(err)) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(SandboxError::PayloadTooLarge(err.body_text()))
-            }
-            Err(rejection) => Err(SandboxError::BadRequest(rejection.body_text())),
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.split(';').next().is_some_and(|mime| mime.trim().ends_with("json")));
+        let big = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<usize>().ok())
+            .is_none_or(|length| length > BLOCKING_JSON_BYTES);
+        if !is_json || !big {
+            return match Json::<T>::from_request(request, state).await {
+                Ok(Json(value)) => Ok(Self(value)),
+                Err(JsonRejection::BytesRejection(err)) => Err(body_error(&err, err.status(), err.body_text())),
+                Err(rejection) => Err(SandboxError::BadRequest(rejection.body_text())),
+            };
         }
+        let bytes = match axum::body::Bytes::from_request(request, state).await {
+            Ok(bytes) => bytes,
+            Err(err) => return Err(body_error(&err, err.status(), err.body_text())),
+        };
+        let parsed = tokio::task::spawn_blocking(move || serde_json::from_slice::<T>(&bytes))
+            .await
+            .map_err(|e| SandboxError::Internal(format!("parsing the body failed: {e}")))?;
+        parsed.map(Self).map_err(|e| SandboxError::BadRequest(format!("Failed to deserialize the JSON body: {e}")))
+    }
+}
+
+/// The error for a body that could not be read: too large (413), too slow (408), or broken (400).
+fn body_error(err: &(dyn std::error::Error + 'static), status: StatusCode, text: String) -> SandboxError {
+    if http::is_body_timeout(err) {
+        SandboxError::RequestTimeout(text)
+    } else if status == StatusCode::PAYLOAD_TOO_LARGE {
+        SandboxError::PayloadTooLarge(text)
+    } else {
+        SandboxError::BadRequest(text)
+    }
+}
+
+/// Answers larger than this are serialised on a blocking thread.
+const BLOCKING_REPLY_BYTES: usize = 1 << 20;
+
+/// A cell's state as JSON.
+async fn cell_json(reply: CellReply) -> Response {
+    if reply.approximate_size() < BLOCKING_REPLY_BYTES {
+        return Json(reply).into_response();
+    }
+    match tokio::task::spawn_blocking(move || serde_json::to_vec(&reply)).await {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(Err(e)) => SandboxError::Internal(format!("encoding the answer failed: {e}")).into_response(),
+        Err(e) => SandboxError::Internal(format!("encoding the answer failed: {e}")).into_response(),
     }
 }
 
@@ -311,10 +489,43 @@ pub fn app(sandbox: Arc<Sandbox>) -> Router {
         .merge(protected)
         .fallback(|| async { SandboxError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(sandbox.config.max_body_bytes))
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(sandbox.clone(), guard_request_body))
         .with_state(sandbox)
 }
 
+/// Bounds how slowly a request body may arrive (see [`SandboxConfig::body_idle_timeout`]).
+async fn guard_request_body(State(sandbox): State<Arc<Sandbox>>, request: Request, next: Next) -> Response {
+    let (idle, rate) = (sandbox.config.body_idle_timeout, sandbox.config.min_body_rate);
+    next.run(request.map(|body| http::guard_body(body, idle, rate))).await
+}
+
+/// Every 4xx answer carries `{"error": "..."}`, also those axum makes itself (405, path and query rejections).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let error =
+        if text.is_empty() { status.canonical_reason().unwrap_or("request refused").to_lowercase() } else { text };
+    let body = serde_json::to_vec(&ErrorBody { error }).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(body))
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then closes every session.
+///
+/// Connections are capped ([`SandboxConfig::max_connections`]), request heads and bodies must arrive in time, and
+/// at shutdown requests in flight get [`SandboxConfig::shutdown_grace`] before the sessions are closed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sandbox: Arc<Sandbox>,
@@ -335,10 +546,26 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, app(sandbox.clone())).with_graceful_shutdown(shutdown).await;
-    reaper.abort();
-    sandbox.close_all().await;
-    result
+    let limits = http::HttpLimits {
+        header_read_timeout: sandbox.config.header_read_timeout,
+        max_connections: sandbox.config.max_connections.max(1),
+        shutdown_grace: sandbox.config.shutdown_grace,
+    };
+    let closing = sandbox.clone();
+    let counting = sandbox.clone();
+    http::serve_connections(
+        listener,
+        app(sandbox.clone()),
+        limits,
+        shutdown,
+        || async move {
+            reaper.abort();
+            closing.close_all().await;
+        },
+        move || counting.metrics.inc(|m| &m.rejected_connections),
+    )
+    .await;
+    Ok(())
 }
 
 async fn require_token(
@@ -347,14 +574,16 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &sandbox.config.token {
+    if !sandbox.accepted_tokens.is_empty() {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .unwrap_or("");
-        // Compare digests so the time taken does not depend on how much of the token matched.
-        if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
+        // Compare digests, and with every accepted one, so the time taken says nothing about the tokens.
+        let given = digest(given.trim());
+        let matches = sandbox.accepted_tokens.iter().fold(false, |found, accepted| found | (*accepted == given));
+        if !matches {
             sandbox.metrics.inc(|m| &m.rejected_unauthorized);
             return SandboxError::Unauthorized.into_response();
         }
@@ -370,58 +599,24 @@ async fn ready(State(sandbox): State<Arc<Sandbox>>) -> Response {
         "executor": sandbox.executor.name(),
         "sessions": sessions,
         "capacity": capacity,
-        "cells_running": sandbox.config.max_concurrent_cells - sandbox.cell_permits.available_permits(),
+        "cells_running": sandbox.cells_running(),
     });
     let status = if sessions < capacity { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
 async fn metrics(State(sandbox): State<Arc<Sandbox>>) -> Response {
-    let running = sandbox.config.max_concurrent_cells.max(1) - sandbox.cell_permits.available_permits();
-    let text = sandbox.metrics.render(sandbox.session_count(), running, sandbox.config.max_sessions);
+    let text = sandbox.metrics.render(sandbox.session_count(), sandbox.cells_running(), sandbox.config.max_sessions);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn execute(
     State(sandbox): State<Arc<Sandbox>>,
+    caller: Caller,
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Json<ExecuteResponse>, SandboxError> {
     sandbox.metrics.inc(|m| &m.executes);
-    let cell_timeout = sandbox.cell_timeout(request.timeout)?;
-    let context = match request.context {
-        Some(serde_json::Value::String(text)) => Context::Text(text),
-        Some(value) => Context::Json(value),
-        None => Context::Text(String::new()),
-    };
-    let reservation = sandbox.reserve_session()?;
-    let spec = SessionSpec { context, cell_timeout, max_captured_chars: sandbox.config.max_captured_chars };
-    let mut session = sandbox.executor.start_session(spec, Arc::new(NoSubCalls)).await?;
-    let permit = sandbox.cell_worker().await?;
-    let outcome = session.run_cell(&request.code).await;
-    drop(permit);
-    let mut locals = serde_json::Map::new();
-    if let Ok(names) = session.variable_names().await {
-        for name in names {
-            if let Ok(Some(value)) = session.get_variable(&name).await {
-                locals.insert(name, serde_json::Value::String(value));
-            }
-        }
-    }
-    let _ = session.close().await;
-    drop(reservation);
-    let outcome = outcome?;
-    sandbox.metrics.record_cell(&outcome);
-    let error = outcome.error.as_ref().map(|error| {
-        if error.traceback.is_empty() { error.to_string() } else { format!("{}\n{error}", error.traceback.trim_end()) }
-    });
-    Ok(Json(ExecuteResponse {
-        success: error.is_none(),
-        stdout: outcome.stdout,
-        stderr: outcome.stderr,
-        locals,
-        execution_time: outcome.duration.as_secs_f64(),
-        error,
-    }))
+    Ok(Json(execute::execute(&sandbox, caller.token, request).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -433,10 +628,11 @@ struct UploadQuery {
 /// Streams the body into memory, hashing as it goes; the hash must match the path.
 async fn upload_context(
     State(sandbox): State<Arc<Sandbox>>,
-    Path(sha256): Path<String>,
-    Query(query): Query<UploadQuery>,
+    ApiPath(sha256): ApiPath<String>,
+    query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<(StatusCode, Json<ContextUploaded>), SandboxError> {
+    let Query(query) = query.map_err(|e| SandboxError::BadRequest(e.body_text()))?;
     if !is_sha256_hex(&sha256) {
         return Err(SandboxError::BadRequest("the path must end in the lower-case hex SHA-256 of the body".into()));
     }
@@ -445,7 +641,8 @@ async fn upload_context(
     let mut bytes = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| SandboxError::BadRequest(format!("reading the body failed: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| body_error(&e, StatusCode::BAD_REQUEST, format!("reading the body failed: {e}")))?;
         if bytes.len() + chunk.len() > limit {
             return Err(SandboxError::PayloadTooLarge(format!("contexts are limited to {limit} bytes")));
         }
@@ -470,19 +667,35 @@ async fn context_exists(State(sandbox): State<Arc<Sandbox>>, Path(sha256): Path<
     if lock(&sandbox.contexts).get(&sha256).is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND }
 }
 
+/// Path parameters whose rejections are 400s with a JSON message.
+struct ApiPath<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = SandboxError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(SandboxError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 async fn create_session(
     State(sandbox): State<Arc<Sandbox>>,
+    caller: Caller,
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<SessionCreated>), SandboxError> {
-    let mut reservation = sandbox.reserve_session()?;
-    let created = sandbox.create_session(request).await?;
+    let mut reservation = sandbox.reserve_session(caller.token)?;
+    let created = sandbox.create_session(request, &caller).await?;
     reservation.kept = true;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-async fn list_sessions(State(sandbox): State<Arc<Sandbox>>) -> Json<Vec<SessionSummary>> {
+async fn list_sessions(State(sandbox): State<Arc<Sandbox>>, caller: Caller) -> Json<Vec<SessionSummary>> {
     let mut sessions: Vec<SessionSummary> = lock(&sandbox.sessions)
         .values()
+        .filter(|slot| caller.lists(&slot.owner))
         .map(|slot| SessionSummary {
             session_id: slot.id.clone(),
             context: slot.info.clone(),
@@ -499,8 +712,10 @@ async fn list_sessions(State(sandbox): State<Arc<Sandbox>>) -> Json<Vec<SessionS
 
 async fn delete_session(
     State(sandbox): State<Arc<Sandbox>>,
-    Path(id): Path<String>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, SandboxError> {
+    sandbox.slot(&id, &caller)?;
     if sandbox.close_session(&id).await {
         sandbox.metrics.inc(|m| &m.sessions_closed);
         Ok(StatusCode::NO_CONTENT)
@@ -511,41 +726,47 @@ async fn delete_session(
 
 async fn run_cell(
     State(sandbox): State<Arc<Sandbox>>,
-    Path(id): Path<String>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<CellRequest>,
-) -> Result<Json<CellResponse>, SandboxError> {
-    let slot = sandbox.slot(&id)?;
+) -> Result<Response, SandboxError> {
+    let slot = sandbox.slot(&id, &caller)?;
     let permit = sandbox.cell_worker().await?;
-    Ok(Json(slot.start_cell(request.code, permit, &sandbox.metrics).await?))
+    Ok(cell_json(slot.start_cell(request.code, permit, &sandbox.metrics).await?).await)
 }
 
 async fn poll_cell(
     State(sandbox): State<Arc<Sandbox>>,
-    Path((id, cell_id)): Path<(String, u64)>,
-) -> Result<Json<CellResponse>, SandboxError> {
-    Ok(Json(sandbox.slot(&id)?.poll(cell_id, &sandbox.metrics).await?))
+    caller: Caller,
+    ApiPath((id, cell_id)): ApiPath<(String, u64)>,
+) -> Result<Response, SandboxError> {
+    Ok(cell_json(sandbox.slot(&id, &caller)?.poll(cell_id, &sandbox.metrics).await?).await)
 }
 
 async fn resume_cell(
     State(sandbox): State<Arc<Sandbox>>,
-    Path((id, cell_id)): Path<(String, u64)>,
+    caller: Caller,
+    ApiPath((id, cell_id)): ApiPath<(String, u64)>,
     ApiJson(request): ApiJson<ResumeRequest>,
-) -> Result<Json<CellResponse>, SandboxError> {
-    Ok(Json(sandbox.slot(&id)?.resume(cell_id, request.results, &sandbox.metrics).await?))
+) -> Result<Response, SandboxError> {
+    let slot = sandbox.slot(&id, &caller)?;
+    Ok(cell_json(slot.resume(cell_id, request.results, &sandbox.metrics).await?).await)
 }
 
 async fn variable_names(
     State(sandbox): State<Arc<Sandbox>>,
-    Path(id): Path<String>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<VariableNames>, SandboxError> {
-    let names = sandbox.slot(&id)?.variable_names().await?;
+    let names = sandbox.slot(&id, &caller)?.variable_names().await?;
     Ok(Json(VariableNames { names }))
 }
 
 async fn variable(
     State(sandbox): State<Arc<Sandbox>>,
-    Path((id, name)): Path<(String, String)>,
+    caller: Caller,
+    ApiPath((id, name)): ApiPath<(String, String)>,
 ) -> Result<Json<VariableValue>, SandboxError> {
-    let value = sandbox.slot(&id)?.get_variable(&name).await?;
+    let value = sandbox.slot(&id, &caller)?.get_variable(&name).await?;
     Ok(Json(VariableValue { name, value }))
 }

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub rejected_session_limit: AtomicU64,
     pub rejected_unauthorized: AtomicU64,
     pub rejected_busy: AtomicU64,
+    pub rejected_owner_limit: AtomicU64,
+    /// Connections refused because every open connection was answering a request.
+    pub rejected_connections: AtomicU64,
     pub executes: AtomicU64,
     cell_seconds_micros: AtomicU64,
     cell_buckets: [AtomicU64; BUCKETS.len()],
@@ -120,6 +123,8 @@ impl Metrics {
                 ("{reason=\"session_limit\"}", get(&self.rejected_session_limit)),
                 ("{reason=\"unauthorized\"}", get(&self.rejected_unauthorized)),
                 ("{reason=\"busy\"}", get(&self.rejected_busy)),
+                ("{reason=\"owner_session_limit\"}", get(&self.rejected_owner_limit)),
+                ("{reason=\"connection_limit\"}", get(&self.rejected_connections)),
             ],
         );
         let _ = writeln!(

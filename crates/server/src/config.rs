@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub default_model: Option<String>,
     /// Default model of `llm_query` and child RLMs (default: the run's root model).
     pub sub_model: Option<String>,
+    /// The endpoint of `sub_model` when it is served elsewhere than `openai` (the seed's `LLM_RECURSIVE_BASE_URL`);
+    /// requests naming `sub_model` go there, with the same key.
+    pub sub_openai: Option<OpenAiConfig>,
     /// Default limits of a run; requests may override each of them.
     pub limits: Limits,
     pub executor: ExecutorChoice,
@@ -57,6 +60,7 @@ impl Default for ServerConfig {
             openai: OpenAiConfig::default(),
             default_model: None,
             sub_model: None,
+            sub_openai: None,
             limits: Limits::default(),
             executor: ExecutorChoice::Local,
             route: rlm::RouteMode::Auto,
@@ -75,12 +79,35 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Fills what is still unset from the seed's variables (read through `lookup`, e.g. `std::env::var`):
+    /// `LLM_MODEL` (root model), `LLM_RECURSIVE_MODEL` (sub-model) and `LLM_RECURSIVE_BASE_URL` (the sub-model's
+    /// endpoint, when it differs from the root's; `LLM_BASE_URL` is read with the root endpoint).
+    pub fn with_seed_env(mut self, lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        if self.default_model.is_none() {
+            self.default_model = get("LLM_MODEL");
+        }
+        if self.sub_model.is_none() {
+            self.sub_model = get("LLM_RECURSIVE_MODEL");
+        }
+        if self.sub_openai.is_none()
+            && let Some(base_url) = get("LLM_RECURSIVE_BASE_URL")
+            && base_url.trim_end_matches('/') != self.openai.base_url.trim_end_matches('/')
+        {
+            self.sub_openai = Some(OpenAiConfig { base_url, ..self.openai.clone() });
+        }
+        self
+    }
+}
+
 impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("openai", &self.openai)
             .field("default_model", &self.default_model)
             .field("sub_model", &self.sub_model)
+            .field("sub_openai", &self.sub_openai)
             .field("limits", &self.limits)
             .field("executor", &self.executor)
             .field("max_concurrent_runs", &self.max_concurrent_runs)
@@ -98,6 +125,28 @@ impl fmt::Debug for ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_seeds_variables_fill_what_flags_left_unset() {
+        let env = |name: &str| {
+            Some(match name {
+                "LLM_MODEL" => "root-env".to_owned(),
+                "LLM_RECURSIVE_MODEL" => "sub-env".to_owned(),
+                "LLM_RECURSIVE_BASE_URL" => "http://sub:9000/v1".to_owned(),
+                _ => return None,
+            })
+        };
+        let base = ServerConfig { openai: OpenAiConfig::new("http://root:8000/v1"), ..ServerConfig::default() };
+        let filled = base.clone().with_seed_env(env);
+        assert_eq!(filled.default_model.as_deref(), Some("root-env"));
+        assert_eq!(filled.sub_model.as_deref(), Some("sub-env"));
+        assert_eq!(filled.sub_openai.map(|c| c.base_url).as_deref(), Some("http://sub:9000/v1"));
+        let flags = ServerConfig { sub_model: Some("flag".into()), default_model: Some("root".into()), ..base };
+        let kept = flags.with_seed_env(env);
+        assert_eq!((kept.default_model.as_deref(), kept.sub_model.as_deref()), (Some("root"), Some("flag")));
+        let same = ServerConfig { openai: OpenAiConfig::new("http://sub:9000/v1/"), ..ServerConfig::default() };
+        assert!(same.with_seed_env(env).sub_openai.is_none(), "one endpoint needs no second client");
+    }
 
     #[test]
     fn debug_redacts_secrets() {

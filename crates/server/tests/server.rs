@@ -1156,3 +1156,27 @@ async fn runs_evicted_from_the_registry_leave_the_viewer_too() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_recursive_model_is_called_at_its_own_endpoint() {
+    let root = models(
+        ScriptedServer::builder()
+            .script("root", [Reply::text(format!("{}\nFINAL_VAR(x)", repl("x = llm_query('hi')")))]),
+    )
+    .await;
+    let sub = models(ScriptedServer::builder().rule(|_| Some(Reply::text("from the sub endpoint")))).await;
+    let sub_url = sub.base_url();
+    let env = |name: &str| match name {
+        "LLM_RECURSIVE_MODEL" => Some("small".to_owned()),
+        "LLM_RECURSIVE_BASE_URL" => Some(sub_url.clone()),
+        _ => None,
+    };
+    let server = Server::start(config(&root).with_seed_env(env)).await;
+    let (status, body) = server.post("/v1/runs", &json!({"query": "q", "context": "c"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["answer"], "from the sub endpoint", "{body}");
+    assert_eq!(sub.requests_for("small").len(), 1);
+    assert!(root.requests_for("small").is_empty());
+    assert_eq!(sub.requests_for("root").len(), 0);
+    server.shutdown().await;
+}
