@@ -83,7 +83,7 @@ def run(binary, code):
         "peak_rss_mb": round(int(rss.group(1)) / 1024) if rss else None,
         "killed": killed,
         "forged_text": b"FORGED" in out,
-        "result": out.decode("utf-8", "replace")[:300],
+        "result": out.decode("utf-8", "replace"),
     }
 
 
@@ -96,9 +96,10 @@ def main():
             result = json.loads(row["result"]) if not row["killed"] else {}
         except json.JSONDecodeError:
             result = {}
-        error = (result.get("error") or "")[:90] if isinstance(result.get("error"), str) else str(result.get("error"))[:90]
+        error = (result.get("error") or "").strip().splitlines()
+        error = error[-1][:90] if error else ""
         rows.append((name, row, error, len(result.get("stdout") or "")))
-        print(json.dumps({"attack": name, **row, "error": error}), flush=True)
+        print(json.dumps({"attack": name, **{k: v for k, v in row.items() if k != "result"}, "error": error}), flush=True)
     print()
     print(f"| attack | wall s | peak RSS MB | ended within {LIMIT_SECONDS} s + 5 s | forged text | stdout chars | error |")
     print("|---|---|---|---|---|---|---|")

@@ -90,6 +90,13 @@ def host_call(kind, prompts, model):
         raise ValueError(
             f"{len(prompts):,} prompts in one batch; the sandbox allows {_limits['batch_len']:,} per call"
         )
+    for index, prompt in enumerate(prompts):
+        # A str has at least as many UTF-8 bytes as characters: refuse a huge one before encoding it.
+        if len(prompt) > _limits["prompt_bytes"]:
+            raise ValueError(
+                f"prompt {index} is {len(prompt):,} characters; the sandbox allows {_limits['prompt_bytes']:,} bytes"
+                " per prompt"
+            )
     encoded = [p.encode("utf-8", "replace") for p in prompts]
     total = 0
     for index, data in enumerate(encoded):
@@ -285,11 +292,13 @@ class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
         header = {"op": "done", "error": error, "dropped": output.dropped, "answer_len": None, "final_var": None}
         limit_bytes = _limits["answer_bytes"]
         if answer is not None:
-            encoded = _utf8(answer)
+            # At least one byte per character: a huge answer is refused before it is encoded.
+            encoded = answer if len(answer) > limit_bytes else _utf8(answer)
             if len(encoded) > limit_bytes:
                 header["error"] = header["error"] or {
                     "kind": "ValueError",
-                    "message": f"the answer is {len(encoded):,} bytes; the sandbox allows {limit_bytes:,}",
+                    "message": f"the answer is {len(encoded):,} characters or more as UTF-8 bytes; the sandbox allows"
+                    f" {limit_bytes:,} bytes",
                     "traceback": "",
                 }
             else:
@@ -297,11 +306,12 @@ class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
                 payload += encoded
         if final_var is not None:
             name, value = final_var
-            encoded = None if value is None else _utf8(value)
+            encoded = None if value is None else value if len(value) > limit_bytes else _utf8(value)
             if encoded is not None and len(encoded) > limit_bytes:
                 header["error"] = header["error"] or {
                     "kind": "ValueError",
-                    "message": f"variable {name!r} is {len(encoded):,} bytes as text; FINAL_VAR allows {limit_bytes:,}",
+                    "message": f"variable {name!r} is {len(encoded):,} characters or more as text; FINAL_VAR allows"
+                    f" {limit_bytes:,} bytes",
                     "traceback": "",
                 }
             else:

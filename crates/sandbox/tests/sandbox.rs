@@ -843,3 +843,40 @@ async fn each_accepted_token_sees_only_its_own_sessions() {
     assert_eq!(own.send().await.unwrap().status(), StatusCode::OK);
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_spinning_wasm_session_and_shutting_down_never_wait_on_the_guest() {
+    let service =
+        Service::start(SandboxConfig { shutdown_grace: Duration::from_millis(200), ..SandboxConfig::default() }).await;
+    let (status, body) = service.post("/v1/sessions", json!({"context": "", "cell_timeout": 120})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let session = Session {
+        id: body["session_id"].as_str().unwrap().to_owned(),
+        secret: body["session_secret"].as_str().unwrap().to_owned(),
+    };
+    // A forged reply first (the guest trying to look finished), then a spin: the real wasm guest, a 120 s limit.
+    let forged = "import json, os, struct\nh = json.dumps({'op': 'done', 'error': None, 'dropped': 0, 'answer_len': None, \
+                'final_var': None}).encode()\ntry:\n    os.write(0, struct.pack('<II', len(h), 0) + h)\nexcept Exception:\n    pass\nwhile True: pass";
+    let (status, body) = service.cell(&session, "x = 1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let running = tokio::spawn(
+        service.on(reqwest::Method::POST, &session, "/cells").json(&json!({"code": "while True: pass"})).send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let deleted = service.on(reqwest::Method::DELETE, &session, "").send();
+    let deleted = tokio::time::timeout(Duration::from_secs(5), deleted).await.expect("DELETE answered").unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(started.elapsed() < Duration::from_secs(2), "DELETE took {:?}", started.elapsed());
+    let finished = tokio::time::timeout(Duration::from_secs(5), running).await.expect("the cell's request ended");
+    assert!(finished.unwrap().is_ok());
+
+    // A session whose guest forged a reply and spins: shutdown still ends at once.
+    let other = service.session(json!("")).await;
+    let _spinning =
+        tokio::spawn(service.on(reqwest::Method::POST, &other, "/cells").json(&json!({"code": forged})).send());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), service.stop()).await.expect("shutdown finished");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+}
