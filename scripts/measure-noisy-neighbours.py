@@ -15,6 +15,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 
@@ -41,10 +42,13 @@ def run_cell(base, session, code):
 
 def bystander_latencies(base, session, samples):
     latencies = []
+    origin = time.monotonic()
     for _ in range(samples):
         started = time.monotonic()
         reply = run_cell(base, session, "1 + 1")
         latencies.append(time.monotonic() - started)
+        if latencies[-1] > 1 and "-v" in sys.argv:
+            print(f"  slow sample at +{started - origin:.1f} s: {latencies[-1]:.2f} s", file=sys.stderr)
         assert reply["status"] == "done" and reply["outcome"]["stdout"] == "2\n", reply
     return latencies
 
@@ -67,7 +71,13 @@ def main():
     def spin():
         session = new_session(base, cell_timeout)
         while not stop.is_set():
-            run_cell(base, session, "while True: pass")
+            try:
+                run_cell(base, session, "while True: pass")
+            except urllib.error.HTTPError as err:
+                if err.code != 410:
+                    raise
+                # A session whose cells keep failing is closed by the sandbox: start another.
+                session = new_session(base, cell_timeout)
 
     threads = [threading.Thread(target=spin, daemon=True) for _ in range(spinners)]
     for thread in threads:
