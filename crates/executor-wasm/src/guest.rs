@@ -995,7 +995,6 @@ fn wait_for_host(state: &mut GuestState, calls: Vec<SubCall>) -> Option<Vec<rlm_
 /// The epoch callback: stops the guest once the current deadline has passed or the session was aborted, and gives
 /// other sessions their turn on the CPU; otherwise checks again later.
 pub(crate) fn on_epoch(state: &mut GuestState) -> wasmtime::Result<wasmtime::UpdateDeadline> {
-    const TICK_MS: u128 = crate::engine::EPOCH_TICK.as_millis();
     if state.ctl.is_aborted() {
         return Err(wasmtime::Error::new(Aborted));
     }
@@ -1003,15 +1002,13 @@ pub(crate) fn on_epoch(state: &mut GuestState) -> wasmtime::Result<wasmtime::Upd
         turn.yield_if_due(&state.ctl.aborted);
     }
     match state.deadline {
-        None => Ok(wasmtime::UpdateDeadline::Continue(1)),
-        Some(deadline) => {
-            let now = Instant::now();
-            if now >= deadline {
-                state.timed_out = true;
-                return Err(wasmtime::Error::new(DeadlineReached));
-            }
-            let remaining_ticks = (deadline - now).as_millis() / TICK_MS.max(1);
-            Ok(wasmtime::UpdateDeadline::Continue(remaining_ticks.clamp(1, 5) as u64))
+        Some(deadline) if Instant::now() >= deadline => {
+            state.timed_out = true;
+            Err(wasmtime::Error::new(DeadlineReached))
+        }
+        _ => {
+            // Back at the next tick: the CPU scheduler may want this turn for a waiting session.
+            Ok(wasmtime::UpdateDeadline::Continue(1))
         }
     }
 }
