@@ -130,8 +130,10 @@ def install_streams(hosted=False):
 def _adopt_host_streams():
     for router, name in ((_routers[0], "stdout"), (_routers[1], "stderr")):
         current = getattr(sys, name)
-        if current is not router and not isinstance(current, _Router):
-            object.__setattr__(router, "_real", current)
+        if current is not router:
+            if not isinstance(current, _Router):
+                object.__setattr__(router, "_real", current)
+            setattr(sys, name, router)
 
 
 def restore_process_state():

@@ -31,15 +31,16 @@ impl From<RlmError> for Error {
             RlmError::Protocol(err @ rlm::protocol::Error::Model { .. }) => Self::Model(err.to_string()),
             RlmError::Protocol(err) => Self::Sandbox(err.to_string()),
             RlmError::Failed { message, completion } => {
-                // The engine names the failing part at the start of its message (engine/src/run.rs).
-                let class = if completion.finished_by == rlm::FinishedBy::Cancelled {
-                    "CancelledError"
-                } else if message.contains("model") {
-                    "ModelError"
-                } else if message.contains("REPL") {
-                    if is_connection_failure(&message) { "SandboxConnectionError" } else { "SandboxError" }
-                } else {
-                    "RunError"
+                let class = match completion.finished_by {
+                    rlm::FinishedBy::Cancelled => "CancelledError",
+                    // The engine names the failing part at the start of its message (engine/src/run.rs).
+                    rlm::FinishedBy::Error if message.starts_with("the root model") => "ModelError",
+                    rlm::FinishedBy::Error if message.starts_with("the direct model") => "ModelError",
+                    rlm::FinishedBy::Error if message.contains("the REPL") && is_connection_failure(&message) => {
+                        "SandboxConnectionError"
+                    }
+                    rlm::FinishedBy::Error if message.contains("the REPL") => "SandboxError",
+                    _ => "RunError",
                 };
                 let result_json = serde_json::to_string(&completion).ok();
                 Self::Failed { class, message, result_json }

@@ -134,6 +134,8 @@ fn executor(kind: &str, sandbox_url: Option<&str>) -> Result<Arc<dyn Executor>, 
 #[pyclass(module = "rlm._rlm", frozen)]
 struct Engine {
     rlm: Rlm,
+    /// Whether runs log their steps (`rlm.run` at INFO).
+    log_steps: bool,
 }
 
 #[pymethods]
@@ -142,6 +144,7 @@ impl Engine {
     #[pyo3(signature = (
         *, model, sub_model=None, depth_models=None, base_url=None, api_key=None, max_iterations=20, max_depth=1,
         executor="local", sandbox_url=None, trace_dir=None, trace=true, timeout=None, request_timeout=None,
+        log_steps=false, route="rlm",
     ))]
     #[allow(clippy::too_many_arguments, reason = "keyword-only arguments of a Python constructor")]
     fn new(
@@ -159,8 +162,20 @@ impl Engine {
         trace: bool,
         timeout: Option<f64>,
         request_timeout: Option<f64>,
+        log_steps: bool,
+        route: &str,
     ) -> PyResult<Self> {
-        let mut builder = Rlm::builder().model(model).max_iterations(max_iterations).max_depth(max_depth);
+        let route = match route {
+            "rlm" => rlm::RouteMode::Rlm,
+            "auto" => rlm::RouteMode::Auto,
+            "direct" => rlm::RouteMode::Direct,
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "route must be rlm, auto or direct, not {other:?}"
+                )));
+            }
+        };
+        let mut builder = Rlm::builder().model(model).max_iterations(max_iterations).max_depth(max_depth).route(route);
         if let Some(sub) = sub_model {
             builder = builder.sub_model(sub);
         }
@@ -188,16 +203,27 @@ impl Engine {
         let kind = executor.to_owned();
         let chosen = py.detach(move || self::executor(&kind, sandbox_url.as_deref()))?;
         let rlm = builder.executor(chosen).build().map_err(Error::from)?;
-        Ok(Self { rlm })
+        Ok(Self { rlm, log_steps })
     }
 
-    /// Answers `query` over the context; returns the result as JSON text (see `rlm.RLMResult`).
-    fn completion(&self, py: Python<'_>, context_kind: &str, context: String, query: String) -> PyResult<String> {
+    /// Answers `query` over the context; returns the result as JSON text (see `rlm.RLMResult`). `cancel` stops the
+    /// run from another thread (the async API's task cancellation).
+    #[pyo3(signature = (context_kind, context, query, cancel=None))]
+    fn completion(
+        &self,
+        py: Python<'_>,
+        context_kind: &str,
+        context: String,
+        query: String,
+        cancel: Option<&CancelToken>,
+    ) -> PyResult<String> {
         let context = context_from(context_kind, context)?;
         let rlm = self.rlm.clone();
-        let cancel = CancellationToken::new();
+        let cancel = cancel.map(|c| c.token.clone()).unwrap_or_default();
         let token = cancel.clone();
-        let outcome = wait(py, Some(&cancel), async move { rlm.completion_with(context, &query, token, None).await })?;
+        let observer: Option<Arc<dyn rlm::TraceSink>> = self.log_steps.then(|| Arc::new(logging::RunLog) as _);
+        let outcome =
+            wait(py, Some(&cancel), async move { rlm.completion_with(context, &query, token, observer).await })?;
         match outcome {
             Ok(completion) => Ok(serde_json::to_string(&completion).map_err(|e| Error::Runtime(e.to_string()))?),
             Err(err) => Err(raise(py, Error::from(err))),
@@ -224,6 +250,30 @@ impl Engine {
     #[getter]
     fn model(&self) -> String {
         self.rlm.engine().config().models.root.clone()
+    }
+}
+
+/// Cancels a run from another thread: `Engine.completion(..., cancel=token)` then `token.cancel()`.
+#[pyclass(module = "rlm._rlm", frozen)]
+#[derive(Default)]
+struct CancelToken {
+    token: CancellationToken,
+}
+
+#[pymethods]
+impl CancelToken {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.token.is_cancelled()
     }
 }
 
@@ -349,6 +399,7 @@ fn _rlm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PYTHON_BUILD_VERSION", rlm::LocalExecutor::python_build_version())?;
     m.add_class::<Engine>()?;
     m.add_class::<Session>()?;
+    m.add_class::<CancelToken>()?;
     m.add_function(wrap_pyfunction!(open_session, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(logging::install_log_bridge, m)?)?;

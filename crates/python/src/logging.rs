@@ -71,7 +71,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Bridge {
         let level = python_level(event.metadata().level());
         let mut message = Message::default();
         event.record(&mut message);
-        let name = format!("rlm.{}", event.metadata().target().replace("::", "."));
+        // `rlm_engine::run` -> `rlm.engine.run`; `rlm.run` (the run log) stays.
+        let target = event.metadata().target();
+        let name = match target.strip_prefix("rlm_") {
+            Some(rest) => format!("rlm.{}", rest.replace("::", ".")),
+            None => target.replace("::", "."),
+        };
         // `try_attach`: events may come while the interpreter is shutting down; they are dropped then.
         let _ = Python::try_attach(|py| -> PyResult<()> {
             let logger = py.import("logging")?.call_method1("getLogger", (name,))?;
@@ -87,4 +92,59 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Bridge {
 pub(crate) fn install_log_bridge(level: u8) -> bool {
     MIN_LEVEL.store(level.max(1), Ordering::Relaxed);
     *INSTALLED.get_or_init(|| tracing_subscriber::registry().with(Bridge).try_init().is_ok())
+}
+
+/// Logs a run's steps as `INFO` events of target `rlm.run` (the original's `enable_logging`), so they reach Python's
+/// `logging` through the bridge.
+#[derive(Debug, Default)]
+pub(crate) struct RunLog;
+
+/// The first `limit` characters of `text` on one line.
+fn preview(text: &str, limit: usize) -> String {
+    let flat: String = text.trim().chars().map(|c| if c == '\n' { '⏎' } else { c }).take(limit + 1).collect();
+    if flat.chars().count() > limit { format!("{}…", flat.chars().take(limit).collect::<String>()) } else { flat }
+}
+
+impl rlm::TraceSink for RunLog {
+    fn record(&self, event: &rlm::TraceEvent) {
+        let depth = event.depth;
+        let iteration = event.iteration.unwrap_or_default();
+        match &event.body {
+            rlm::EventBody::Metadata(_) => {
+                tracing::info!(target: "rlm.run", "depth {depth}: run {} started", event.run_id)
+            }
+            rlm::EventBody::ModelCall(call) => tracing::info!(
+                target: "rlm.run",
+                "depth {depth} iteration {iteration}: {} answered in {:.0} ms: {}",
+                call.model,
+                call.latency_ms,
+                preview(call.response.as_deref().or(call.error.as_deref()).unwrap_or_default(), 200)
+            ),
+            rlm::EventBody::Cell(cell) => tracing::info!(
+                target: "rlm.run",
+                "depth {depth} iteration {iteration}: code ran in {:.1} ms{}: {}",
+                cell.duration_ms,
+                cell.error.as_ref().map(|e| format!(" ({}: {})", e.kind, preview(&e.message, 80))).unwrap_or_default(),
+                preview(&cell.stdout, 200)
+            ),
+            rlm::EventBody::SubCall(call) => tracing::info!(
+                target: "rlm.run",
+                "depth {depth} iteration {iteration}: sub-call to {} in {:.0} ms",
+                call.model,
+                call.latency_ms
+            ),
+            rlm::EventBody::Final(end) => tracing::info!(
+                target: "rlm.run",
+                "depth {depth}: finished by {} after {} iterations, {} sub-calls: {}",
+                end.finished_by.as_str(),
+                end.iterations,
+                end.sub_calls,
+                preview(end.answer.as_deref().unwrap_or_default(), 200)
+            ),
+        }
+    }
+
+    fn flush(&self) -> rlm_protocol::Result<()> {
+        Ok(())
+    }
 }
