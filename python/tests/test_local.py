@@ -201,3 +201,14 @@ def test_logs_go_through_python_logging(scripted, caplog):
         RLM_REPL(base_url=server.url, enable_logging=True).completion("c", "q")
     messages = [r.getMessage() for r in caplog.records if r.name == "rlm.run"]
     assert any("finished by final" in m for m in messages), messages
+
+
+def test_model_code_runs_in_this_interpreter():
+    # No second libpython: the extension runs cells in the host interpreter, whose modules the cell sees.
+    marker = object()
+    sys.rlm_host_marker = marker  # type: ignore[attr-defined]
+    try:
+        with REPLEnv(api_key="k") as env:
+            assert env.code_execution("import sys\nprint(id(sys.rlm_host_marker))").stdout == f"{id(marker)}\n"
+    finally:
+        del sys.rlm_host_marker  # type: ignore[attr-defined]
