@@ -38,7 +38,10 @@ class ScriptedServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a cancelled run): nothing to report
 
             def do_GET(self) -> None:
                 self._send(404, {"error": {"message": "not found"}})

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +79,23 @@ def test_ctrl_c_in_a_script_stops_it(scripted):
     assert time.monotonic() - started < 3
     assert process.returncode != 0
     assert "KeyboardInterrupt" in stderr
+
+
+def test_ctrl_c_in_the_console_script_run_exits_130(scripted, tmp_path):
+    server = scripted(default="```repl\nprint(1)\n```", delay=0.3)
+    context = tmp_path / "context.txt"
+    context.write_text("some text")
+    script = str(Path(sys.executable).parent / "rlm")
+    command = [script, "run", "-c", str(context), "-q", "q", "--model", "m", "--base-url", server.url, "--route", "rlm"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130, stderr
+    assert "cancelled" in stderr and "Traceback" not in stderr
 
 
 def test_cancelling_the_async_task_cancels_the_run(scripted):

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .. import _rlm
+from ..cli import run_cli
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -17,7 +17,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free port)")
     args, rest = parser.parse_known_args(argv)
-    return _rlm.cli_main(["rlm", "sandbox", "serve", "--host", args.host, "--port", str(args.port), *rest])
+    return run_cli(["rlm", "sandbox", "serve", "--host", args.host, "--port", str(args.port), *rest])
 
 
 if __name__ == "__main__":
