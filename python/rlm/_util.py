@@ -65,7 +65,9 @@ def recursive_settings(
     recursive_models: Any, recursive_base_urls: Any, base_url: Optional[str]
 ) -> Tuple[List[str], Optional[str]]:
     """The sub-models (per depth) and their base URL, with the original's environment defaults."""
-    models = check_str_list("recursive_models", recursive_models) or [env("LLM_RECURSIVE_MODEL") or DEFAULT_RECURSIVE_MODEL]
+    models = check_str_list("recursive_models", recursive_models) or [
+        env("LLM_RECURSIVE_MODEL") or DEFAULT_RECURSIVE_MODEL
+    ]
     urls = check_str_list("recursive_base_urls", recursive_base_urls) or [
         u for u in [env("LLM_RECURSIVE_BASE_URL") or base_url or env("LLM_BASE_URL")] if u
     ]

@@ -84,7 +84,10 @@ def main() -> int:
         results = {}
         for turns in (2, args.turns):
             server = subprocess.Popen(
-                [sys.executable, __file__, "--serve", str(turns)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                [sys.executable, __file__, "--serve", str(turns)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             try:
                 assert server.stdout is not None

@@ -109,7 +109,8 @@ def test_no_key_and_no_base_url_is_the_cli_error():
         RLM_REPL()
     assert isinstance(caught.value, ValueError)
     cli = subprocess.run(
-        [sys.executable, "-m", "rlm.cli", "run", "--context", "-", "--query", "q", "--model", "gpt-5", "--route", "rlm"],
+        [sys.executable, "-m", "rlm.cli", "run", "--context", "-", "--query", "q", "--model", "gpt-5"]
+        + ["--route", "rlm"],
         input="x",
         capture_output=True,
         text=True,

@@ -35,7 +35,11 @@ rlm = RLM_REPL(model='gpt-5-mini', max_depth=3, repl_factory=factory)
 print(rlm.completion('context', 'What is 42 + 10?'))
 '''
 
-IN_SANDBOX = ["```repl\nimport sys\nprint(sys.platform, 42 + 10)\nprint(llm_query('check 52'))\n```", "52 checked", "FINAL(52)"]
+IN_SANDBOX = [
+    "```repl\nimport sys\nprint(sys.platform, 42 + 10)\nprint(llm_query('check 52'))\n```",
+    "52 checked",
+    "FINAL(52)",
+]
 
 
 def test_wasm_executor_runs_code_in_the_sandbox():
