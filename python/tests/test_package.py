@@ -139,3 +139,11 @@ def test_the_console_script_runs_the_cli():
 
 def test_the_cli_entry_point_in_process():
     assert rlm.cli.main(["--version"]) == 0
+
+
+def test_the_extension_does_not_link_a_second_libpython():
+    # The host interpreter provides the C API: a libpython of its own would be a second interpreter in the process.
+    extension = rlm._rlm.__file__
+    linked = subprocess.run(["ldd", extension], capture_output=True, text=True, timeout=60)
+    assert linked.returncode == 0, linked.stderr
+    assert "libpython" not in linked.stdout, linked.stdout
