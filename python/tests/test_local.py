@@ -213,3 +213,14 @@ def test_model_code_runs_in_this_interpreter():
             assert env.code_execution("import sys\nprint(id(sys.rlm_host_marker))").stdout == f"{id(marker)}\n"
     finally:
         del sys.rlm_host_marker  # type: ignore[attr-defined]
+
+
+def test_unclosed_repl_envs_do_not_break_the_exit():
+    code = (
+        "import gc\nfrom rlm.local import REPLEnv\n"
+        "kept = REPLEnv(api_key='k', context_str='x' * 1000)\nprint(kept.code_execution('len(context)').stdout.strip())\n"
+        "dropped = REPLEnv(api_key='k')\ndropped.code_execution('y = 1')\ndel dropped\ngc.collect()\nprint('exiting')\n"
+    )
+    done = run_script(code, {}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1000", "exiting"]

@@ -381,6 +381,22 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A session dropped without `close()` (a `REPLEnv` that went out of scope) would keep its namespace, the
+        // context included, until Python's cycle collector ran: close it on the runtime, without waiting here.
+        if let Ok(runtime) = runtime() {
+            let inner = self.inner.clone();
+            runtime.spawn(async move {
+                let session = inner.lock().await.take();
+                if let Some(session) = session {
+                    let _ = session.close().await;
+                }
+            });
+        }
+    }
+}
+
 /// The `ExitCode` of the CLI as a number (`ExitCode` only compares; the CLI uses codes below 256).
 fn exit_status(code: ExitCode) -> u8 {
     (0..=u8::MAX).find(|n| ExitCode::from(*n) == code).unwrap_or(1)

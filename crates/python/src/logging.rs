@@ -55,9 +55,14 @@ impl Visit for Message {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Bridge {
-    fn register_callsite(&self, _metadata: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
-        // The level can change at run time (`install_log_bridge` again): never let tracing cache a decision.
-        tracing::subscriber::Interest::sometimes()
+    fn register_callsite(&self, metadata: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if metadata.target().starts_with("rlm") {
+            // The level can change at run time (`install_log_bridge` again): let tracing ask every time.
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            // Other libraries' events (HTTP, runtime) are never forwarded: tracing then skips them at no cost.
+            tracing::subscriber::Interest::never()
+        }
     }
 
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _ctx: Context<'_, S>) -> bool {
