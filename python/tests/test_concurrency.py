@@ -43,7 +43,8 @@ def test_two_completions_run_at_once_from_two_threads(scripted):
     elapsed = time.monotonic() - started
     assert answers == ["done", "done"]
     assert elapsed < 4 * delay * 0.9, f"two runs of 2 x {delay}s took {elapsed:.2f}s: they did not overlap"
-    assert len(ticks) > 50, f"another Python thread ran only {len(ticks)} times"
+    # About 100 when the GIL is free; a run holding it throughout would leave a handful.
+    assert len(ticks) > 20, f"another Python thread ran only {len(ticks)} times"
 
 
 def test_keyboard_interrupt_cancels_the_run(scripted):
