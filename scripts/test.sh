@@ -9,3 +9,4 @@ scripts/check-deploy.sh     # Dockerfiles and Kubernetes manifests: kubernetes-v
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/test-python.sh      # the Python package: pip install . into a fresh venv, then pytest

@@ -50,6 +50,14 @@
 //! regex, `sum(range(10**12))`, a blocking socket read) cannot be interrupted** until it returns; threads started by
 //! user code keep running after the cell; `os._exit()` ends the whole process. This executor is not a sandbox.
 //!
+//! # Inside a Python process
+//!
+//! Loaded into a running interpreter (the `rlm` Python package's extension, built by maturin without linking
+//! libpython), the executor uses that interpreter: `Python::initialize` finds it started, and cells run in the host's
+//! interpreter on the engine's threads. The host keeps its SIGINT handler (`KeyboardInterrupt`); streams it installs
+//! later (pytest's capture, `contextlib.redirect_stdout`) become the routers' real streams at the next cell instead of
+//! being replaced; builtins it adds are kept (a cell's changes to existing builtins are still undone).
+//!
 //! # Linking: the rpath `build.rs`
 //!
 //! pyo3 links against the libpython of the Python it finds at build time (`PYO3_PYTHON`, else `python3` on PATH),

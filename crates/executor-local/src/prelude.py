@@ -30,7 +30,12 @@ _get_ident = threading.get_ident
 # process had left it at its default. Import it here, on the interpreter's main thread, and put the default back: the
 # host's Ctrl-C keeps its meaning, and no cell can change it later (the module is imported already, and cells never
 # run on the main thread, where alone `signal.signal` works).
-if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+#
+# Inside a Python host (the `rlm` Python package) this module is loaded on a thread of the host's interpreter: the
+# SIGINT handler is the host's (KeyboardInterrupt), and cells cannot change it either (they never run on its main
+# thread).
+_ON_MAIN_THREAD = threading.current_thread() is threading.main_thread()
+if _ON_MAIN_THREAD and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -107,12 +112,28 @@ class _Router:
 
 _routers = []  # [stdout router, stderr router] once installed
 
+# True inside a Python host (the interpreter was running before rlm loaded this module). The host owns sys.stdout and
+# the builtins then: a stream it installs later (pytest's capture, contextlib.redirect_stdout) becomes the routers'
+# real stream at the next cell instead of being replaced, and builtins it adds later are kept.
+_hosted = False
 
-def install_streams():
+
+def install_streams(hosted=False):
     """Idempotent: replaces sys.stdout and sys.stderr by routers."""
+    global _hosted
+    _hosted = bool(hosted)
     if not _routers:
         _routers.extend([_Router(sys.stdout, 0), _Router(sys.stderr, 1)])
     restore_process_state()
+
+
+def _adopt_host_streams():
+    for router, name in ((_routers[0], "stdout"), (_routers[1], "stderr")):
+        current = getattr(sys, name)
+        if current is not router:
+            if not isinstance(current, _Router):
+                object.__setattr__(router, "_real", current)
+            setattr(sys, name, router)
 
 
 def restore_process_state():
@@ -124,7 +145,7 @@ def restore_process_state():
         if sys.stderr is not _routers[1]:
             sys.stderr = _routers[1]
     table = builtins.__dict__
-    for name in [name for name in table if name not in _PRISTINE_BUILTINS]:
+    for name in [name for name in table if name not in _PRISTINE_BUILTINS and not _hosted]:
         del table[name]
     for name, value in _PRISTINE_BUILTINS.items():
         if table.get(name, _MISSING) is not value:
@@ -135,6 +156,8 @@ _MISSING = object()
 
 
 def begin_capture(limit):
+    if _hosted and _routers:
+        _adopt_host_streams()
     capture = _Capture(limit)
     _captures[_get_ident()] = capture
     return capture

@@ -91,11 +91,14 @@ fn start() -> Result<PyRuntime, String> {
         ));
     }
     let source = prelude_source()?;
+    // SAFETY: `Py_IsInitialized` may be called at any time, before initialisation too.
+    let hosted = unsafe { pyo3::ffi::Py_IsInitialized() } != 0;
     Python::initialize();
     Python::attach(|py| -> PyResult<PyRuntime> {
         let code = CString::new(source).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         let prelude = PyModule::from_code(py, &code, c"rlm_prelude.py", c"_rlm_prelude")?;
-        prelude.call_method0("install_streams")?;
+        // Inside a Python host (the `rlm` Python package), the host's streams and builtins stay the host's.
+        prelude.call_method1("install_streams", (hosted,))?;
         let cell_timeout = prelude.getattr("CellTimeout")?.cast_into::<PyType>()?;
         Ok(PyRuntime { prelude: prelude.unbind(), cell_timeout: cell_timeout.unbind() })
     })

@@ -1,0 +1,262 @@
+//! `rlm`: run Recursive Language Models from the command line.
+//!
+//! A library as well as the `rlm` binary, so that the Python package's `rlm` console script runs this very code
+//! (through [`main_with_args`]) instead of shipping a second executable.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command-line program talks through stdout and stderr")]
+
+mod args;
+mod bench;
+mod health;
+mod progress;
+mod sandbox;
+mod serve;
+mod trace_cmd;
+mod view;
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmError, TraceSink, TraceTarget};
+
+use rlm::Executor;
+use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
+
+use crate::args::{Cli, Command, ExecArgs, ExecutorArgs, ExecutorKind, ModelArgs, RunArgs};
+
+/// Runs the command line `args` (the first item is the program name) to completion.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version land here too; clap knows which stream and exit code each wants.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RLM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A host process (the Python package) may have installed its own subscriber already; keep it then.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Exec(args) => exec(args).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::View(args) => view::view(args).await,
+            Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Sandbox(args) => sandbox::sandbox(args).await,
+            Command::Health(args) => health::health(args).await,
+            Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+impl ExecutorArgs {
+    fn build(&self) -> Result<Arc<dyn Executor>> {
+        Ok(match self.executor {
+            ExecutorKind::Local => Arc::new(rlm::LocalExecutor::new()),
+            ExecutorKind::Wasm => Arc::new(self.wasm.executor()?),
+            ExecutorKind::Remote => {
+                let Some(url) = self.sandbox_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+                    bail!("--executor remote needs --sandbox-url (or RLM_SANDBOX_URL)");
+                };
+                let token =
+                    std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+                Arc::new(RemoteExecutor::new(RemoteConfig { token, ..RemoteConfig::new(url) })?)
+            }
+        })
+    }
+}
+
+async fn build_rlm(
+    models: &ModelArgs,
+    run_timeout: Option<f64>,
+    trace: TraceTarget,
+    executor: Arc<dyn Executor>,
+    probe_windows: bool,
+) -> Result<Rlm> {
+    let mut builder = Rlm::builder()
+        .trace(trace)
+        .executor(executor)
+        .prompt_profile(models.prompt_profile.into())
+        .route(models.route.into())
+        .token_limit_field(models.token_limit_field.into())
+        .request_timeout(crate::args::seconds(models.request_timeout, "request-timeout")?);
+    if let Some(model) = &models.model {
+        builder = builder.model(model);
+    }
+    if let Some(model) = &models.sub_model {
+        builder = builder.sub_model(model);
+    }
+    if !models.depth_model.is_empty() {
+        builder = builder.depth_models(models.depth_model.clone());
+    }
+    if let Some(url) = &models.base_url {
+        builder = builder.base_url(url);
+    }
+    if let Some(key) = &models.api_key {
+        builder = builder.api_key(key);
+    }
+    if let Some(path) = &models.system_prompt {
+        let template = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the system prompt {}", path.display()))?;
+        builder = builder.system_prompt_template(template);
+    }
+    if let Some(window) = models.context_window {
+        builder = builder.context_window(window);
+    }
+    if let Some(window) = models.sub_context_window {
+        builder = builder.sub_context_window(window);
+    }
+    let builder = builder.limits(models.limits.limits(run_timeout)?);
+    // Only routing needs the window, so only ask the server when routing can use it.
+    let probe = probe_windows && models.route == crate::args::RouteArg::Auto;
+    let builder = if probe { builder.detect_context_windows().await } else { builder };
+    Ok(builder.build()?)
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    let trace = match (&args.trace, args.no_trace) {
+        (_, true) => TraceTarget::Disabled,
+        (Some(path), false) => TraceTarget::File(path.clone()),
+        (None, false) => match std::env::var_os("RLM_TRACE_DIR") {
+            Some(dir) if !dir.is_empty() => TraceTarget::Directory(dir.into()),
+            _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
+        },
+    };
+    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true).await?;
+    let context = rlm::context_from_path(&args.context)?;
+
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+
+    let interactive = std::io::stderr().is_terminal() && !args.quiet;
+    let observer: Option<Arc<dyn TraceSink>> = interactive.then(|| Arc::new(progress::Progress::new()) as _);
+    let db_sink = trace_cmd::start_sink(&args.trace_db)?;
+    let outcome = rlm.completion_with(context, &args.query, cancel, trace_cmd::with_sink(observer, &db_sink)).await;
+    trace_cmd::finish_sink(db_sink);
+    let (completion, failure) = match outcome {
+        Ok(completion) => (completion, None),
+        Err(RlmError::Failed { message, completion }) => (*completion, Some(message)),
+        Err(err) => return Err(err.into()),
+    };
+
+    if args.json {
+        println!("{}", serde_json::to_string(&completion)?);
+    } else if failure.is_none() {
+        println!("{}", completion.answer);
+    }
+    if !args.quiet {
+        let trace = completion.trace.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
+        eprintln!(
+            "{} path; finished by {} after {} iterations, {} sub-calls, {} tokens, {:.1} s; trace: {trace}",
+            completion.path.as_str(),
+            completion.finished_by.as_str(),
+            completion.iterations,
+            completion.sub_calls,
+            completion.usage.total.total_tokens(),
+            completion.duration_secs,
+        );
+    }
+    Ok(match (completion.finished_by, failure) {
+        (FinishedBy::Cancelled, _) => {
+            eprintln!("cancelled");
+            ExitCode::from(130)
+        }
+        (_, Some(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+async fn exec(args: ExecArgs) -> Result<ExitCode> {
+    let code = if args.file.as_os_str() == "-" {
+        let mut code = String::new();
+        std::io::stdin().read_to_string(&mut code).context("cannot read code from standard input")?;
+        code
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?
+    };
+    let context = match &args.context {
+        Some(path) if path.as_os_str() == "-" && args.file.as_os_str() == "-" => {
+            bail!("the code and the context cannot both come from standard input")
+        }
+        Some(path) => rlm::context_from_path(path)?,
+        None => Context::Text(String::new()),
+    };
+    let timeout = args::seconds(args.timeout, "timeout")?;
+    // Sub-calls reach the model when one is configured; without one they return an error string to the code.
+    let executor = args.executor.build()?;
+    let outcome = if args.models.model.is_some() {
+        build_rlm(&args.models, None, TraceTarget::Disabled, executor, false)
+            .await?
+            .exec(context, &code, timeout)
+            .await?
+    } else {
+        rlm::exec_with(&executor, context, &code, timeout, Arc::new(rlm::NoModelHost)).await?
+    };
+    let error = outcome.error.as_ref().map(|error| {
+        if error.traceback.is_empty() { error.to_string() } else { format!("{}\n{error}", error.traceback.trim_end()) }
+    });
+    let report = serde_json::json!({
+        "stdout": outcome.stdout,
+        "stderr": outcome.stderr,
+        "error": error,
+        "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+    });
+    println!("{report}");
+    Ok(if outcome.error.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
