@@ -88,9 +88,12 @@ def test_factory_checks_and_remote_env(sandbox_url):
     assert isinstance(env, RemoteREPLEnv)
     first = env.code_execution("z = 3\nprint(z)")
     assert first.stdout == "3\n"
-    # Whether the service returns values as text or as JSON values, the client keeps them to send back.
-    assert str(env.variables["z"]) == "3" and env.variables["context"] == {"k": "v"}
-    assert env.code_execution("1/0").stderr.strip().endswith("division by zero")
+    # Values come back with their JSON types and travel back as globals with the next call: state persists.
+    assert env.variables["z"] == 3 and env.variables["context"] == {"k": "v"}
+    assert env.code_execution("print(z * 2, context['k'])").stdout == "6 v\n"
+    failed = env.code_execution("1/0")
+    assert failed.stderr.strip().endswith("division by zero")
+    assert failed.stderr.count("ZeroDivisionError") == 1, failed.stderr
     config = RemoteExecutionConfig(wasm_service_url=sandbox_url, timeout=20)
     assert RemoteREPLEnv(config=config).code_execution("print('hi')").stdout == "hi\n"
 
