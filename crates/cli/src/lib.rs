@@ -255,6 +255,9 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
         "stdout": outcome.stdout,
         "stderr": outcome.stderr,
         "error": error,
+        "answer": outcome.answer,
+        "final_var": outcome.final_var,
+        "dropped_chars": outcome.dropped_chars,
         "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
     });
     println!("{report}");

@@ -141,7 +141,23 @@ async fn exec_reports_output_errors_and_duration_as_json() {
     assert_eq!(result["stdout"], "6\n");
     assert_eq!(result["stderr"], "warn\n");
     assert_eq!(result["error"], Value::Null);
+    assert_eq!(result["answer"], Value::Null);
     assert!(result["duration_ms"].as_f64().unwrap() >= 0.0);
+
+    let answering = write(
+        dir.path(),
+        "answer.py",
+        "total = 6
+FINAL_VAR('total')
+answer['content'] = 'six'
+answer['ready'] = True
+",
+    );
+    let output = rlm(None).arg("exec").arg(&answering).output().await.unwrap();
+    let result = json(&output);
+    assert_eq!(result["answer"], "six");
+    assert_eq!(result["final_var"], serde_json::json!({"name": "total", "value": "6"}));
+    assert_eq!(result["dropped_chars"], 0);
 
     let bad = write(dir.path(), "bad.py", "x = 1\nprint('before')\nraise ValueError('nope')\n");
     let output = rlm(None).arg("exec").arg(&bad).output().await.unwrap();
