@@ -290,7 +290,8 @@ fn plan_replay(ctl: &mut Control, budget: Option<Duration>) -> String {
     let first_lost = ctl.history[kept].number;
     ctl.history.truncate(kept);
     format!(
-        "the sandbox was restarted; earlier cells were replayed only up to cell {} (replaying costs their run time,          limited to {} s), so variables defined in cell {first_lost} and later are gone",
+        "the sandbox was restarted; earlier cells were replayed only up to cell {} (replaying costs their run \
+         time, limited to {} s), so variables defined in cell {first_lost} and later are gone",
         first_lost.saturating_sub(1),
         budget.as_secs_f64()
     )
