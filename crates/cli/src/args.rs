@@ -77,6 +77,18 @@ pub struct WasmArgs {
     /// Fuel (about one unit per WebAssembly instruction) each cell may use; none by default.
     #[arg(long)]
     pub fuel: Option<u64>,
+    /// Largest sub-call prompt that may leave the sandbox, in MiB.
+    #[arg(long, env = "RLM_SANDBOX_MAX_PROMPT_MB", default_value_t = 16)]
+    pub max_prompt_mb: usize,
+    /// Most prompts in one llm_query_batched / rlm_query_batched call.
+    #[arg(long, env = "RLM_SANDBOX_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+    /// Largest answer or FINAL_VAR value that may leave the sandbox, in MiB.
+    #[arg(long, env = "RLM_SANDBOX_MAX_ANSWER_MB", default_value_t = 4)]
+    pub max_answer_mb: usize,
+    /// Guests running at once; the others wait for a turn, first come, first served (default: one per core).
+    #[arg(long, env = "RLM_SANDBOX_CPU_SLOTS")]
+    pub cpu_slots: Option<usize>,
 }
 
 #[derive(Debug, Args)]

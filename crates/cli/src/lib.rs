@@ -248,8 +248,9 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
     } else {
         rlm::exec_with(&executor, context, &code, timeout, Arc::new(rlm::NoModelHost)).await?
     };
+    // The short traceback already ends with the "Kind: message" line.
     let error = outcome.error.as_ref().map(|error| {
-        if error.traceback.is_empty() { error.to_string() } else { format!("{}\n{error}", error.traceback.trim_end()) }
+        if error.traceback.is_empty() { error.to_string() } else { error.traceback.trim_end().to_owned() }
     });
     let report = serde_json::json!({
         "stdout": outcome.stdout,

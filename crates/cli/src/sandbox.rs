@@ -151,6 +151,13 @@ impl WasmArgs {
         }
         config.memory_limit_bytes = self.memory_mb << 20;
         config.fuel_per_cell = self.fuel;
+        config.limits.prompt_bytes = self.max_prompt_mb << 20;
+        config.limits.batch_len = self.max_batch;
+        config.limits.batch_bytes = config.limits.batch_bytes.max(config.limits.prompt_bytes);
+        config.limits.answer_bytes = self.max_answer_mb << 20;
+        if let Some(slots) = self.cpu_slots {
+            config.cpu_slots = slots;
+        }
         Ok(WasmExecutor::new(config)?)
     }
 }

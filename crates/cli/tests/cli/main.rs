@@ -166,6 +166,7 @@ answer['ready'] = True
     assert_eq!(result["stdout"], "before\n");
     let error = result["error"].as_str().unwrap();
     assert!(error.contains("ValueError: nope") && error.contains("line 3"), "{error}");
+    assert_eq!(error.matches("ValueError: nope").count(), 1, "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
