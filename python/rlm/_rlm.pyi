@@ -19,6 +19,7 @@ class Engine:
         sub_model: Optional[str] = None,
         depth_models: Optional[List[str]] = None,
         base_url: Optional[str] = None,
+        sub_base_url: Optional[str] = None,
         api_key: Optional[str] = None,
         max_iterations: int = 20,
         max_depth: int = 1,

@@ -64,18 +64,17 @@ def api_key(value: Any) -> Optional[str]:
 def recursive_settings(
     recursive_models: Any, recursive_base_urls: Any, base_url: Optional[str]
 ) -> Tuple[List[str], Optional[str]]:
-    """The sub-models (per depth) and their base URL, with the original's environment defaults."""
+    """The sub-models (per depth) and their base URL, with the original's environment defaults: the first of
+    `recursive_base_urls`, else ``LLM_RECURSIVE_BASE_URL``, else the root model's."""
     models = check_str_list("recursive_models", recursive_models) or [
         env("LLM_RECURSIVE_MODEL") or DEFAULT_RECURSIVE_MODEL
     ]
     urls = check_str_list("recursive_base_urls", recursive_base_urls) or [
         u for u in [env("LLM_RECURSIVE_BASE_URL") or base_url or env("LLM_BASE_URL")] if u
     ]
-    distinct = {u.rstrip("/") for u in urls}
-    root = (base_url or env("LLM_BASE_URL") or "").rstrip("/")
-    if root and distinct and distinct != {root}:
-        # One OpenAI-compatible endpoint serves every model of a run here (see docs/python.md).
-        _log.warning("rlm: sub-models use the root model's base URL %r; ignoring recursive_base_urls %r", root, urls)
+    if len({u.rstrip("/") for u in urls}) > 1:
+        # The sub-model of every depth is one model at one endpoint here (see docs/python.md).
+        _log.warning("rlm: sub-models use the first of recursive_base_urls %r", urls)
     return models, (urls[0] if urls else None)
 
 
@@ -102,6 +101,7 @@ def engine(
     sandbox_url: Optional[str] = None,
     trace: bool = True,
     log_steps: bool = False,
+    sub_base_url: Optional[str] = None,
 ) -> Any:
     depth_models = [model, *sub_models] if len(sub_models) > 1 else None
     return _rlm.Engine(
@@ -109,6 +109,7 @@ def engine(
         sub_model=sub_models[0] if sub_models else None,
         depth_models=depth_models,
         base_url=base_url or env("LLM_BASE_URL"),
+        sub_base_url=sub_base_url,
         api_key=key,
         max_iterations=max_iterations,
         max_depth=max_depth,

@@ -96,6 +96,19 @@ def test_the_original_environment_variables(scripted, monkeypatch):
     assert [r["model"] for r in server.requests] == ["env-root", "env-sub", "env-root"]
 
 
+def test_the_recursive_model_is_called_at_its_own_base_url(scripted, monkeypatch):
+    root = scripted([LOOK_THEN_ANSWER[0], LOOK_THEN_ANSWER[2]])
+    sub = scripted(["hi from the other endpoint"])
+    monkeypatch.setenv("LLM_RECURSIVE_BASE_URL", sub.url)
+    assert RLM_REPL(base_url=root.url, recursive_models=["small"]).completion("ctx", "q") == "52"
+    assert [r["model"] for r in sub.requests] == ["small"]
+    assert "hi from the other endpoint" in json.dumps(root.requests[1]["messages"])
+    other = scripted(["hi again"])
+    root = scripted([LOOK_THEN_ANSWER[0], LOOK_THEN_ANSWER[2]])
+    model = RLM_REPL(base_url=root.url, recursive_models=["small"], recursive_base_urls=[other.url])
+    assert model.completion("ctx", "q") == "52" and len(other.requests) == 1
+
+
 def test_context_kinds_reach_the_repl(scripted):
     code = "```repl\nprint(type(context).__name__, len(context))\n```"
     for context, shown in [("abc", "str 3"), (["a", "b"], "list 2"), ({"k": 1}, "dict 1")]:

@@ -142,7 +142,8 @@ struct Engine {
 impl Engine {
     #[new]
     #[pyo3(signature = (
-        *, model, sub_model=None, depth_models=None, base_url=None, api_key=None, max_iterations=20, max_depth=1,
+        *, model, sub_model=None, depth_models=None, base_url=None, sub_base_url=None, api_key=None,
+        max_iterations=20, max_depth=1,
         executor="local", sandbox_url=None, trace_dir=None, trace=true, timeout=None, request_timeout=None,
         log_steps=false, route="rlm",
     ))]
@@ -153,6 +154,7 @@ impl Engine {
         sub_model: Option<String>,
         depth_models: Option<Vec<String>>,
         base_url: Option<String>,
+        sub_base_url: Option<String>,
         api_key: Option<String>,
         max_iterations: u32,
         max_depth: u32,
@@ -184,6 +186,9 @@ impl Engine {
         }
         if let Some(url) = base_url {
             builder = builder.base_url(url);
+        }
+        if let Some(url) = sub_base_url {
+            builder = builder.sub_base_url(url);
         }
         if let Some(key) = api_key {
             builder = builder.api_key(key);

@@ -134,6 +134,7 @@ pub struct RlmBuilder {
     trace: TraceTarget,
     root_window: Option<u64>,
     sub_window: Option<u64>,
+    sub_base_url: Option<String>,
 }
 
 impl Default for RlmBuilder {
@@ -148,6 +149,7 @@ impl Default for RlmBuilder {
             trace: TraceTarget::from_env(),
             root_window: None,
             sub_window: None,
+            sub_base_url: None,
         }
     }
 }
@@ -179,6 +181,13 @@ impl RlmBuilder {
 
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.openai.api_key = Some(key.into());
+        self
+    }
+
+    /// The endpoint of the sub-model when it is served elsewhere than the root model (the Python original's
+    /// `recursive_base_urls` / `LLM_RECURSIVE_BASE_URL`); requests for the sub-model go there, with the same key.
+    pub fn sub_base_url(mut self, url: impl Into<String>) -> Self {
+        self.sub_base_url = Some(url.into());
         self
     }
 
@@ -330,7 +339,16 @@ impl RlmBuilder {
                             .into(),
                     ));
                 }
-                Arc::new(OpenAiClient::new(self.openai.clone())?)
+                let root_client: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(self.openai.clone())?);
+                let same = |url: &String| url.trim_end_matches('/') == self.openai.base_url.trim_end_matches('/');
+                match self.sub_base_url.take().filter(|url| !same(url)) {
+                    Some(base_url) => Arc::new(RouteByModel {
+                        model: self.config.models.sub_model().to_owned(),
+                        matched: Arc::new(OpenAiClient::new(OpenAiConfig { base_url, ..self.openai.clone() })?),
+                        rest: root_client,
+                    }),
+                    None => root_client,
+                }
             }
         };
         let root = self.config.models.root.clone();
@@ -495,6 +513,26 @@ fn collect_text_files(
         }
     }
     Ok(())
+}
+
+/// Sends the requests for one model to its own client and everything else to another: a sub-model served at a
+/// different endpoint than the root model.
+#[derive(Debug)]
+pub struct RouteByModel {
+    pub model: String,
+    pub matched: Arc<dyn ModelClient>,
+    pub rest: Arc<dyn ModelClient>,
+}
+
+#[async_trait::async_trait]
+impl ModelClient for RouteByModel {
+    async fn complete(&self, request: rlm_protocol::ModelRequest) -> rlm_protocol::Result<rlm_protocol::ModelResponse> {
+        if request.model == self.model {
+            self.matched.complete(request).await
+        } else {
+            self.rest.complete(request).await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ impl AppState {
             Arc::new(OpenAiClient::new(config.openai.clone()).map_err(RlmError::from)?);
         if let (Some(sub_openai), Some(sub_model)) = (&config.sub_openai, &config.sub_model) {
             let sub: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(sub_openai.clone()).map_err(RlmError::from)?);
-            model = Arc::new(SubModelRoute { sub_model: sub_model.clone(), sub, rest: model });
+            model = Arc::new(rlm::RouteByModel { model: sub_model.clone(), matched: sub, rest: model });
         }
         Self::with_model_client(config, model)
     }
@@ -305,28 +305,6 @@ impl AppState {
             builder = builder.temperature(temperature);
         }
         builder.build().map_err(|e| ApiError::bad_request(e.to_string()))
-    }
-}
-
-/// Sends requests for the sub-model to its own endpoint and everything else to the root's.
-#[derive(Debug)]
-struct SubModelRoute {
-    sub_model: String,
-    sub: Arc<dyn ModelClient>,
-    rest: Arc<dyn ModelClient>,
-}
-
-#[async_trait::async_trait]
-impl ModelClient for SubModelRoute {
-    async fn complete(
-        &self,
-        request: rlm::protocol::ModelRequest,
-    ) -> rlm::protocol::Result<rlm::protocol::ModelResponse> {
-        if request.model == self.sub_model {
-            self.sub.complete(request).await
-        } else {
-            self.rest.complete(request).await
-        }
     }
 }
 

@@ -35,7 +35,9 @@ class RLM_REPL(RLM):
         key = _util.api_key(api_key)
         self.model = _util.check_str("model", model) or _util.env("LLM_MODEL") or _util.DEFAULT_MODEL
         self.base_url = _util.check_str("base_url", base_url) or _util.env("LLM_BASE_URL")
-        self.recursive_models, _ = _util.recursive_settings(recursive_models, recursive_base_urls, self.base_url)
+        self.recursive_models, self.recursive_base_url = _util.recursive_settings(
+            recursive_models, recursive_base_urls, self.base_url
+        )
         self.max_iterations = _util.check_int("max_iterations", max_iterations, 1)
         self.max_depth = _util.check_int("max_depth", max_depth, 0)
         self.current_depth = _util.check_int("current_depth", current_depth, 0)
@@ -63,6 +65,7 @@ class RLM_REPL(RLM):
             executor=executor,
             sandbox_url=sandbox_url,
             log_steps=enable_logging,
+            sub_base_url=self.recursive_base_url,
         )
         self._results: List[RLMResult] = []
 
