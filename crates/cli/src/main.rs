@@ -28,7 +28,8 @@ use crate::args::{Cli, Command, ExecArgs, ExecutorArgs, ExecutorKind, ModelArgs,
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // llama.cpp warns about quirks of model files (e.g. Qwen's vocabulary) that users cannot act on.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,llama-cpp-2=error"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
