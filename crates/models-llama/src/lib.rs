@@ -30,8 +30,9 @@ pub enum LlamaError {
     CorruptFile { path: PathBuf, expected_sha256: Option<String> },
     /// The machine does not have enough free memory for the model and its cache.
     #[error(
-        "not enough memory for {path}: it needs about {needed_mib} MiB (weights and a {n_ctx}-token cache) but \
-         {available_mib} MiB are available; free memory or choose a smaller model or window"
+        "not enough memory for {path}: it needs about {needed_mib} MiB (weights{}) but {available_mib} MiB are \
+         available; free memory or choose a smaller model or window",
+        cache_hint(*.n_ctx)
     )]
     OutOfMemory { path: PathBuf, needed_mib: u64, available_mib: u64, n_ctx: u32 },
     /// The llama.cpp backend or a context could not be created.
@@ -42,8 +43,27 @@ pub enum LlamaError {
     NoChatTemplate(PathBuf),
 }
 
+fn cache_hint(n_ctx: u32) -> String {
+    if n_ctx == 0 { String::new() } else { format!(" and a {n_ctx}-token cache") }
+}
+
 fn expected_hint(expected: &Option<String>) -> String {
     expected.as_ref().map(|hash| format!(" (expected sha256 {hash})")).unwrap_or_default()
 }
 
 pub mod tiny;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_little_memory_says_what_is_needed_and_available() {
+        let err = LlamaError::OutOfMemory { path: "m.gguf".into(), needed_mib: 2048, available_mib: 900, n_ctx: 32768 };
+        assert_eq!(
+            err.to_string(),
+            "not enough memory for m.gguf: it needs about 2048 MiB (weights and a 32768-token cache) but 900 MiB are \
+             available; free memory or choose a smaller model or window"
+        );
+    }
+}

@@ -605,4 +605,41 @@ mod tests {
         let err = RlmBuilder { model_set: false, ..RlmBuilder::default() }.build().err();
         assert!(err.is_some_and(|e| e.to_string().contains("no model set")));
     }
+
+    #[cfg(feature = "local-llm")]
+    #[test]
+    fn a_local_model_brings_its_window_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        rlm_models_llama::tiny::write_tiny_model(&path).unwrap();
+        let spec = format!("local:{}", path.display());
+        let rlm = Rlm::builder().model(&spec).trace(TraceTarget::Disabled).build().unwrap();
+        assert_eq!(rlm.engine().config().window(&spec), Some(u64::from(rlm_models_llama::tiny::TINY_N_CTX_TRAIN)));
+
+        let err = Rlm::builder().model(&spec).sub_model("gpt-4o-mini").build().err().unwrap().to_string();
+        assert!(err.contains("uses it for every call"), "{err}");
+    }
+
+    #[cfg(feature = "local-llm")]
+    #[test]
+    fn an_uncached_local_model_names_the_command_that_fetches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Rlm::builder()
+            .model("local:qwen2.5-coder-0.5b")
+            .local_model_dir(dir.path())
+            .build()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("rlm model pull qwen2.5-coder-0.5b"), "{err}");
+    }
+
+    #[test]
+    fn an_endpoint_is_a_key_or_a_base_url() {
+        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
+        assert!(!builder.has_endpoint());
+        assert!(builder.base_url("http://127.0.0.1:8080/v1").has_endpoint());
+        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
+        assert!(builder.api_key("sk-x").has_endpoint());
+    }
 }
