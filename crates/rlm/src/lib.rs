@@ -343,6 +343,7 @@ impl RlmBuilder {
         if self.config.limits.max_iterations == 0 {
             return Err(RlmError::Config("max_iterations must be at least 1".into()));
         }
+        let local = self.model_client.is_none() && local::is_local_spec(&self.config.models.root);
         let model: Arc<dyn ModelClient> = match self.model_client.take() {
             Some(client) => client,
             None if local::is_local_spec(&self.config.models.root) => self.local_client()?,
@@ -380,7 +381,8 @@ impl RlmBuilder {
         Ok(Rlm {
             engine: Engine::new(model.clone(), executor, self.config),
             model,
-            base_url: self.openai.base_url,
+            // A local model has no endpoint; say where it runs instead of naming OpenAI's default URL.
+            base_url: if local { "in-process".to_owned() } else { self.openai.base_url },
             trace: self.trace,
         })
     }
@@ -442,7 +444,7 @@ impl Rlm {
         &self.model
     }
 
-    /// The base URL of the model endpoint (never the key).
+    /// The base URL of the model endpoint (never the key); `in-process` for a local model.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
