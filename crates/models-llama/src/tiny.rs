@@ -1,6 +1,7 @@
 //! A tiny GGUF model with random weights, written at test time so tests of the mechanics (loading, template,
 //! caching, batching, usage) download no weights. Its answers are noise; its shapes and metadata are real: a
-//! two-layer llama with a byte-level BPE vocabulary, ChatML special tokens and a ChatML chat template.
+//! two-layer llama with a byte-level BPE vocabulary, ChatML special tokens and a ChatML chat template. Greedy
+//! replies never end on their own: they run to the requested length.
 
 use std::io::Write;
 use std::path::Path;
@@ -115,8 +116,17 @@ pub fn write_tiny_model(path: &Path) -> std::io::Result<()> {
         let norm = name.contains("norm");
         let scale = if name.starts_with("token_embd") { 1.0 } else { 0.3 };
         let start = out.len();
-        for _ in 0..count {
-            let value = if norm { 1.0 } else { scale * next_unit(&mut rng) };
+        // The special tokens' output rows are zero, so their logit is 0 while some other token's is positive:
+        // greedy decoding never ends a reply early, and replies are exactly as long as asked.
+        let silent_from = if name == "output.weight" { u64::from(first_special) * N_EMBD } else { count };
+        for index in 0..count {
+            let value = if norm {
+                1.0
+            } else if index >= silent_from {
+                0.0
+            } else {
+                scale * next_unit(&mut rng)
+            };
             out.extend_from_slice(&value.to_le_bytes());
         }
         let written = (out.len() - start) as u64;

@@ -256,6 +256,7 @@ impl Scheduler<'_> {
             while let Ok(job) = inbox.try_recv() {
                 self.accept(job);
             }
+            self.drop_abandoned();
             self.admit();
             if self.slots.is_empty() {
                 continue;
@@ -478,6 +479,20 @@ impl Scheduler<'_> {
         if let Some(reply) = slot.reply.take() {
             let _ = reply.send(result);
         }
+    }
+
+    /// Stops requests whose caller has gone (a timeout or a cancelled run), so they stop taking turns.
+    fn drop_abandoned(&mut self) {
+        let mut index = 0;
+        while index < self.slots.len() {
+            if self.slots[index].reply.as_ref().is_none_or(oneshot::Sender::is_closed) {
+                let slot = self.slots.swap_remove(index);
+                self.finish(slot, Err("abandoned".to_owned()));
+            } else {
+                index += 1;
+            }
+        }
+        self.pending.retain(|(_, reply)| !reply.is_closed());
     }
 
     fn fail_all(&mut self, message: &str) {

@@ -60,7 +60,7 @@ async fn reports_usage_and_its_name() {
     let response = client.complete(request(vec![ChatMessage::user("abab hello")], 6)).await.unwrap();
     assert_eq!(response.model, "local:tiny");
     assert_eq!(response.usage.calls, 1);
-    assert!(response.usage.completion_tokens <= 6);
+    assert_eq!(response.usage.completion_tokens, 6);
     // ChatML framing (3 + 3 special tokens, role words, newlines) plus the text.
     assert!(response.usage.prompt_tokens > 10, "{:?}", response.usage);
     assert_eq!(response.usage.cached_tokens, 0);
@@ -109,6 +109,25 @@ async fn one_shot_requests_run_together_and_leave_the_conversation_cached() {
     messages.push(ChatMessage::user("go on"));
     let second = client.complete(request(messages, 3)).await.unwrap();
     assert!(second.usage.cached_tokens >= first.usage.prompt_tokens, "{:?} then {:?}", first.usage, second.usage);
+}
+
+#[tokio::test]
+async fn an_abandoned_request_stops_and_the_next_one_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // One sequence, so the next request waits for the abandoned one unless that one stops.
+    let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.n_seq = 1;
+    let client = LlamaClient::load(config).unwrap();
+    let long = request(vec![ChatMessage::user("go on ".repeat(30))], 5000);
+    // Give up on a generation that would otherwise run to the end of the 1,024-token window (about 830 tokens).
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(2), client.complete(long)).await;
+    let started = std::time::Instant::now();
+    let answer = client.complete(request(vec![ChatMessage::user("hi")], 2)).await.unwrap();
+    assert!(answer.usage.completion_tokens <= 2);
+    // Running on to the end of the window would take over 800 decodes.
+    let decodes = client.stats().decode_calls();
+    assert!(decodes < 400, "the abandoned request ran on: {decodes} decodes");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
 #[test]
