@@ -406,6 +406,8 @@ impl RlmBuilder {
         config.name = file.spec;
         config.expected_sha256 = file.expected_sha256;
         config.n_ctx = self.root_window.and_then(|window| u32::try_from(window).ok());
+        // Threads default to every core; benchmarks and shared machines pin them.
+        config.threads = std::env::var("RLM_LOCAL_THREADS").ok().and_then(|threads| threads.trim().parse().ok());
         let client = rlm_models_llama::LlamaClient::load(config).map_err(|err| RlmError::Config(err.to_string()))?;
         let window = client.context_window();
         self.root_window.get_or_insert(window);
