@@ -65,6 +65,8 @@ pub struct LlamaStats {
     pub decode_calls: AtomicU64,
     /// Largest number of requests that shared one decode.
     pub max_parallel: AtomicU64,
+    /// Times the idle conversation's cache was dropped to make room for other requests.
+    pub evictions: AtomicU64,
 }
 
 impl LlamaStats {
@@ -86,6 +88,10 @@ impl LlamaStats {
 
     pub fn max_parallel(&self) -> u64 {
         self.max_parallel.load(Ordering::Relaxed)
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
     }
 }
 

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use llama_cpp_2::DecodeError;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -421,7 +422,25 @@ impl Scheduler<'_> {
         }
         self.stats.max_parallel.fetch_max(sharing, Ordering::Relaxed);
         self.stats.decode_calls.fetch_add(1, Ordering::Relaxed);
-        self.context.decode(batch).map_err(|err| format!("llama.cpp decode failed: {err}"))?;
+        match self.context.decode(batch) {
+            Ok(()) => {}
+            // The cache is full. The idle conversation's cells are only a cache: give them up and try once more
+            // (a failed decode leaves the cache as it was).
+            Err(DecodeError::NoKvCacheSlot) if !self.busy(CONVERSATION_SEQ) && !self.conversation.is_empty() => {
+                let _ = self.context.kv_cache_seq_rm(CONVERSATION_SEQ, None, None);
+                self.conversation.clear();
+                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                self.context.decode(batch).map_err(|err| format!("llama.cpp decode failed: {err}"))?;
+            }
+            Err(DecodeError::NoKvCacheSlot) => {
+                return Err(format!(
+                    "the local model's {}-token cache is full with the requests running at once; lower \
+                     --batch-concurrency or shorten sub-call prompts",
+                    self.n_ctx
+                ));
+            }
+            Err(err) => return Err(format!("llama.cpp decode failed: {err}")),
+        }
         self.sample_and_finish();
         Ok(())
     }

@@ -130,6 +130,21 @@ async fn an_abandoned_request_stops_and_the_next_one_is_served() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
 
+#[tokio::test]
+async fn a_full_cache_gives_up_the_idle_conversation_for_a_sub_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.n_ctx = Some(512);
+    let client = LlamaClient::load(config).unwrap();
+    let conversation = vec![ChatMessage::system("Root."), ChatMessage::user("w ".repeat(140))];
+    let first = client.complete(request(conversation, 2)).await.unwrap();
+    assert!(first.usage.prompt_tokens > 280, "{:?}", first.usage);
+    // Together with the cached conversation this needs more cells than the cache has.
+    let sub = client.complete(request(vec![ChatMessage::user("c ".repeat(140))], 2)).await.unwrap();
+    assert_eq!(sub.usage.completion_tokens, 2);
+    assert_eq!(client.stats().evictions(), 1);
+}
+
 #[test]
 fn a_missing_file_is_named_with_its_expected_hash() {
     let mut config = LlamaConfig::new("/nonexistent/model.gguf");
