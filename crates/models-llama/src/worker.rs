@@ -459,12 +459,9 @@ impl Scheduler<'_> {
                 } else {
                     slot.completion_tokens += 1;
                     slot.generated.extend(vocab.token_to_piece(token, false, None));
-                    if slot.completion_tokens >= u64::from(slot.max_tokens) {
+                    // A reply that reaches the end of the window ends there, as a length-limited reply does.
+                    if slot.completion_tokens >= u64::from(slot.max_tokens) || slot.pos as usize + 1 >= n_ctx {
                         done = Some(Ok(()));
-                    } else if slot.pos as usize + 1 >= n_ctx {
-                        done = Some(Err(format!(
-                            "the conversation reached the local model's {n_ctx}-token window while answering"
-                        )));
                     } else {
                         slot.next = Some(token);
                     }

@@ -35,6 +35,7 @@ fn loads_the_file_and_takes_the_window_from_it() {
     assert!(client.info().chat_template.contains("<|im_start|>"));
 
     let mut smaller = LlamaConfig::new(tiny_model(&dir));
+    smaller.threads = Some(1);
     smaller.n_ctx = Some(256);
     assert_eq!(LlamaClient::load(smaller).unwrap().context_window(), 256);
 }
@@ -116,6 +117,7 @@ async fn an_abandoned_request_stops_and_the_next_one_is_served() {
     let dir = tempfile::tempdir().unwrap();
     // One sequence, so the next request waits for the abandoned one unless that one stops.
     let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.threads = Some(1);
     config.n_seq = 1;
     let client = LlamaClient::load(config).unwrap();
     let long = request(vec![ChatMessage::user("go on ".repeat(30))], 5000);
@@ -134,6 +136,7 @@ async fn an_abandoned_request_stops_and_the_next_one_is_served() {
 async fn a_full_cache_gives_up_the_idle_conversation_for_a_sub_call() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.threads = Some(1);
     config.n_ctx = Some(512);
     let client = LlamaClient::load(config).unwrap();
     let conversation = vec![ChatMessage::system("Root."), ChatMessage::user("w ".repeat(140))];
@@ -143,6 +146,17 @@ async fn a_full_cache_gives_up_the_idle_conversation_for_a_sub_call() {
     let sub = client.complete(request(vec![ChatMessage::user("c ".repeat(140))], 2)).await.unwrap();
     assert_eq!(sub.usage.completion_tokens, 2);
     assert_eq!(client.stats().evictions(), 1);
+}
+
+#[tokio::test]
+async fn a_reply_that_reaches_the_window_ends_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.threads = Some(1);
+    config.n_ctx = Some(256);
+    let client = LlamaClient::load(config).unwrap();
+    let answer = client.complete(request(vec![ChatMessage::user("hi")], 5000)).await.unwrap();
+    assert_eq!(answer.usage.prompt_tokens + answer.usage.completion_tokens, 256, "{:?}", answer.usage);
 }
 
 #[test]

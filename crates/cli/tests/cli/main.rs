@@ -198,6 +198,7 @@ async fn a_local_gguf_file_answers_a_direct_run() {
         .args(["run", "--json", "--no-trace", "--route", "direct", "--max-output-tokens", "8", "--query", "q"])
         .arg("--model")
         .arg(format!("local:{}", model.display()))
+        .env("RLM_LOCAL_THREADS", "1")
         .arg("--context")
         .arg(&context)
         .output()
