@@ -25,6 +25,9 @@ need=()
 if ! command -v python3 >/dev/null 2>&1 || ! has_python_headers; then need+=(python3 python3-dev); fi
 if ! python3 -m pip --version >/dev/null 2>&1; then need+=(python3-pip); fi
 if ! python3 -m venv --help >/dev/null 2>&1; then need+=(python3-venv); fi
+# The local model (crates/models-llama) compiles llama.cpp from source: cmake drives it, bindgen needs libclang.
+if ! command -v cmake >/dev/null 2>&1; then need+=(cmake); fi
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; then need+=(libclang-dev); fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}" >&2
     "${sudo_cmd[@]}" apt-get update -qq

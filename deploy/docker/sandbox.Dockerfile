@@ -31,9 +31,11 @@ ENV PYO3_PYTHON=/usr/bin/python3 \
     CARGO_TERM_COLOR=never \
     RLM_PYTHON_WASM=/opt/rlm/python-3.12.0.wasm \
     RLM_WASM_CACHE_DIR=/opt/rlm/cache
+# Without the embedded local model (the `local-llm` feature): images talk to model endpoints, and llama.cpp would
+# add cmake, libclang and minutes of compiling to the build.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p rlm-cli \
+    cargo build --release --locked -p rlm-cli --no-default-features \
     && install -D -m 0755 target/release/rlm /out/rlm \
     && /out/rlm --version
 

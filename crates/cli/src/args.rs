@@ -34,6 +34,8 @@ pub enum Command {
     Sandbox(crate::sandbox::SandboxArgs),
     /// Benchmarks against the configured model endpoint: `rlm bench sniah`.
     Bench(crate::bench::BenchArgs),
+    /// Local models: `rlm model pull [NAME]` downloads one (checked against its pinned sha256), `rlm model list`.
+    Model(crate::model_cmd::ModelArgs),
     /// GET a URL; exit 0 on a 2xx status, 1 otherwise (container health checks in images without curl).
     Health(crate::health::HealthArgs),
 }

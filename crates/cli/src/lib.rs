@@ -8,6 +8,7 @@
 mod args;
 mod bench;
 mod health;
+mod model_cmd;
 mod progress;
 mod sandbox;
 mod serve;
@@ -42,7 +43,8 @@ where
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RLM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // llama.cpp warns about quirks of model files (e.g. Qwen's vocabulary) that users cannot act on.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,llama-cpp-2=error"));
     // A host process (the Python package) may have installed its own subscriber already; keep it then.
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 
@@ -64,6 +66,7 @@ where
             Command::Sandbox(args) => sandbox::sandbox(args).await,
             Command::Health(args) => health::health(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Model(args) => model_cmd::model(args).await,
         }
     });
     match result {
@@ -120,6 +123,7 @@ async fn build_rlm(
     trace: TraceTarget,
     executor: Arc<dyn Executor>,
     probe_windows: bool,
+    local_default: bool,
 ) -> Result<Rlm> {
     let mut builder = Rlm::builder()
         .trace(trace)
@@ -154,7 +158,15 @@ async fn build_rlm(
     if let Some(window) = models.sub_context_window {
         builder = builder.sub_context_window(window);
     }
-    let builder = builder.limits(models.limits.limits(run_timeout)?);
+    let mut builder = builder.limits(models.limits.limits(run_timeout)?);
+    if local_default && !builder.has_model() && !builder.has_endpoint() {
+        builder = builder.model(format!("{}{}", rlm::local::LOCAL_PREFIX, rlm::local::DEFAULT_LOCAL_MODEL));
+        eprintln!(
+            "rlm: no API key or endpoint configured, so the model is local:{} running in this process on the CPU \
+             (for a hosted model set OPENAI_API_KEY, or --base-url and --model)",
+            rlm::local::DEFAULT_LOCAL_MODEL
+        );
+    }
     // Only routing needs the window, so only ask the server when routing can use it.
     let probe = probe_windows && models.route == crate::args::RouteArg::Auto;
     let builder = if probe { builder.detect_context_windows().await } else { builder };
@@ -170,7 +182,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
         },
     };
-    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true).await?;
+    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true, true).await?;
     let context = rlm::context_from_path(&args.context)?;
 
     let cancel = CancellationToken::new();
@@ -241,7 +253,7 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
     // Sub-calls reach the model when one is configured; without one they return an error string to the code.
     let executor = args.executor.build()?;
     let outcome = if args.models.model.is_some() {
-        build_rlm(&args.models, None, TraceTarget::Disabled, executor, false)
+        build_rlm(&args.models, None, TraceTarget::Disabled, executor, false, false)
             .await?
             .exec(context, &code, timeout)
             .await?

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// The sub-model's window in tokens.
     #[arg(long)]
     pub sub_context_window: Option<u64>,
+    /// Answer every request with a local model running in this process instead of an endpoint: a known name
+    /// (default qwen2.5-coder-1.5b; fetch it first with `rlm model pull`) or a path to a GGUF file.
+    #[arg(long, num_args = 0..=1, default_missing_value = rlm::local::DEFAULT_LOCAL_MODEL, value_name = "NAME|PATH")]
+    pub local: Option<String>,
     /// Bearer token every request except /health and /ready must carry. Prefer the environment.
     #[arg(long, env = "RLM_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -121,7 +125,20 @@ impl ServeArgs {
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let address = (args.host.clone(), args.port);
-    let config = args.config()?;
+    let local = args.local.clone();
+    let mut config = args.config()?;
+    let local_client = match local {
+        Some(name) => {
+            let (client, spec, window) = load_local(&name).await?;
+            eprintln!("rlm serve: {spec} runs in this process on the CPU; every request is answered by it");
+            config.default_model = Some(spec);
+            config.sub_model = None;
+            config.context_window.get_or_insert(window);
+            config.sub_context_window.get_or_insert(window);
+            Some(client)
+        }
+        None => None,
+    };
     let executor = match &config.executor {
         ExecutorChoice::Local => "local".to_owned(),
         ExecutorChoice::Remote(remote) => format!("remote sandbox at {}", remote.base_url),
@@ -132,7 +149,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         config.max_concurrent_runs,
         if config.api_token.is_some() { "bearer token" } else { "none" },
     );
-    let state = AppState::new(config).context("cannot start the server")?;
+    let state = match local_client {
+        Some(client) => AppState::with_model_client(config, client),
+        None => AppState::new(config),
+    }
+    .context("cannot start the server")?;
     let listener = tokio::net::TcpListener::bind(&address)
         .await
         .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
@@ -141,6 +162,26 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     rlm_server::serve(listener, state, crate::shutdown_signal()).await.context("server error")?;
     eprintln!("rlm serve: stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the local model `name` (a known name or a GGUF path): the client, its spec and its window.
+#[cfg(feature = "local-llm")]
+async fn load_local(name: &str) -> Result<(std::sync::Arc<dyn rlm::ModelClient>, String, u64)> {
+    let spec = if rlm::local::is_local_spec(name) { name.to_owned() } else { format!("local:{name}") };
+    let file = rlm::local::resolve_local(&spec, &rlm::local::model_cache_dir())?;
+    let mut config = rlm_models_llama::LlamaConfig::new(&file.path);
+    config.name = file.spec.clone();
+    config.expected_sha256 = file.expected_sha256;
+    let client = tokio::task::spawn_blocking(move || rlm_models_llama::LlamaClient::load(config))
+        .await
+        .context("loading the local model")??;
+    let window = client.context_window();
+    Ok((std::sync::Arc::new(client), file.spec, window))
+}
+
+#[cfg(not(feature = "local-llm"))]
+async fn load_local(name: &str) -> Result<(std::sync::Arc<dyn rlm::ModelClient>, String, u64)> {
+    bail!("--local {name}: this build of rlm has no local models (rebuild with the `local-llm` feature)")
 }
 
 #[cfg(test)]
@@ -193,6 +234,13 @@ mod tests {
         assert_eq!(config.max_body_bytes, 1000);
         assert!(matches!(&config.executor, ExecutorChoice::Remote(remote) if remote.base_url == "http://sandbox:8000"));
         assert_eq!(config.api_token.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn local_takes_a_name_or_the_default() {
+        assert_eq!(parse(&["--local"]).local.as_deref(), Some(rlm::local::DEFAULT_LOCAL_MODEL));
+        assert_eq!(parse(&["--local", "qwen2.5-coder-0.5b"]).local.as_deref(), Some("qwen2.5-coder-0.5b"));
+        assert_eq!(parse(&[]).local, None);
     }
 
     #[test]

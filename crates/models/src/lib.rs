@@ -5,6 +5,7 @@
 //! backoff, full jitter and `Retry-After` support.
 
 mod config;
+pub mod local;
 mod openai;
 mod retry;
 mod windows;
@@ -25,4 +26,16 @@ pub enum ModelsError {
     /// The HTTP client could not be built (for example, TLS could not be initialised).
     #[error("could not build the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// A `local:` spec names no known model.
+    #[error("unknown local model {name:?}; known models: {known} (or give a path: local:/path/to/model.gguf)")]
+    UnknownLocalModel { name: String, known: String },
+    /// A known local model has not been downloaded; runs never download on their own.
+    #[error("the local model {name} is not downloaded (expected at {path}); fetch it once with: rlm model pull {name}")]
+    NotCached { name: String, path: std::path::PathBuf },
+    /// No source yielded the model's file with the pinned hash.
+    #[error("could not fetch {name}: {reasons}")]
+    PullFailed { name: String, reasons: String },
+    /// A file of the model cache could not be read or written.
+    #[error("{path}: {reason}")]
+    Io { path: std::path::PathBuf, reason: String },
 }

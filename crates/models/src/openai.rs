@@ -193,7 +193,7 @@ struct Failure {
     retry_after: Option<Duration>,
 }
 
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race with another installer is fine: some provider is then installed.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -26,6 +26,7 @@ pub use rlm_engine::{
     prompt, route,
 };
 pub use rlm_executor_local::LocalExecutor;
+pub use rlm_models::local;
 pub use rlm_models::{OpenAiClient, OpenAiConfig, TokenLimitField, known_context_window};
 pub use rlm_protocol::{
     self as protocol, CellOutcome, ChatMessage, Context, ContextInfo, EventBody, Executor, FinishedBy, LimitKind,
@@ -135,6 +136,7 @@ pub struct RlmBuilder {
     root_window: Option<u64>,
     sub_window: Option<u64>,
     sub_base_url: Option<String>,
+    local_model_dir: Option<PathBuf>,
 }
 
 impl Default for RlmBuilder {
@@ -150,12 +152,31 @@ impl Default for RlmBuilder {
             root_window: None,
             sub_window: None,
             sub_base_url: None,
+            local_model_dir: None,
         }
     }
 }
 
 impl RlmBuilder {
-    /// The root model.
+    /// Whether a root model was named (by [`RlmBuilder::model`] or the environment).
+    pub fn has_model(&self) -> bool {
+        self.model_set && !self.config.models.root.trim().is_empty()
+    }
+
+    /// Whether an endpoint is configured: an API key, or a base URL other than OpenAI's.
+    pub fn has_endpoint(&self) -> bool {
+        self.openai.api_key.as_deref().is_some_and(|key| !key.trim().is_empty())
+            || self.openai.base_url.trim_end_matches('/') != rlm_models::DEFAULT_BASE_URL
+    }
+
+    /// Where `local:NAME` models are looked up (default: [`local::model_cache_dir`]).
+    pub fn local_model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.local_model_dir = Some(dir.into());
+        self
+    }
+
+    /// The root model. `local:NAME` or `local:/path/model.gguf` runs a GGUF model in this process (with the
+    /// `local-llm` feature).
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.config.models.root = model.into();
         self.model_set = true;
@@ -288,7 +309,10 @@ impl RlmBuilder {
     /// Asks the model server for the windows of the root and sub-model where none was set. Servers that do not
     /// say leave them to the known model families.
     pub async fn detect_context_windows(mut self) -> Self {
-        if self.model_client.is_some() || (self.root_window.is_some() && self.sub_window.is_some()) {
+        if self.model_client.is_some()
+            || (self.root_window.is_some() && self.sub_window.is_some())
+            || local::is_local_spec(&self.config.models.root)
+        {
             return self;
         }
         let Ok(client) = OpenAiClient::new(self.openai.clone()) else { return self };
@@ -328,8 +352,10 @@ impl RlmBuilder {
         if self.config.limits.max_iterations == 0 {
             return Err(RlmError::Config("max_iterations must be at least 1".into()));
         }
-        let model: Arc<dyn ModelClient> = match self.model_client {
+        let local = self.model_client.is_none() && local::is_local_spec(&self.config.models.root);
+        let model: Arc<dyn ModelClient> = match self.model_client.take() {
             Some(client) => client,
+            None if local::is_local_spec(&self.config.models.root) => self.local_client()?,
             None => {
                 let hosted = self.openai.base_url.trim_end_matches('/') == rlm_models::DEFAULT_BASE_URL;
                 if hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
@@ -373,9 +399,46 @@ impl RlmBuilder {
         Ok(Rlm {
             engine: Engine::new(model.clone(), executor, self.config),
             model,
-            base_url: self.openai.base_url,
+            // A local model has no endpoint; say where it runs instead of naming OpenAI's default URL.
+            base_url: if local { "in-process".to_owned() } else { self.openai.base_url },
             trace: self.trace,
         })
+    }
+}
+
+impl RlmBuilder {
+    /// Loads the root `local:` model; its window (from the file) becomes the root window unless one was set.
+    #[cfg(feature = "local-llm")]
+    fn local_client(&mut self) -> Result<Arc<dyn ModelClient>, RlmError> {
+        let root = self.config.models.root.clone();
+        let sub = self.config.models.sub_model().to_owned();
+        if sub != root || self.config.models.per_depth.iter().any(|model| *model != root) {
+            return Err(RlmError::Config(format!(
+                "a run with the local model {root} uses it for every call; drop --sub-model/--depth-model or use \
+                 the same model"
+            )));
+        }
+        let dir = self.local_model_dir.clone().unwrap_or_else(local::model_cache_dir);
+        let file = local::resolve_local(&root, &dir)?;
+        let mut config = rlm_models_llama::LlamaConfig::new(&file.path);
+        config.name = file.spec;
+        config.expected_sha256 = file.expected_sha256;
+        config.n_ctx = self.root_window.and_then(|window| u32::try_from(window).ok());
+        // Threads default to every core; benchmarks and shared machines pin them.
+        config.threads = std::env::var("RLM_LOCAL_THREADS").ok().and_then(|threads| threads.trim().parse().ok());
+        let client = rlm_models_llama::LlamaClient::load(config).map_err(|err| RlmError::Config(err.to_string()))?;
+        let window = client.context_window();
+        self.root_window.get_or_insert(window);
+        self.sub_window.get_or_insert(window);
+        Ok(Arc::new(client))
+    }
+
+    #[cfg(not(feature = "local-llm"))]
+    fn local_client(&mut self) -> Result<Arc<dyn ModelClient>, RlmError> {
+        Err(RlmError::Config(format!(
+            "{} is a local model, but this build of rlm has none: rebuild with the `local-llm` feature",
+            self.config.models.root
+        )))
     }
 }
 
@@ -401,7 +464,7 @@ impl Rlm {
         &self.model
     }
 
-    /// The base URL of the model endpoint (never the key).
+    /// The base URL of the model endpoint (never the key); `in-process` for a local model.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -583,5 +646,42 @@ mod tests {
     fn building_without_a_model_is_a_clear_error() {
         let err = RlmBuilder { model_set: false, ..RlmBuilder::default() }.build().err();
         assert!(err.is_some_and(|e| e.to_string().contains("no model set")));
+    }
+
+    #[cfg(feature = "local-llm")]
+    #[test]
+    fn a_local_model_brings_its_window_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        rlm_models_llama::tiny::write_tiny_model(&path).unwrap();
+        let spec = format!("local:{}", path.display());
+        let rlm = Rlm::builder().model(&spec).trace(TraceTarget::Disabled).build().unwrap();
+        assert_eq!(rlm.engine().config().window(&spec), Some(u64::from(rlm_models_llama::tiny::TINY_N_CTX_TRAIN)));
+
+        let err = Rlm::builder().model(&spec).sub_model("gpt-4o-mini").build().err().unwrap().to_string();
+        assert!(err.contains("uses it for every call"), "{err}");
+    }
+
+    #[cfg(feature = "local-llm")]
+    #[test]
+    fn an_uncached_local_model_names_the_command_that_fetches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Rlm::builder()
+            .model("local:qwen2.5-coder-0.5b")
+            .local_model_dir(dir.path())
+            .build()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("rlm model pull qwen2.5-coder-0.5b"), "{err}");
+    }
+
+    #[test]
+    fn an_endpoint_is_a_key_or_a_base_url() {
+        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
+        assert!(!builder.has_endpoint());
+        assert!(builder.base_url("http://127.0.0.1:8080/v1").has_endpoint());
+        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
+        assert!(builder.api_key("sk-x").has_endpoint());
     }
 }

@@ -1,0 +1,155 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use rlm_protocol::{ModelClient, ModelRequest, ModelResponse};
+use tokio::sync::oneshot;
+
+use crate::LlamaError;
+use crate::worker::{self, Job};
+
+/// How to load a local model.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    /// The GGUF file.
+    pub path: PathBuf,
+    /// The model name reported in responses (and so in usage reports).
+    pub name: String,
+    /// The context window in tokens; `None` takes the window the model was trained with, as stored in the file.
+    pub n_ctx: Option<u32>,
+    /// KV-cache sequences: one for the conversation, the rest for one-shot requests running in parallel.
+    pub n_seq: u32,
+    /// CPU threads; `None` uses every core the process may run on.
+    pub threads: Option<u32>,
+    /// The sha256 the file should have, named in load errors so a corrupt download is recognisable.
+    pub expected_sha256: Option<String>,
+    /// Tokens generated when a request sets no limit.
+    pub default_max_tokens: u32,
+}
+
+impl LlamaConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let name = path.file_stem().map_or_else(|| "local".to_owned(), |stem| stem.to_string_lossy().into_owned());
+        Self { path, name, n_ctx: None, n_seq: 4, threads: None, expected_sha256: None, default_max_tokens: 2048 }
+    }
+}
+
+/// What the loaded file says about the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// The window the model was trained with (`n_ctx_train`).
+    pub n_ctx_train: u32,
+    /// The window of the context in use: the configured one, at most `n_ctx_train`.
+    pub n_ctx: u32,
+    /// The chat template applied to requests.
+    pub chat_template: String,
+    pub n_params: u64,
+    pub threads: u32,
+    pub n_seq: u32,
+    /// Seconds spent loading the weights and creating the context.
+    pub load_seconds: f64,
+}
+
+/// Counters of the work done so far, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct LlamaStats {
+    /// Prompt tokens fed through the model (those served from the KV cache are not counted).
+    pub decoded_prompt_tokens: AtomicU64,
+    /// Prompt tokens served from the KV cache of an earlier request.
+    pub reused_prompt_tokens: AtomicU64,
+    pub generated_tokens: AtomicU64,
+    /// Decode calls; fewer than the requests' tokens when requests share batches.
+    pub decode_calls: AtomicU64,
+    /// Largest number of requests that shared one decode.
+    pub max_parallel: AtomicU64,
+    /// Times the idle conversation's cache was dropped to make room for other requests.
+    pub evictions: AtomicU64,
+}
+
+impl LlamaStats {
+    pub fn decoded_prompt_tokens(&self) -> u64 {
+        self.decoded_prompt_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn reused_prompt_tokens(&self) -> u64 {
+        self.reused_prompt_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn generated_tokens(&self) -> u64 {
+        self.generated_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn decode_calls(&self) -> u64 {
+        self.decode_calls.load(Ordering::Relaxed)
+    }
+
+    pub fn max_parallel(&self) -> u64 {
+        self.max_parallel.load(Ordering::Relaxed)
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+/// A [`ModelClient`] that runs a GGUF model in this process.
+#[derive(Debug)]
+pub struct LlamaClient {
+    jobs: mpsc::Sender<Job>,
+    info: ModelInfo,
+    name: String,
+    stats: Arc<LlamaStats>,
+}
+
+impl LlamaClient {
+    /// Loads the model on a new worker thread and waits until it is ready. Blocks: call it from
+    /// `spawn_blocking` in async code.
+    pub fn load(config: LlamaConfig) -> Result<Self, LlamaError> {
+        let stats = Arc::new(LlamaStats::default());
+        let name = config.name.clone();
+        let (jobs, info) = worker::spawn(config, Arc::clone(&stats))?;
+        Ok(Self { jobs, info, name, stats })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The window requests must fit in, in tokens.
+    pub fn context_window(&self) -> u64 {
+        u64::from(self.info.n_ctx)
+    }
+
+    pub fn stats(&self) -> &LlamaStats {
+        &self.stats
+    }
+
+    /// Formats `request`'s messages with the model's chat template, as the model will see them.
+    pub async fn render_prompt(&self, request: &ModelRequest) -> rlm_protocol::Result<String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Render { messages: request.messages.clone(), reply })?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    fn send(&self, job: Job) -> rlm_protocol::Result<()> {
+        self.jobs.send(job).map_err(|_| gone())
+    }
+}
+
+fn gone() -> rlm_protocol::Error {
+    rlm_protocol::Error::model(None, "the local model's worker thread has stopped", false)
+}
+
+#[async_trait]
+impl ModelClient for LlamaClient {
+    async fn complete(&self, request: ModelRequest) -> rlm_protocol::Result<ModelResponse> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Complete { request, reply })?;
+        let mut response = answer.await.map_err(|_| gone())??;
+        response.model.clone_from(&self.name);
+        Ok(response)
+    }
+}

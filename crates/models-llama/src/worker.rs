@@ -1,0 +1,543 @@
+//! The thread that owns the model and its context, and the scheduler that batches requests into decodes.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use llama_cpp_2::DecodeError;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use rlm_protocol::{ChatMessage, ModelRequest, ModelResponse, Role, Usage};
+use tokio::sync::oneshot;
+
+use crate::client::{LlamaConfig, LlamaStats, ModelInfo};
+use crate::{LlamaError, memory};
+
+/// Tokens fed to one decode at most; prompts longer than this are fed over several steps.
+const N_BATCH: u32 = 512;
+
+/// Memory beyond weights and cache that llama.cpp needs for its compute buffers, with a margin.
+const OVERHEAD_BYTES: u64 = 384 << 20;
+
+/// The sequence that holds the conversation whose cache is kept between requests.
+const CONVERSATION_SEQ: i32 = 0;
+
+pub(crate) enum Job {
+    Complete { request: ModelRequest, reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>> },
+    Render { messages: Vec<ChatMessage>, reply: oneshot::Sender<rlm_protocol::Result<String>> },
+}
+
+/// llama.cpp allows one backend per process; every client shares it.
+fn backend() -> Result<&'static LlamaBackend, LlamaError> {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    static INIT: Mutex<()> = Mutex::new(());
+    if let Some(backend) = BACKEND.get() {
+        return Ok(backend);
+    }
+    let _guard = INIT.lock().map_err(|_| LlamaError::Backend("backend initialisation panicked".to_owned()))?;
+    if let Some(backend) = BACKEND.get() {
+        return Ok(backend);
+    }
+    let backend = LlamaBackend::init().map_err(|err| LlamaError::Backend(err.to_string()))?;
+    // llama.cpp writes to stderr by default; a library must not print.
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    Ok(BACKEND.get_or_init(|| backend))
+}
+
+pub(crate) fn default_threads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
+}
+
+/// Starts the worker and waits for it to report the model loaded (or why not).
+pub(crate) fn spawn(config: LlamaConfig, stats: Arc<LlamaStats>) -> Result<(mpsc::Sender<Job>, ModelInfo), LlamaError> {
+    let (jobs, inbox) = mpsc::channel();
+    let (ready, loaded) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("rlm-llama".to_owned())
+        .spawn(move || run(config, stats, inbox, ready))
+        .map_err(|err| LlamaError::Backend(format!("cannot start the worker thread: {err}")))?;
+    let info =
+        loaded.recv().map_err(|_| LlamaError::Backend("the worker thread stopped while loading".to_owned()))??;
+    Ok((jobs, info))
+}
+
+fn run(
+    config: LlamaConfig,
+    stats: Arc<LlamaStats>,
+    inbox: mpsc::Receiver<Job>,
+    ready: mpsc::Sender<Result<ModelInfo, LlamaError>>,
+) {
+    let started = Instant::now();
+    let backend = match backend() {
+        Ok(backend) => backend,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let model = match load_model(backend, &config) {
+        Ok(model) => model,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let threads = config.threads.unwrap_or_else(default_threads).max(1);
+    let n_ctx_train = model.n_ctx_train();
+    let n_ctx = config.n_ctx.map_or(n_ctx_train, |n| n.min(n_ctx_train)).max(64);
+    let n_seq = config.n_seq.max(1);
+    if let Err(err) = check_cache_memory(&model, &config, n_ctx) {
+        let _ = ready.send(Err(err));
+        return;
+    }
+    let (template, template_text) = match chat_template(&model, &config) {
+        Ok(template) => template,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
+        }
+    };
+    let threads_i32 = i32::try_from(threads).unwrap_or(1);
+    // One cache shared by all sequences, so the conversation may use the whole window when no sub-call runs.
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_batch(N_BATCH)
+        .with_n_ubatch(N_BATCH)
+        .with_n_seq_max(n_seq)
+        .with_kv_unified(true)
+        .with_n_threads(threads_i32)
+        .with_n_threads_batch(threads_i32);
+    let context = match model.new_context(backend, params) {
+        Ok(context) => context,
+        Err(err) => {
+            let _ = ready.send(Err(LlamaError::Backend(format!("cannot create a context: {err}"))));
+            return;
+        }
+    };
+    let info = ModelInfo {
+        n_ctx_train,
+        n_ctx,
+        chat_template: template_text,
+        n_params: model.n_params(),
+        threads,
+        n_seq,
+        load_seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(path = %config.path.display(), n_ctx, n_ctx_train, threads, n_seq, load_seconds = info.load_seconds, "loaded local model");
+    if ready.send(Ok(info)).is_err() {
+        return;
+    }
+    let mut scheduler = Scheduler {
+        model: &model,
+        context,
+        template,
+        stats,
+        n_ctx,
+        n_seq: i32::try_from(n_seq).unwrap_or(1),
+        default_max_tokens: config.default_max_tokens,
+        conversation: Vec::new(),
+        slots: Vec::new(),
+        pending: VecDeque::new(),
+    };
+    scheduler.serve(&inbox);
+}
+
+fn load_model(backend: &LlamaBackend, config: &LlamaConfig) -> Result<LlamaModel, LlamaError> {
+    let path = &config.path;
+    let metadata = std::fs::metadata(path).map_err(|err| LlamaError::MissingFile {
+        path: path.clone(),
+        reason: err.to_string(),
+        expected_sha256: config.expected_sha256.clone(),
+    })?;
+    if !metadata.is_file() {
+        return Err(LlamaError::MissingFile {
+            path: path.clone(),
+            reason: "not a file".to_owned(),
+            expected_sha256: config.expected_sha256.clone(),
+        });
+    }
+    let weights = metadata.len();
+    if let Some(available) = memory::available_bytes()
+        && weights + OVERHEAD_BYTES > available
+    {
+        return Err(LlamaError::OutOfMemory {
+            path: path.clone(),
+            needed_mib: (weights + OVERHEAD_BYTES) >> 20,
+            available_mib: available >> 20,
+            n_ctx: config.n_ctx.unwrap_or(0),
+        });
+    }
+    LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+        .map_err(|_| LlamaError::CorruptFile { path: path.clone(), expected_sha256: config.expected_sha256.clone() })
+}
+
+/// Checked after the weights are mapped (they are paged in lazily) and before the cache is allocated.
+fn check_cache_memory(model: &LlamaModel, config: &LlamaConfig, n_ctx: u32) -> Result<(), LlamaError> {
+    let Some(available) = memory::available_bytes() else { return Ok(()) };
+    let kv = memory::kv_cache_bytes(
+        n_ctx,
+        model.n_layer(),
+        model.n_head(),
+        model.n_head_kv(),
+        u32::try_from(model.n_embd()).unwrap_or(0),
+    );
+    let needed = model.size() + kv + OVERHEAD_BYTES;
+    if needed > available {
+        return Err(LlamaError::OutOfMemory {
+            path: config.path.clone(),
+            needed_mib: needed >> 20,
+            available_mib: available >> 20,
+            n_ctx,
+        });
+    }
+    Ok(())
+}
+
+fn chat_template(model: &LlamaModel, config: &LlamaConfig) -> Result<(LlamaChatTemplate, String), LlamaError> {
+    let template = model.chat_template(None).map_err(|_| LlamaError::NoChatTemplate(config.path.clone()))?;
+    let text = template.to_string().map_err(|_| LlamaError::NoChatTemplate(config.path.clone()))?;
+    Ok((template, text))
+}
+
+/// One request being served in one sequence.
+struct Slot {
+    seq: i32,
+    reply: Option<oneshot::Sender<rlm_protocol::Result<ModelResponse>>>,
+    /// Prompt tokens not yet decoded.
+    feed: Vec<LlamaToken>,
+    /// Position of the next token in the sequence.
+    pos: i32,
+    /// Tokens in the sequence's cache, in order (the conversation's cache is kept from these).
+    history: Vec<LlamaToken>,
+    /// The token sampled last, to be decoded next.
+    next: Option<LlamaToken>,
+    /// Index in the current batch of the token whose logits this slot samples from.
+    logits_at: Option<i32>,
+    sampler: LlamaSampler,
+    generated: Vec<u8>,
+    completion_tokens: u64,
+    max_tokens: u32,
+    usage: Usage,
+}
+
+struct Scheduler<'m> {
+    model: &'m LlamaModel,
+    context: LlamaContext<'m>,
+    template: LlamaChatTemplate,
+    stats: Arc<LlamaStats>,
+    n_ctx: u32,
+    n_seq: i32,
+    default_max_tokens: u32,
+    /// Tokens held in the conversation sequence's cache.
+    conversation: Vec<LlamaToken>,
+    slots: Vec<Slot>,
+    /// Requests waiting for a free sequence, in arrival order.
+    pending: VecDeque<(ModelRequest, oneshot::Sender<rlm_protocol::Result<ModelResponse>>)>,
+}
+
+impl Scheduler<'_> {
+    fn serve(&mut self, inbox: &mpsc::Receiver<Job>) {
+        let mut batch = LlamaBatch::new(N_BATCH as usize, 1);
+        loop {
+            if self.slots.is_empty() && self.pending.is_empty() {
+                match inbox.recv() {
+                    Ok(job) => self.accept(job),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(job) = inbox.try_recv() {
+                self.accept(job);
+            }
+            self.drop_abandoned();
+            self.admit();
+            if self.slots.is_empty() {
+                continue;
+            }
+            if let Err(message) = self.step(&mut batch) {
+                self.fail_all(&message);
+            }
+        }
+    }
+
+    fn accept(&mut self, job: Job) {
+        match job {
+            Job::Complete { request, reply } => self.pending.push_back((request, reply)),
+            Job::Render { messages, reply } => {
+                let _ = reply.send(self.render(&messages));
+            }
+        }
+    }
+
+    fn render(&self, messages: &[ChatMessage]) -> rlm_protocol::Result<String> {
+        let chat = messages
+            .iter()
+            .map(|message| {
+                let role = match message.role {
+                    Role::System => "system",
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                };
+                LlamaChatMessage::new(role.to_owned(), message.content.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| rlm_protocol::Error::InvalidInput(format!("a message cannot be sent: {err}")))?;
+        self.model
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|err| rlm_protocol::Error::model(None, format!("applying the chat template failed: {err}"), false))
+    }
+
+    /// Starts pending requests that have a free sequence, in arrival order per kind.
+    fn admit(&mut self) {
+        let mut waiting = VecDeque::new();
+        while let Some((request, reply)) = self.pending.pop_front() {
+            let conversation = request.messages.len() > 1;
+            let seq = if conversation {
+                (!self.busy(CONVERSATION_SEQ)).then_some(CONVERSATION_SEQ)
+            } else {
+                (1..self.n_seq).find(|&seq| !self.busy(seq))
+            };
+            // With a single sequence, one-shot requests share the conversation's.
+            let seq = seq.or_else(|| (self.n_seq == 1 && !self.busy(CONVERSATION_SEQ)).then_some(CONVERSATION_SEQ));
+            match seq {
+                Some(seq) => self.start(seq, request, reply),
+                None => waiting.push_back((request, reply)),
+            }
+        }
+        self.pending = waiting;
+    }
+
+    fn busy(&self, seq: i32) -> bool {
+        self.slots.iter().any(|slot| slot.seq == seq)
+    }
+
+    fn start(&mut self, seq: i32, request: ModelRequest, reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>>) {
+        match self.prepare(seq, &request) {
+            Ok(slot) => self.slots.push(Slot { reply: Some(reply), ..slot }),
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+
+    fn prepare(&mut self, seq: i32, request: &ModelRequest) -> rlm_protocol::Result<Slot> {
+        let prompt = self.render(&request.messages)?;
+        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err(rlm_protocol::Error::InvalidInput("the prompt is empty".to_owned()));
+        }
+        let max_tokens = request.max_output_tokens.unwrap_or(self.default_max_tokens);
+        let window = self.n_ctx as usize;
+        if tokens.len() >= window {
+            return Err(rlm_protocol::Error::InvalidInput(format!(
+                "the prompt has {} tokens; the local model's window is {window}",
+                tokens.len()
+            )));
+        }
+        // Reuse the cached prefix; at least one token must be decoded to have logits to sample from.
+        let keep = if seq == CONVERSATION_SEQ { common_prefix(&self.conversation, &tokens) } else { 0 };
+        let keep = keep.min(tokens.len() - 1);
+        let keep_pos = u32::try_from(keep).unwrap_or(u32::MAX);
+        if self.context.kv_cache_seq_rm(seq, Some(keep_pos), None).is_err() {
+            // The cache cannot drop part of this sequence (some architectures); start it afresh.
+            let _ = self.context.kv_cache_seq_rm(seq, None, None);
+            return self.prepare_from(seq, request, tokens, 0, max_tokens);
+        }
+        self.prepare_from(seq, request, tokens, keep, max_tokens)
+    }
+
+    fn prepare_from(
+        &mut self,
+        seq: i32,
+        request: &ModelRequest,
+        tokens: Vec<LlamaToken>,
+        keep: usize,
+        max_tokens: u32,
+    ) -> rlm_protocol::Result<Slot> {
+        if seq == CONVERSATION_SEQ {
+            self.conversation.truncate(keep);
+        }
+        let usage =
+            Usage { prompt_tokens: tokens.len() as u64, completion_tokens: 0, cached_tokens: keep as u64, calls: 1 };
+        self.stats.reused_prompt_tokens.fetch_add(keep as u64, Ordering::Relaxed);
+        Ok(Slot {
+            seq,
+            reply: None,
+            feed: tokens[keep..].to_vec(),
+            pos: i32::try_from(keep).unwrap_or(i32::MAX),
+            history: tokens[..keep].to_vec(),
+            next: None,
+            logits_at: None,
+            sampler: sampler(request.temperature),
+            generated: Vec::new(),
+            completion_tokens: 0,
+            max_tokens,
+            usage,
+        })
+    }
+
+    /// One decode over every running request: the next token of those generating, then prompt tokens of those
+    /// still reading, as far as the batch allows.
+    fn step(&mut self, batch: &mut LlamaBatch) -> Result<(), String> {
+        batch.clear();
+        let mut room = N_BATCH as usize;
+        let mut sharing = 0;
+        for slot in &mut self.slots {
+            slot.logits_at = None;
+            if let Some(token) = slot.next.take() {
+                slot.logits_at = Some(batch.n_tokens());
+                batch.add(token, slot.pos, &[slot.seq], true).map_err(|err| err.to_string())?;
+                slot.history.push(token);
+                slot.pos += 1;
+                room -= 1;
+                sharing += 1;
+            }
+        }
+        for slot in &mut self.slots {
+            if slot.feed.is_empty() || room == 0 {
+                continue;
+            }
+            let take = slot.feed.len().min(room);
+            let last = take == slot.feed.len();
+            for (i, token) in slot.feed.drain(..take).enumerate() {
+                let wants_logits = last && i + 1 == take;
+                if wants_logits {
+                    slot.logits_at = Some(batch.n_tokens());
+                }
+                batch.add(token, slot.pos, &[slot.seq], wants_logits).map_err(|err| err.to_string())?;
+                slot.history.push(token);
+                slot.pos += 1;
+            }
+            self.stats.decoded_prompt_tokens.fetch_add(take as u64, Ordering::Relaxed);
+            room -= take;
+            sharing += 1;
+        }
+        self.stats.max_parallel.fetch_max(sharing, Ordering::Relaxed);
+        self.stats.decode_calls.fetch_add(1, Ordering::Relaxed);
+        match self.context.decode(batch) {
+            Ok(()) => {}
+            // The cache is full. The idle conversation's cells are only a cache: give them up and try once more
+            // (a failed decode leaves the cache as it was).
+            Err(DecodeError::NoKvCacheSlot) if !self.busy(CONVERSATION_SEQ) && !self.conversation.is_empty() => {
+                let _ = self.context.kv_cache_seq_rm(CONVERSATION_SEQ, None, None);
+                self.conversation.clear();
+                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                self.context.decode(batch).map_err(|err| format!("llama.cpp decode failed: {err}"))?;
+            }
+            Err(DecodeError::NoKvCacheSlot) => {
+                return Err(format!(
+                    "the local model's {}-token cache is full with the requests running at once; lower \
+                     --batch-concurrency or shorten sub-call prompts",
+                    self.n_ctx
+                ));
+            }
+            Err(err) => return Err(format!("llama.cpp decode failed: {err}")),
+        }
+        self.sample_and_finish();
+        Ok(())
+    }
+
+    fn sample_and_finish(&mut self) {
+        let vocab = self.model.vocab();
+        let n_ctx = self.n_ctx as usize;
+        let mut index = 0;
+        while index < self.slots.len() {
+            let slot = &mut self.slots[index];
+            let mut done = None;
+            if let Some(at) = slot.logits_at {
+                let token = slot.sampler.sample(&self.context, at);
+                if vocab.is_eog(token) {
+                    done = Some(Ok(()));
+                } else {
+                    slot.completion_tokens += 1;
+                    slot.generated.extend(vocab.token_to_piece(token, false, None));
+                    // A reply that reaches the end of the window ends there, as a length-limited reply does.
+                    if slot.completion_tokens >= u64::from(slot.max_tokens) || slot.pos as usize + 1 >= n_ctx {
+                        done = Some(Ok(()));
+                    } else {
+                        slot.next = Some(token);
+                    }
+                }
+            }
+            match done {
+                Some(outcome) => {
+                    let slot = self.slots.swap_remove(index);
+                    self.finish(slot, outcome);
+                }
+                None => index += 1,
+            }
+        }
+    }
+
+    fn finish(&mut self, mut slot: Slot, outcome: Result<(), String>) {
+        self.stats.generated_tokens.fetch_add(slot.completion_tokens, Ordering::Relaxed);
+        if slot.seq == CONVERSATION_SEQ {
+            self.conversation = std::mem::take(&mut slot.history);
+        } else {
+            // One-shot sequences keep nothing, so the cache they used is free for the conversation.
+            let _ = self.context.kv_cache_seq_rm(slot.seq, None, None);
+        }
+        let result = outcome
+            .map(|()| ModelResponse {
+                content: String::from_utf8_lossy(&slot.generated).into_owned(),
+                usage: Usage { completion_tokens: slot.completion_tokens, ..slot.usage },
+                model: String::new(),
+            })
+            .map_err(|message| rlm_protocol::Error::model(None, message, false));
+        if let Some(reply) = slot.reply.take() {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Stops requests whose caller has gone (a timeout or a cancelled run), so they stop taking turns.
+    fn drop_abandoned(&mut self) {
+        let mut index = 0;
+        while index < self.slots.len() {
+            if self.slots[index].reply.as_ref().is_none_or(oneshot::Sender::is_closed) {
+                let slot = self.slots.swap_remove(index);
+                self.finish(slot, Err("abandoned".to_owned()));
+            } else {
+                index += 1;
+            }
+        }
+        self.pending.retain(|(_, reply)| !reply.is_closed());
+    }
+
+    fn fail_all(&mut self, message: &str) {
+        for mut slot in std::mem::take(&mut self.slots) {
+            let _ = self.context.kv_cache_seq_rm(slot.seq, None, None);
+            if let Some(reply) = slot.reply.take() {
+                let _ = reply.send(Err(rlm_protocol::Error::model(None, message.to_owned(), false)));
+            }
+        }
+        self.conversation.clear();
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn sampler(temperature: Option<f32>) -> LlamaSampler {
+    match temperature {
+        Some(t) if t > 0.0 => LlamaSampler::chain_simple([
+            LlamaSampler::top_k(40),
+            LlamaSampler::top_p(0.95, 1),
+            LlamaSampler::temp(t),
+            LlamaSampler::dist(fastrand_seed()),
+        ]),
+        _ => LlamaSampler::greedy(),
+    }
+}
+
+fn fastrand_seed() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos())
+}

@@ -1,0 +1,185 @@
+//! The client's mechanics on a tiny random model written at test time: loading, the window from the file, the chat
+//! template, usage, the conversation's cache across turns, and one-shot requests batched beside it.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests may panic
+
+use std::path::PathBuf;
+
+use rlm_models_llama::tiny::{TINY_N_CTX_TRAIN, write_tiny_model};
+use rlm_models_llama::{LlamaClient, LlamaConfig, LlamaError};
+use rlm_protocol::{ChatMessage, ModelClient, ModelRequest};
+
+fn tiny_model(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_model(&path).unwrap();
+    path
+}
+
+fn load(dir: &tempfile::TempDir) -> LlamaClient {
+    let mut config = LlamaConfig::new(tiny_model(dir));
+    config.name = "local:tiny".to_owned();
+    config.threads = Some(1);
+    LlamaClient::load(config).unwrap()
+}
+
+fn request(messages: Vec<ChatMessage>, max: u32) -> ModelRequest {
+    ModelRequest { model: "local:tiny".to_owned(), messages, max_output_tokens: Some(max), temperature: None }
+}
+
+#[test]
+fn loads_the_file_and_takes_the_window_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = load(&dir);
+    assert_eq!(client.info().n_ctx_train, TINY_N_CTX_TRAIN);
+    assert_eq!(client.context_window(), u64::from(TINY_N_CTX_TRAIN));
+    assert_eq!(client.info().threads, 1);
+    assert!(client.info().chat_template.contains("<|im_start|>"));
+
+    let mut smaller = LlamaConfig::new(tiny_model(&dir));
+    smaller.threads = Some(1);
+    smaller.n_ctx = Some(256);
+    assert_eq!(LlamaClient::load(smaller).unwrap().context_window(), 256);
+}
+
+#[tokio::test]
+async fn applies_the_chat_template_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = load(&dir);
+    let prompt = client
+        .render_prompt(&request(vec![ChatMessage::system("Be brief."), ChatMessage::user("Hi")], 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        prompt,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}
+
+#[tokio::test]
+async fn reports_usage_and_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = load(&dir);
+    let response = client.complete(request(vec![ChatMessage::user("abab hello")], 6)).await.unwrap();
+    assert_eq!(response.model, "local:tiny");
+    assert_eq!(response.usage.calls, 1);
+    assert_eq!(response.usage.completion_tokens, 6);
+    // ChatML framing (3 + 3 special tokens, role words, newlines) plus the text.
+    assert!(response.usage.prompt_tokens > 10, "{:?}", response.usage);
+    assert_eq!(response.usage.cached_tokens, 0);
+    assert_eq!(client.stats().decoded_prompt_tokens(), response.usage.prompt_tokens);
+    assert_eq!(client.stats().generated_tokens(), response.usage.completion_tokens);
+}
+
+#[tokio::test]
+async fn a_second_turn_decodes_only_its_new_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = load(&dir);
+    let mut messages =
+        vec![ChatMessage::system("You answer in code."), ChatMessage::user("first question ".repeat(20))];
+    let first = client.complete(request(messages.clone(), 4)).await.unwrap();
+    let decoded_after_first = client.stats().decoded_prompt_tokens();
+    assert_eq!(decoded_after_first, first.usage.prompt_tokens);
+
+    messages.push(ChatMessage::assistant(first.content.clone()));
+    messages.push(ChatMessage::user("second question"));
+    let second = client.complete(request(messages, 4)).await.unwrap();
+    let decoded_for_second = client.stats().decoded_prompt_tokens() - decoded_after_first;
+
+    assert!(second.usage.cached_tokens >= first.usage.prompt_tokens, "{:?} then {:?}", first.usage, second.usage);
+    assert_eq!(decoded_for_second, second.usage.prompt_tokens - second.usage.cached_tokens);
+    assert!(decoded_for_second < second.usage.prompt_tokens / 2, "decoded {decoded_for_second} of {:?}", second.usage);
+}
+
+#[tokio::test]
+async fn one_shot_requests_run_together_and_leave_the_conversation_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = std::sync::Arc::new(load(&dir));
+    let mut messages = vec![ChatMessage::system("Root."), ChatMessage::user("the root question ".repeat(10))];
+    let first = client.complete(request(messages.clone(), 3)).await.unwrap();
+
+    let subs = (0..3).map(|i| {
+        let client = std::sync::Arc::clone(&client);
+        async move { client.complete(request(vec![ChatMessage::user(format!("chunk {i} ").repeat(15))], 8)).await }
+    });
+    for answer in futures::future::join_all(subs).await {
+        let answer = answer.unwrap();
+        assert_eq!(answer.usage.cached_tokens, 0);
+    }
+    assert!(client.stats().max_parallel() >= 2, "one-shot requests never shared a decode");
+
+    messages.push(ChatMessage::assistant(first.content.clone()));
+    messages.push(ChatMessage::user("go on"));
+    let second = client.complete(request(messages, 3)).await.unwrap();
+    assert!(second.usage.cached_tokens >= first.usage.prompt_tokens, "{:?} then {:?}", first.usage, second.usage);
+}
+
+#[tokio::test]
+async fn an_abandoned_request_stops_and_the_next_one_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    // One sequence, so the next request waits for the abandoned one unless that one stops.
+    let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.threads = Some(1);
+    config.n_seq = 1;
+    let client = LlamaClient::load(config).unwrap();
+    let long = request(vec![ChatMessage::user("go on ".repeat(30))], 5000);
+    // Give up on a generation that would otherwise run to the end of the 1,024-token window (about 830 tokens).
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(2), client.complete(long)).await;
+    let started = std::time::Instant::now();
+    let answer = client.complete(request(vec![ChatMessage::user("hi")], 2)).await.unwrap();
+    assert!(answer.usage.completion_tokens <= 2);
+    // Running on to the end of the window would take over 800 decodes.
+    let decodes = client.stats().decode_calls();
+    assert!(decodes < 400, "the abandoned request ran on: {decodes} decodes");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn a_full_cache_gives_up_the_idle_conversation_for_a_sub_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.threads = Some(1);
+    config.n_ctx = Some(512);
+    let client = LlamaClient::load(config).unwrap();
+    let conversation = vec![ChatMessage::system("Root."), ChatMessage::user("w ".repeat(140))];
+    let first = client.complete(request(conversation, 2)).await.unwrap();
+    assert!(first.usage.prompt_tokens > 280, "{:?}", first.usage);
+    // Together with the cached conversation this needs more cells than the cache has.
+    let sub = client.complete(request(vec![ChatMessage::user("c ".repeat(140))], 2)).await.unwrap();
+    assert_eq!(sub.usage.completion_tokens, 2);
+    assert_eq!(client.stats().evictions(), 1);
+}
+
+#[tokio::test]
+async fn a_reply_that_reaches_the_window_ends_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LlamaConfig::new(tiny_model(&dir));
+    config.threads = Some(1);
+    config.n_ctx = Some(256);
+    let client = LlamaClient::load(config).unwrap();
+    let answer = client.complete(request(vec![ChatMessage::user("hi")], 5000)).await.unwrap();
+    assert_eq!(answer.usage.prompt_tokens + answer.usage.completion_tokens, 256, "{:?}", answer.usage);
+}
+
+#[test]
+fn a_missing_file_is_named_with_its_expected_hash() {
+    let mut config = LlamaConfig::new("/nonexistent/model.gguf");
+    config.expected_sha256 = Some("ab12".to_owned());
+    let err = LlamaClient::load(config).unwrap_err();
+    assert!(matches!(err, LlamaError::MissingFile { .. }));
+    let text = err.to_string();
+    assert!(text.contains("/nonexistent/model.gguf") && text.contains("expected sha256 ab12"), "{text}");
+}
+
+#[test]
+fn a_corrupt_file_is_named_with_its_expected_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.gguf");
+    let mut bytes = std::fs::read(tiny_model(&dir)).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&path, bytes).unwrap();
+    let mut config = LlamaConfig::new(&path);
+    config.expected_sha256 = Some("cd34".to_owned());
+    let err = LlamaClient::load(config).unwrap_err();
+    assert!(matches!(err, LlamaError::CorruptFile { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("broken.gguf") && text.contains("expected sha256 cd34"), "{text}");
+}
