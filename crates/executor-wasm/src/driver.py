@@ -257,6 +257,17 @@ def _utf8(text):
     return text.encode("utf-8", "replace")
 
 
+def _within_answer_cap(text, what):
+    """(UTF-8 bytes, None) when `text` fits the answer cap, else (None, the error for the cell)."""
+    limit = _limits["answer_bytes"]
+    # At least one byte per character: a huge text is refused before it is encoded.
+    encoded = None if len(text) > limit else _utf8(text)
+    if encoded is not None and len(encoded) <= limit:
+        return encoded, None
+    size = f"{len(encoded):,} bytes" if encoded is not None else f"{len(text):,} characters or more"
+    return None, {"kind": "ValueError", "message": f"{what} is {size}; the sandbox allows {limit:,} bytes", "traceback": ""}
+
+
 class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
     """The REPL namespace of this interpreter (one session per wasm instance)."""
 
@@ -288,35 +299,22 @@ class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
         finally:
             _current[0] = None
             output.flush()
-        payload = b""
         header = {"op": "done", "error": error, "dropped": output.dropped, "answer_len": None, "final_var": None}
-        limit_bytes = _limits["answer_bytes"]
+        parts = []
         if answer is not None:
-            # At least one byte per character: a huge answer is refused before it is encoded.
-            encoded = answer if len(answer) > limit_bytes else _utf8(answer)
-            if len(encoded) > limit_bytes:
-                header["error"] = header["error"] or {
-                    "kind": "ValueError",
-                    "message": f"the answer is {len(encoded):,} characters or more as UTF-8 bytes; the sandbox allows"
-                    f" {limit_bytes:,} bytes",
-                    "traceback": "",
-                }
-            else:
+            encoded, refused = _within_answer_cap(answer, "the answer")
+            header["error"] = header["error"] or refused
+            if encoded is not None:
                 header["answer_len"] = len(encoded)
-                payload += encoded
+                parts.append(encoded)
         if final_var is not None:
             name, value = final_var
-            encoded = None if value is None else value if len(value) > limit_bytes else _utf8(value)
-            if encoded is not None and len(encoded) > limit_bytes:
-                header["error"] = header["error"] or {
-                    "kind": "ValueError",
-                    "message": f"variable {name!r} is {len(encoded):,} characters or more as text; FINAL_VAR allows"
-                    f" {limit_bytes:,} bytes",
-                    "traceback": "",
-                }
-            else:
+            encoded, refused = (None, None) if value is None else _within_answer_cap(value, f"variable {name!r}")
+            header["error"] = header["error"] or refused
+            if refused is None:
                 header["final_var"] = {"name": str(name)[:200], "len": None if encoded is None else len(encoded)}
-                payload += encoded or b""
+                parts.append(encoded or b"")
+        payload = b"".join(parts)
         return _frame(header, payload)
 
 

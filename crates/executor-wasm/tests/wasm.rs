@@ -606,7 +606,7 @@ async fn oversized_requests_are_clear_python_errors() {
     assert!(host.batches().is_empty());
     let outcome = run(&mut s, "big = 'x' * (5 << 20)\nFINAL_VAR('big')").await;
     assert!(outcome.final_var.is_none(), "{:?}", outcome.final_var.map(|v| v.name));
-    assert!(outcome.error.unwrap().message.contains("FINAL_VAR allows"));
+    assert!(outcome.error.unwrap().message.contains("variable 'big' is"));
     let outcome = run(&mut s, "answer['content'] = 'y' * (5 << 20)\nanswer['ready'] = True").await;
     assert!(outcome.answer.is_none());
     assert!(outcome.error.unwrap().message.contains("the answer is"));
