@@ -7,7 +7,15 @@
 Six busy 2.5 s cells under a 3 s cell limit, then a cell that spins into the limit, twice: prints how long each
 trapped cell took to answer (the limit plus replaying earlier cells) and which variables survived. Standard library
 only; sends X-Session-Secret when the service returns one."""
-base = sys.argv[1]
+
+import json
+import sys
+import time
+import urllib.request
+
+base = sys.argv[1].rstrip("/")
+
+
 def call(method, path, body=None, secret=None):
     req = urllib.request.Request(base + path, data=None if body is None else json.dumps(body).encode(), method=method)
     req.add_header("Content-Type", "application/json")
