@@ -19,7 +19,7 @@ pub struct LlamaConfig {
     pub name: String,
     /// The context window in tokens; `None` takes the window the model was trained with, as stored in the file.
     pub n_ctx: Option<u32>,
-    /// KV-cache sequences: one for the conversation, the rest for one-shot requests running in parallel.
+    /// KV-cache sequences: requests running at once, and caches kept for later requests (all share one window).
     pub n_seq: u32,
     /// CPU threads; `None` uses every core the process may run on.
     pub threads: Option<u32>,
@@ -33,7 +33,7 @@ impl LlamaConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         let name = path.file_stem().map_or_else(|| "local".to_owned(), |stem| stem.to_string_lossy().into_owned());
-        Self { path, name, n_ctx: None, n_seq: 4, threads: None, expected_sha256: None, default_max_tokens: 2048 }
+        Self { path, name, n_ctx: None, n_seq: 8, threads: None, expected_sha256: None, default_max_tokens: 2048 }
     }
 }
 
@@ -65,8 +65,10 @@ pub struct LlamaStats {
     pub decode_calls: AtomicU64,
     /// Largest number of requests that shared one decode.
     pub max_parallel: AtomicU64,
-    /// Times the idle conversation's cache was dropped to make room for other requests.
+    /// Times an idle sequence's cache was dropped to make room for running requests.
     pub evictions: AtomicU64,
+    /// Requests that started from cells shared from another sequence (a common prefix such as a system prompt).
+    pub shared_prefixes: AtomicU64,
 }
 
 impl LlamaStats {
@@ -92,6 +94,10 @@ impl LlamaStats {
 
     pub fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
+    }
+
+    pub fn shared_prefixes(&self) -> u64 {
+        self.shared_prefixes.load(Ordering::Relaxed)
     }
 }
 

@@ -6,10 +6,10 @@
 //!
 //! The worker batches all running requests into one decode per step, each in its own KV-cache sequence:
 //!
-//! * conversations (requests with more than one message: the root model's turns) run in sequence 0, whose cache
-//!   is kept between requests, so a turn that extends the previous one only decodes its new tokens;
-//! * one-shot requests (a single message: sub-calls) run in the other sequences, in parallel with each other and
-//!   without touching sequence 0.
+//! * a sequence keeps its cache when its request ends, so the next turn of a conversation (the root's, or a child
+//!   RLM's) decodes only its new tokens;
+//! * a request starts where most of its prompt is cached, sharing the cells of the longest cached prefix (a system
+//!   prompt) from any other sequence, and idle caches are given up, least valuable first, only when cells run out.
 
 mod client;
 mod memory;

@@ -28,8 +28,8 @@ const N_BATCH: u32 = 512;
 /// Memory beyond weights and cache that llama.cpp needs for its compute buffers, with a margin.
 const OVERHEAD_BYTES: u64 = 384 << 20;
 
-/// The sequence that holds the conversation whose cache is kept between requests.
-const CONVERSATION_SEQ: i32 = 0;
+/// The shortest cached prefix a request starts from; shorter common prefixes are decoded again.
+const MIN_REUSED_TOKENS: usize = 16;
 
 pub(crate) enum Job {
     Complete { request: ModelRequest, reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>> },
@@ -144,7 +144,8 @@ fn run(
         n_ctx,
         n_seq: i32::try_from(n_seq).unwrap_or(1),
         default_max_tokens: config.default_max_tokens,
-        conversation: Vec::new(),
+        kept: (0..n_seq).map(|_| Kept::default()).collect(),
+        clock: 0,
         slots: Vec::new(),
         pending: VecDeque::new(),
     };
@@ -212,11 +213,13 @@ fn chat_template(model: &LlamaModel, config: &LlamaConfig) -> Result<(LlamaChatT
 struct Slot {
     seq: i32,
     reply: Option<oneshot::Sender<rlm_protocol::Result<ModelResponse>>>,
+    /// A conversation (more than one message) rather than a one-shot request.
+    conversation: bool,
     /// Prompt tokens not yet decoded.
     feed: Vec<LlamaToken>,
     /// Position of the next token in the sequence.
     pos: i32,
-    /// Tokens in the sequence's cache, in order (the conversation's cache is kept from these).
+    /// Tokens in the sequence's cache, in order (kept for later requests when this one finishes).
     history: Vec<LlamaToken>,
     /// The token sampled last, to be decoded next.
     next: Option<LlamaToken>,
@@ -229,6 +232,33 @@ struct Slot {
     usage: Usage,
 }
 
+/// What an idle sequence's cache still holds after its request finished, so a later request that starts with the
+/// same tokens (the next turn of a conversation, or another conversation with the same system prompt) decodes only
+/// what follows.
+#[derive(Default)]
+struct Kept {
+    tokens: Vec<LlamaToken>,
+    /// Kept from a conversation (more than one message): worth more than a one-shot's, so given up last.
+    conversation: bool,
+    /// When the sequence was last used, for giving up the least recently used cache first.
+    used_at: u64,
+}
+
+/// A request waiting for a free sequence, already rendered and tokenised.
+struct Pending {
+    request: ModelRequest,
+    tokens: Vec<LlamaToken>,
+    reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>>,
+}
+
+/// Where a request starts: its sequence and how many of its first tokens are already cached there.
+struct Placement {
+    seq: i32,
+    /// Another sequence whose cells for the first `keep` tokens are shared into `seq` first.
+    share_from: Option<i32>,
+    keep: usize,
+}
+
 struct Scheduler<'m> {
     model: &'m LlamaModel,
     context: LlamaContext<'m>,
@@ -237,11 +267,12 @@ struct Scheduler<'m> {
     n_ctx: u32,
     n_seq: i32,
     default_max_tokens: u32,
-    /// Tokens held in the conversation sequence's cache.
-    conversation: Vec<LlamaToken>,
+    /// What each idle sequence's cache holds, by sequence id (a running sequence's is in its slot).
+    kept: Vec<Kept>,
+    clock: u64,
     slots: Vec<Slot>,
     /// Requests waiting for a free sequence, in arrival order.
-    pending: VecDeque<(ModelRequest, oneshot::Sender<rlm_protocol::Result<ModelResponse>>)>,
+    pending: VecDeque<Pending>,
 }
 
 impl Scheduler<'_> {
@@ -270,7 +301,12 @@ impl Scheduler<'_> {
 
     fn accept(&mut self, job: Job) {
         match job {
-            Job::Complete { request, reply } => self.pending.push_back((request, reply)),
+            Job::Complete { request, reply } => match self.tokenize(&request) {
+                Ok(tokens) => self.pending.push_back(Pending { request, tokens, reply }),
+                Err(err) => {
+                    let _ = reply.send(Err(err));
+                }
+            },
             Job::Render { messages, reply } => {
                 let _ = reply.send(self.render(&messages));
             }
@@ -295,21 +331,29 @@ impl Scheduler<'_> {
             .map_err(|err| rlm_protocol::Error::model(None, format!("applying the chat template failed: {err}"), false))
     }
 
-    /// Starts pending requests that have a free sequence, in arrival order per kind.
+    fn tokenize(&self, request: &ModelRequest) -> rlm_protocol::Result<Vec<LlamaToken>> {
+        let prompt = self.render(&request.messages)?;
+        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err(rlm_protocol::Error::InvalidInput("the prompt is empty".to_owned()));
+        }
+        let window = self.n_ctx as usize;
+        if tokens.len() >= window {
+            return Err(rlm_protocol::Error::InvalidInput(format!(
+                "the prompt has {} tokens; the local model's window is {window}",
+                tokens.len()
+            )));
+        }
+        Ok(tokens)
+    }
+
+    /// Starts pending requests that have a free sequence, in arrival order.
     fn admit(&mut self) {
         let mut waiting = VecDeque::new();
-        while let Some((request, reply)) = self.pending.pop_front() {
-            let conversation = request.messages.len() > 1;
-            let seq = if conversation {
-                (!self.busy(CONVERSATION_SEQ)).then_some(CONVERSATION_SEQ)
-            } else {
-                (1..self.n_seq).find(|&seq| !self.busy(seq))
-            };
-            // With a single sequence, one-shot requests share the conversation's.
-            let seq = seq.or_else(|| (self.n_seq == 1 && !self.busy(CONVERSATION_SEQ)).then_some(CONVERSATION_SEQ));
-            match seq {
-                Some(seq) => self.start(seq, request, reply),
-                None => waiting.push_back((request, reply)),
+        while let Some(pending) = self.pending.pop_front() {
+            match self.place(&pending.tokens) {
+                Some(placement) => self.start(placement, pending),
+                None => waiting.push_back(pending),
             }
         }
         self.pending = waiting;
@@ -319,58 +363,76 @@ impl Scheduler<'_> {
         self.slots.iter().any(|slot| slot.seq == seq)
     }
 
-    fn start(&mut self, seq: i32, request: ModelRequest, reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>>) {
-        match self.prepare(seq, &request) {
-            Ok(slot) => self.slots.push(Slot { reply: Some(reply), ..slot }),
-            Err(err) => {
-                let _ = reply.send(Err(err));
+    /// Tokens whose cells a sequence holds: a running request's so far, or what an idle one kept.
+    fn cached_tokens(&self, seq: i32) -> &[LlamaToken] {
+        match self.slots.iter().find(|slot| slot.seq == seq) {
+            Some(slot) => &slot.history,
+            None => self.kept.get(seq as usize).map_or(&[], |kept| &kept.tokens),
+        }
+    }
+
+    /// Chooses the sequence a request runs in, keeping the most useful caches: an idle sequence the prompt extends,
+    /// else an empty one, else the least recently used one-shot cache, else the least recently used conversation.
+    /// The cells of the longest cached prefix of the prompt, in any sequence (running or idle), are shared into it.
+    fn place(&self, tokens: &[LlamaToken]) -> Option<Placement> {
+        let idle: Vec<i32> = (0..self.n_seq).filter(|&seq| !self.busy(seq)).collect();
+        let kept = |seq: i32| &self.kept[seq as usize];
+        let extended = idle
+            .iter()
+            .copied()
+            .filter(|&seq| !kept(seq).tokens.is_empty() && tokens.starts_with(&kept(seq).tokens))
+            .max_by_key(|&seq| kept(seq).tokens.len());
+        let seq = extended
+            .or_else(|| idle.iter().copied().find(|&seq| kept(seq).tokens.is_empty()))
+            .or_else(|| {
+                idle.iter().copied().filter(|&seq| !kept(seq).conversation).min_by_key(|&seq| kept(seq).used_at)
+            })
+            .or_else(|| idle.iter().copied().min_by_key(|&seq| kept(seq).used_at))?;
+        let own = common_prefix(&kept(seq).tokens, tokens);
+        let donor = (0..self.n_seq)
+            .filter(|&other| other != seq)
+            .map(|other| (other, common_prefix(self.cached_tokens(other), tokens)))
+            .max_by_key(|&(_, shared)| shared)
+            .filter(|&(_, shared)| shared > own);
+        // At least one token must be decoded to have logits to sample from; a few shared tokens (the chat
+        // template's opening) are not worth a cache entry.
+        let worth = |shared: usize| if shared >= MIN_REUSED_TOKENS { shared.min(tokens.len() - 1) } else { 0 };
+        Some(match donor {
+            Some((other, shared)) if worth(shared) > 0 => {
+                Placement { seq, share_from: Some(other), keep: worth(shared) }
             }
-        }
+            _ => Placement { seq, share_from: None, keep: worth(own) },
+        })
     }
 
-    fn prepare(&mut self, seq: i32, request: &ModelRequest) -> rlm_protocol::Result<Slot> {
-        let prompt = self.render(&request.messages)?;
-        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
-        if tokens.is_empty() {
-            return Err(rlm_protocol::Error::InvalidInput("the prompt is empty".to_owned()));
-        }
-        let max_tokens = request.max_output_tokens.unwrap_or(self.default_max_tokens);
-        let window = self.n_ctx as usize;
-        if tokens.len() >= window {
-            return Err(rlm_protocol::Error::InvalidInput(format!(
-                "the prompt has {} tokens; the local model's window is {window}",
-                tokens.len()
-            )));
-        }
-        // Reuse the cached prefix; at least one token must be decoded to have logits to sample from.
-        let keep = if seq == CONVERSATION_SEQ { common_prefix(&self.conversation, &tokens) } else { 0 };
-        let keep = keep.min(tokens.len() - 1);
+    fn start(&mut self, placement: Placement, pending: Pending) {
+        let Pending { request, tokens, reply } = pending;
+        let Placement { seq, share_from, mut keep } = placement;
         let keep_pos = u32::try_from(keep).unwrap_or(u32::MAX);
-        if self.context.kv_cache_seq_rm(seq, Some(keep_pos), None).is_err() {
-            // The cache cannot drop part of this sequence (some architectures); start it afresh.
+        let shared = match share_from {
+            Some(donor) => {
+                let _ = self.context.kv_cache_seq_rm(seq, None, None);
+                self.context.kv_cache_seq_cp(donor, seq, Some(0), Some(keep_pos)).is_ok()
+            }
+            None => self.context.kv_cache_seq_rm(seq, Some(keep_pos), None).is_ok(),
+        };
+        if !shared {
+            // The cache cannot drop or share part of this sequence (some architectures): start it afresh.
             let _ = self.context.kv_cache_seq_rm(seq, None, None);
-            return self.prepare_from(seq, request, tokens, 0, max_tokens);
+            keep = 0;
         }
-        self.prepare_from(seq, request, tokens, keep, max_tokens)
-    }
-
-    fn prepare_from(
-        &mut self,
-        seq: i32,
-        request: &ModelRequest,
-        tokens: Vec<LlamaToken>,
-        keep: usize,
-        max_tokens: u32,
-    ) -> rlm_protocol::Result<Slot> {
-        if seq == CONVERSATION_SEQ {
-            self.conversation.truncate(keep);
+        if share_from.is_some() && keep > 0 {
+            self.stats.shared_prefixes.fetch_add(1, Ordering::Relaxed);
         }
+        self.kept[seq as usize] = Kept::default();
+        let max_tokens = request.max_output_tokens.unwrap_or(self.default_max_tokens);
         let usage =
             Usage { prompt_tokens: tokens.len() as u64, completion_tokens: 0, cached_tokens: keep as u64, calls: 1 };
         self.stats.reused_prompt_tokens.fetch_add(keep as u64, Ordering::Relaxed);
-        Ok(Slot {
+        self.slots.push(Slot {
             seq,
-            reply: None,
+            reply: Some(reply),
+            conversation: request.messages.len() > 1,
             feed: tokens[keep..].to_vec(),
             pos: i32::try_from(keep).unwrap_or(i32::MAX),
             history: tokens[..keep].to_vec(),
@@ -381,7 +443,23 @@ impl Scheduler<'_> {
             completion_tokens: 0,
             max_tokens,
             usage,
-        })
+        });
+    }
+
+    /// Gives up the cells of the idle cache worth least (one-shots before conversations, least recently used
+    /// first). False when no idle sequence holds any.
+    fn evict_one(&mut self) -> bool {
+        let victim = (0..self.n_seq)
+            .filter(|&seq| !self.busy(seq) && !self.kept[seq as usize].tokens.is_empty())
+            .min_by_key(|&seq| {
+                let kept = &self.kept[seq as usize];
+                (kept.conversation, kept.used_at)
+            });
+        let Some(seq) = victim else { return false };
+        let _ = self.context.kv_cache_seq_rm(seq, None, None);
+        self.kept[seq as usize] = Kept::default();
+        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// One decode over every running request: the next token of those generating, then prompt tokens of those
@@ -422,24 +500,21 @@ impl Scheduler<'_> {
         }
         self.stats.max_parallel.fetch_max(sharing, Ordering::Relaxed);
         self.stats.decode_calls.fetch_add(1, Ordering::Relaxed);
-        match self.context.decode(batch) {
-            Ok(()) => {}
-            // The cache is full. The idle conversation's cells are only a cache: give them up and try once more
-            // (a failed decode leaves the cache as it was).
-            Err(DecodeError::NoKvCacheSlot) if !self.busy(CONVERSATION_SEQ) && !self.conversation.is_empty() => {
-                let _ = self.context.kv_cache_seq_rm(CONVERSATION_SEQ, None, None);
-                self.conversation.clear();
-                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-                self.context.decode(batch).map_err(|err| format!("llama.cpp decode failed: {err}"))?;
+        loop {
+            match self.context.decode(batch) {
+                Ok(()) => break,
+                // The cache is full. Idle sequences' cells are only a cache: give them up one at a time and try
+                // again (a failed decode leaves the cache as it was).
+                Err(DecodeError::NoKvCacheSlot) if self.evict_one() => {}
+                Err(DecodeError::NoKvCacheSlot) => {
+                    return Err(format!(
+                        "the local model's {}-token cache is full with the requests running at once; lower \
+                         --batch-concurrency or shorten sub-call prompts",
+                        self.n_ctx
+                    ));
+                }
+                Err(err) => return Err(format!("llama.cpp decode failed: {err}")),
             }
-            Err(DecodeError::NoKvCacheSlot) => {
-                return Err(format!(
-                    "the local model's {}-token cache is full with the requests running at once; lower \
-                     --batch-concurrency or shorten sub-call prompts",
-                    self.n_ctx
-                ));
-            }
-            Err(err) => return Err(format!("llama.cpp decode failed: {err}")),
         }
         self.sample_and_finish();
         Ok(())
@@ -479,10 +554,14 @@ impl Scheduler<'_> {
 
     fn finish(&mut self, mut slot: Slot, outcome: Result<(), String>) {
         self.stats.generated_tokens.fetch_add(slot.completion_tokens, Ordering::Relaxed);
-        if slot.seq == CONVERSATION_SEQ {
-            self.conversation = std::mem::take(&mut slot.history);
+        self.clock += 1;
+        if outcome.is_ok() {
+            self.kept[slot.seq as usize] = Kept {
+                tokens: std::mem::take(&mut slot.history),
+                conversation: slot.conversation,
+                used_at: self.clock,
+            };
         } else {
-            // One-shot sequences keep nothing, so the cache they used is free for the conversation.
             let _ = self.context.kv_cache_seq_rm(slot.seq, None, None);
         }
         let result = outcome
@@ -508,7 +587,7 @@ impl Scheduler<'_> {
                 index += 1;
             }
         }
-        self.pending.retain(|(_, reply)| !reply.is_closed());
+        self.pending.retain(|pending| !pending.reply.is_closed());
     }
 
     fn fail_all(&mut self, message: &str) {
@@ -518,7 +597,10 @@ impl Scheduler<'_> {
                 let _ = reply.send(Err(rlm_protocol::Error::model(None, message.to_owned(), false)));
             }
         }
-        self.conversation.clear();
+        for seq in 0..self.n_seq {
+            let _ = self.context.kv_cache_seq_rm(seq, None, None);
+        }
+        self.kept.iter_mut().for_each(|kept| *kept = Kept::default());
     }
 }
 

@@ -112,6 +112,54 @@ async fn one_shot_requests_run_together_and_leave_the_conversation_cached() {
     assert!(second.usage.cached_tokens >= first.usage.prompt_tokens, "{:?} then {:?}", first.usage, second.usage);
 }
 
+/// A parent conversation and a child's (as `rlm_query` makes) alternate; each keeps its own cache.
+#[tokio::test]
+async fn conversations_keep_their_caches_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = load(&dir);
+    let mut parent = vec![ChatMessage::system("Parent."), ChatMessage::user("the parent's question ".repeat(12))];
+    let mut child = vec![ChatMessage::system("Child."), ChatMessage::user("the child's question ".repeat(12))];
+    let parent_first = client.complete(request(parent.clone(), 3)).await.unwrap();
+    let child_first = client.complete(request(child.clone(), 3)).await.unwrap();
+
+    child.push(ChatMessage::assistant("print(1)"));
+    child.push(ChatMessage::user("go on"));
+    let child_second = client.complete(request(child, 3)).await.unwrap();
+    parent.push(ChatMessage::assistant("print(1)"));
+    parent.push(ChatMessage::user("go on"));
+    let parent_second = client.complete(request(parent, 3)).await.unwrap();
+
+    assert!(child_second.usage.cached_tokens >= child_first.usage.prompt_tokens, "{:?}", child_second.usage);
+    assert!(parent_second.usage.cached_tokens >= parent_first.usage.prompt_tokens, "{:?}", parent_second.usage);
+    assert_eq!(client.stats().evictions(), 0);
+}
+
+/// A new conversation that opens with a cached conversation's system prompt starts from that prompt's cells, and the
+/// cached conversation keeps all of its own.
+#[tokio::test]
+async fn a_new_conversation_shares_a_cached_system_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = load(&dir);
+    let system = ChatMessage::system("You write code in a REPL. ".repeat(10));
+    let mut root = vec![system.clone(), ChatMessage::user("the root question")];
+    let root_first = client.complete(request(root.clone(), 3)).await.unwrap();
+    let system_tokens = client.render_prompt(&request(vec![system.clone()], 1)).await.unwrap().len() / 4;
+
+    let decoded_before = client.stats().decoded_prompt_tokens();
+    let child = client.complete(request(vec![system, ChatMessage::user("a sub-question")], 3)).await.unwrap();
+    assert_eq!(client.stats().shared_prefixes(), 1);
+    assert!(child.usage.cached_tokens as usize >= system_tokens, "{:?} ({system_tokens})", child.usage);
+    assert_eq!(
+        client.stats().decoded_prompt_tokens() - decoded_before,
+        child.usage.prompt_tokens - child.usage.cached_tokens
+    );
+
+    root.push(ChatMessage::assistant("print(1)"));
+    root.push(ChatMessage::user("go on"));
+    let root_second = client.complete(request(root, 3)).await.unwrap();
+    assert!(root_second.usage.cached_tokens >= root_first.usage.prompt_tokens, "{:?}", root_second.usage);
+}
+
 #[tokio::test]
 async fn an_abandoned_request_stops_and_the_next_one_is_served() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,7 +181,7 @@ async fn an_abandoned_request_stops_and_the_next_one_is_served() {
 }
 
 #[tokio::test]
-async fn a_full_cache_gives_up_the_idle_conversation_for_a_sub_call() {
+async fn a_full_cache_gives_up_an_idle_conversation_for_a_sub_call() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = LlamaConfig::new(tiny_model(&dir));
     config.threads = Some(1);
