@@ -5,10 +5,10 @@ use std::path::Path;
 use sqlx::postgres::PgPool;
 
 use crate::TraceDbError;
-use crate::prices::Prices;
 use crate::rows::{Batch, Converter};
 use crate::sink::read_events;
 use crate::store;
+use rlm_models::Prices;
 
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

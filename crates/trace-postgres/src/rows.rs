@@ -8,7 +8,7 @@ use rlm_protocol::{EventBody, ModelCallPurpose, SubCallKind, TraceEvent};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::prices::Prices;
+use rlm_models::Prices;
 
 /// What the converter remembers about a run between its events: its max depth (from `metadata`) and the size of
 /// the root model's request so far (the request is the concatenation of every call's `new_messages`).

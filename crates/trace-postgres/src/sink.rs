@@ -25,9 +25,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use tokio::sync::{Notify, mpsc};
 
 use crate::TraceDbError;
-use crate::prices::Prices;
 use crate::rows::{Batch, Converter};
 use crate::store;
+use rlm_models::Prices;
 
 /// Settings of a [`PostgresSink`]. `Debug` never shows the password in the URL.
 #[derive(Clone)]
