@@ -365,8 +365,13 @@ impl Scheduler<'_> {
         if seq == CONVERSATION_SEQ {
             self.conversation.truncate(keep);
         }
-        let usage =
-            Usage { prompt_tokens: tokens.len() as u64, completion_tokens: 0, cached_tokens: keep as u64, calls: 1 };
+        let usage = Usage {
+            prompt_tokens: tokens.len() as u64,
+            completion_tokens: 0,
+            cached_tokens: keep as u64,
+            calls: 1,
+            ..Usage::default()
+        };
         self.stats.reused_prompt_tokens.fetch_add(keep as u64, Ordering::Relaxed);
         Ok(Slot {
             seq,

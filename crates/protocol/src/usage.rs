@@ -74,7 +74,7 @@ mod tests {
     #[test]
     fn report_sums_per_model_and_in_total() {
         let mut report = UsageReport::default();
-        let one = Usage { prompt_tokens: 10, completion_tokens: 2, cached_tokens: 4, calls: 1 };
+        let one = Usage { prompt_tokens: 10, completion_tokens: 2, cached_tokens: 4, calls: 1, ..Usage::default() };
         report.add("a", one);
         report.add("b", one);
         report.add("a", one);

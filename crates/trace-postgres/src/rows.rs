@@ -429,7 +429,13 @@ mod tests {
             new_messages: vec![ChatMessage::user(text)],
             history_len: 1,
             response: Some("ok".into()),
-            usage: Usage { prompt_tokens: 1000, completion_tokens: 100, cached_tokens: 0, calls: 1 },
+            usage: Usage {
+                prompt_tokens: 1000,
+                completion_tokens: 100,
+                cached_tokens: 0,
+                calls: 1,
+                ..Usage::default()
+            },
             latency_ms: 12.5,
             error: None,
         })
