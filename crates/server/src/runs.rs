@@ -212,6 +212,7 @@ pub fn run_view(run: &RunEntry, with_events: bool) -> Value {
         "sub_calls": completion.map(|c| c.sub_calls),
         "path": completion.map(|c| c.path),
         "usage": completion.map(|c| &c.usage),
+        "cost_usd": completion.and_then(|c| c.cost_usd),
         "duration_secs": completion.map_or_else(|| run.elapsed().as_secs_f64(), |c| c.duration_secs),
         "error": outcome.as_ref().and_then(|o| o.error.clone()),
         "root_run_id": completion.map(|c| c.run_id),
