@@ -87,7 +87,8 @@ impl Completion {
             limit: result.limit,
             iterations: result.iterations,
             sub_calls: result.sub_calls,
-            cost_usd: result.usage.total.cost_usd,
+            // Nothing called costs nothing; otherwise the sum is unknown when any call had no price.
+            cost_usd: if result.usage.total.calls == 0 { Some(0.0) } else { result.usage.total.cost_usd },
             usage: result.usage,
             trace,
             run_id: result.run_id,
