@@ -370,12 +370,14 @@ impl RlmBuilder {
             return self;
         }
         let Ok(client) = OpenAiClient::new(self.openai.clone()) else { return self };
+        // The server knows its models without the `openai:` prefix.
+        let served = |spec: &str| rlm_models::split_spec(spec).1.to_owned();
         if self.root_window.is_none() {
-            self.root_window = client.probe_context_window(&self.config.models.root).await;
+            self.root_window = client.probe_context_window(&served(&self.config.models.root)).await;
         }
         if self.sub_window.is_none() {
             self.sub_window = match &self.config.models.sub {
-                Some(sub) if *sub != self.config.models.root => client.probe_context_window(sub).await,
+                Some(sub) if *sub != self.config.models.root => client.probe_context_window(&served(sub)).await,
                 _ => self.root_window,
             };
         }

@@ -110,7 +110,7 @@ impl ModelClient for Replayer {
         let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
         let matching = || self.entries.iter().enumerate().filter(|(_, (recorded, _))| *recorded == key);
         // The first unused answer; once all are used, the last one again (the same request, the same answer).
-        let found = matching().find(|(index, _)| !used[*index]).or_else(|| matching().last());
+        let found = matching().find(|(index, _)| !used[*index]).or_else(|| matching().next_back());
         let Some((index, (_, outcome))) = found else {
             let unused = used.iter().filter(|u| !**u).count();
             return Err(Error::InvalidInput(format!(
