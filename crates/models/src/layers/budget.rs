@@ -5,6 +5,10 @@
 //! completion price. A call the rest of the budget cannot afford is refused with [`Error::Budget`]. Without an
 //! output cap only the prompt can be estimated, so a call may cross the budget; every call after it is refused.
 //! Calls in flight hold their estimate, so concurrent sub-calls cannot overspend together.
+//!
+//! Until it first refuses a call, the budget also keeps room for one more call of the same estimate: a run that hits
+//! the budget asks its model once more for its best answer, and that call should still be affordable. After the
+//! first refusal the reserve is released.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -30,6 +34,8 @@ struct State {
     reserved: f64,
     /// Hashes of (model, message prefix) already sent.
     seen_prefixes: HashSet<u64>,
+    /// Whether a call has been refused, which releases the reserve kept for the final answer.
+    refused: bool,
 }
 
 impl Budget {
@@ -100,12 +106,20 @@ impl ModelClient for Budget {
                     self.max_usd, state.spent
                 )));
             }
+            let left = (self.max_usd - committed).max(0.0);
             if committed + estimate > self.max_usd {
+                state.refused = true;
                 return Err(Error::Budget(format!(
-                    "a call to {} would cost about ${estimate:.6}, more than the ${:.6} left of the ${} budget",
-                    request.model,
-                    (self.max_usd - committed).max(0.0),
-                    self.max_usd
+                    "a call to {} would cost about ${estimate:.6}, more than the ${left:.6} left of the ${} budget",
+                    request.model, self.max_usd
+                )));
+            }
+            if !state.refused && committed + 2.0 * estimate > self.max_usd {
+                state.refused = true;
+                return Err(Error::Budget(format!(
+                    "a call to {} would cost about ${estimate:.6}; the ${left:.6} left of the ${} budget is kept for \
+                     the final answer",
+                    request.model, self.max_usd
                 )));
             }
             state.reserved += estimate;
@@ -184,6 +198,17 @@ mod tests {
         let unpriced = ModelRequest { model: "free?".into(), ..request("a", None) };
         let err = budget.complete(unpriced).await.unwrap_err();
         assert!(err.to_string().contains("has no price"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn room_for_one_more_call_is_kept_until_the_first_refusal() {
+        // Each capped call is estimated at about $10; $15 affords one, but not one plus the reserve.
+        let budget = Budget::new(Arc::new(Fixed), prices(), 15.0);
+        let err = budget.complete(request("a", Some(1000))).await.unwrap_err();
+        assert!(err.to_string().contains("kept for the final answer"), "{err}");
+        assert_eq!(budget.spent(), 0.0);
+        budget.complete(request("final", Some(1000))).await.unwrap();
+        assert!((budget.spent() - 2.0).abs() < 1e-9);
     }
 
     #[test]

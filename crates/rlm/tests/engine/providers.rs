@@ -141,6 +141,35 @@ async fn a_budget_over_the_tree_stops_before_an_unaffordable_sub_call_and_keeps_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_keeps_room_for_the_final_answer_of_the_root_loop() {
+    let server = start(ScriptedServer::builder().script(
+        "claude-sonnet-4-5",
+        [
+            // About 5,000 tokens of output make the next turn's prompt cost about $0.015 more.
+            Reply::text(repl("print('x' * 20000)")).with_usage(1000, 100, 0),
+            Reply::text("FINAL(best so far)").with_usage(6000, 20, 1000),
+            Reply::text("FINAL(never asked)"),
+        ],
+    ))
+    .await;
+    // Each turn's estimate includes the 1,000-token cap at $0.015; the second turn (about $0.03) no longer leaves
+    // room for a final answer of the same size in $0.05, the final answer alone fits.
+    let rlm = builder(&server, ROOT, ROOT)
+        .limits(rlm::Limits { max_output_tokens: Some(1000), ..rlm::Limits::default() })
+        .max_cost(0.05)
+        .build()
+        .unwrap();
+    let done = rlm.completion("ctx", "q").await.unwrap();
+    assert_eq!((done.finished_by, done.limit), (FinishedBy::Limit, Some(LimitKind::MaxCost)));
+    assert_eq!(done.answer, "best so far");
+    assert_eq!(done.iterations, 2, "the second turn started; its call was refused");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "turn 2 was never sent; the final answer was");
+    assert!(requests[1].last_user_message().unwrap().contains("cost budget"));
+    assert!(done.cost_usd.unwrap() <= 0.05, "{:?}", done.cost_usd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn budgets_need_prices_and_specs_are_checked_before_any_request() {
     let server = start(ScriptedServer::builder()).await;
     let err = builder(&server, "my-own-model", "my-own-model").max_cost(1.0).build().err().unwrap().to_string();
