@@ -418,14 +418,15 @@ impl RlmBuilder {
         clients::check_models(&models, &self.providers, self.config.limits.max_cost, &prices, needs_keys)?;
         let openai_used = clients::uses_openai(&models);
         let local = self.model_client.is_none() && !replayer && local::is_local_spec(&self.config.models.root);
-        let model: Arc<dyn ModelClient> = match self.model_client.take() {
-            _ if replayer => self.layers.replayer()?.ok_or_else(|| RlmError::Config("no recording".into()))?,
-            Some(client) => self.layers.wrap(client)?,
-            None if local::is_local_spec(&self.config.models.root) => {
+        let model: Arc<dyn ModelClient> = match (self.layers.replayer()?, self.model_client.take()) {
+            // A replay answers everything itself: no provider client is built, so nothing can reach the network.
+            (Some(replay), _) => replay,
+            (None, Some(client)) => self.layers.wrap(client)?,
+            (None, None) if local::is_local_spec(&self.config.models.root) => {
                 let client = self.local_client()?;
                 self.layers.wrap(client)?
             }
-            None => {
+            (None, None) => {
                 let hosted = self.openai.base_url.trim_end_matches('/') == rlm_models::DEFAULT_BASE_URL;
                 if openai_used && hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
                     return Err(RlmError::Config(

@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
+use rlm_models::Prices;
 use sqlx::postgres::PgPool;
 
 use crate::TraceDbError;
 use crate::rows::{Batch, Converter};
 use crate::sink::read_events;
 use crate::store;
-use rlm_models::Prices;
 
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
+use rlm_models::Prices;
 use rlm_protocol::{EventBody, ModelCallPurpose, SubCallKind, TraceEvent};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-
-use rlm_models::Prices;
 
 /// What the converter remembers about a run between its events: its max depth (from `metadata`) and the size of
 /// the root model's request so far (the request is the concatenation of every call's `new_messages`).

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rlm_models::Prices;
 use rlm_protocol::{TraceEvent, TraceSink};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use tokio::sync::{Notify, mpsc};
@@ -27,7 +28,6 @@ use tokio::sync::{Notify, mpsc};
 use crate::TraceDbError;
 use crate::rows::{Batch, Converter};
 use crate::store;
-use rlm_models::Prices;
 
 /// Settings of a [`PostgresSink`]. `Debug` never shows the password in the URL.
 #[derive(Clone)]
