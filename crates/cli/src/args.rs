@@ -179,6 +179,19 @@ pub struct ModelArgs {
     /// The request field for the output-token limit (auto: max_completion_tokens for OpenAI, max_tokens elsewhere).
     #[arg(long, value_enum, default_value_t = TokenFieldArg::Auto)]
     pub token_limit_field: TokenFieldArg,
+    /// Answer repeated model requests from a content-addressed cache in this directory (requests at a temperature
+    /// above 0 only with --cache-force).
+    #[arg(long, env = "RLM_CACHE_DIR", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Cache requests at any temperature.
+    #[arg(long, requires = "cache")]
+    pub cache_force: bool,
+    /// Write every model exchange to this JSONL file.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Answer every model call from a recording made with --record, without any network.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["record", "cache"])]
+    pub replay: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -257,6 +270,9 @@ pub struct LimitArgs {
     /// Prompt + completion tokens for the whole run tree.
     #[arg(long)]
     pub max_tokens: Option<u64>,
+    /// US dollars for the whole run tree, children included (prices: built in, or --prices / RLM_PRICES).
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
     /// Seconds one code cell may run.
     #[arg(long, env = "EXECUTION_TIMEOUT", default_value_t = 120.0)]
     pub cell_timeout: f64,
@@ -280,12 +296,16 @@ impl LimitArgs {
         if self.batch_concurrency == 0 {
             bail!("--batch-concurrency must be at least 1");
         }
+        if let Some(usd) = self.max_cost.filter(|usd| !usd.is_finite() || *usd <= 0.0) {
+            bail!("--max-cost must be a positive number of US dollars, got {usd}");
+        }
         Ok(Limits {
             max_iterations: self.max_iterations,
             max_depth: self.max_depth,
             timeout: run_timeout.map(|s| seconds(s, "timeout")).transpose()?,
             max_sub_calls: self.max_sub_calls,
             max_tokens: self.max_tokens,
+            max_cost: self.max_cost,
             cell_timeout: seconds(self.cell_timeout, "cell-timeout")?,
             max_output_chars: self.max_output_chars,
             batch_concurrency: self.batch_concurrency,

@@ -98,11 +98,15 @@ async fn sniah_bench(args: SniahArgs) -> Result<()> {
     if args.systems != Systems::Rlm {
         let mut base_models = args.models.clone();
         base_models.route = RouteArg::Direct;
-        let base = crate::build_rlm(&base_models, args.timeout, trace.clone(), executor.clone(), false, false).await?;
+        let base =
+            crate::build_rlm(&base_models, args.timeout, trace.clone(), executor.clone(), false, false, None).await?;
         systems.push((System::Base, base));
     }
     if args.systems != Systems::Base {
-        systems.push((System::Rlm, crate::build_rlm(&args.models, args.timeout, trace, executor, true, false).await?));
+        systems.push((
+            System::Rlm,
+            crate::build_rlm(&args.models, args.timeout, trace, executor, true, false, None).await?,
+        ));
     }
     let model = systems.first().map(|(_, rlm)| rlm.engine().config().models.root.clone()).unwrap_or_default();
     let window = systems.last().and_then(|(_, rlm)| rlm.engine().config().window(&model));

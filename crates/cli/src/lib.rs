@@ -124,6 +124,7 @@ async fn build_rlm(
     executor: Arc<dyn Executor>,
     probe_windows: bool,
     local_default: bool,
+    prices: Option<&std::path::Path>,
 ) -> Result<Rlm> {
     let mut builder = Rlm::builder()
         .trace(trace)
@@ -158,8 +159,19 @@ async fn build_rlm(
     if let Some(window) = models.sub_context_window {
         builder = builder.sub_context_window(window);
     }
+    if let Some(dir) = &models.cache {
+        let mode = if models.cache_force { rlm::CacheMode::Forced } else { rlm::CacheMode::Deterministic };
+        builder = builder.cache(dir, mode);
+    }
+    if let Some(path) = &models.record {
+        builder = builder.record(path);
+    }
+    if let Some(path) = &models.replay {
+        builder = builder.replay(path);
+    }
+    builder = builder.prices(rlm::Prices::load(prices)?);
     let mut builder = builder.limits(models.limits.limits(run_timeout)?);
-    if local_default && !builder.has_model() && !builder.has_endpoint() {
+    if local_default && models.replay.is_none() && !builder.has_model() && !builder.has_endpoint() {
         builder = builder.model(format!("{}{}", rlm::local::LOCAL_PREFIX, rlm::local::DEFAULT_LOCAL_MODEL));
         eprintln!(
             "rlm: no API key or endpoint configured, so the model is local:{} running in this process on the CPU \
@@ -182,7 +194,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
         },
     };
-    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true, true).await?;
+    let prices = args.trace_db.prices.as_deref();
+    let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true, true, prices).await?;
     let context = rlm::context_from_path(&args.context)?;
 
     let cancel = CancellationToken::new();
@@ -211,10 +224,15 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     }
     if !args.quiet {
         let trace = completion.trace.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into());
+        let finished_by = match completion.limit {
+            Some(limit) => format!("{} ({})", completion.finished_by.as_str(), limit.describe()),
+            None => completion.finished_by.as_str().to_owned(),
+        };
+        let cost = completion.cost_usd.map_or_else(|| "cost unknown".to_owned(), |usd| format!("${usd:.4}"));
         eprintln!(
-            "{} path; finished by {} after {} iterations, {} sub-calls, {} tokens, {:.1} s; trace: {trace}",
+            "{} path; finished by {finished_by} after {} iterations, {} sub-calls, {} tokens, {cost}, {:.1} s; trace: \
+             {trace}",
             completion.path.as_str(),
-            completion.finished_by.as_str(),
             completion.iterations,
             completion.sub_calls,
             completion.usage.total.total_tokens(),
@@ -253,7 +271,7 @@ async fn exec(args: ExecArgs) -> Result<ExitCode> {
     // Sub-calls reach the model when one is configured; without one they return an error string to the code.
     let executor = args.executor.build()?;
     let outcome = if args.models.model.is_some() {
-        build_rlm(&args.models, None, TraceTarget::Disabled, executor, false, false)
+        build_rlm(&args.models, None, TraceTarget::Disabled, executor, false, false, None)
             .await?
             .exec(context, &code, timeout)
             .await?

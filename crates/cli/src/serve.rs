@@ -117,6 +117,8 @@ impl ServeArgs {
             prompt_profile: self.prompt_profile.into(),
             context_window: self.context_window,
             sub_context_window: self.sub_context_window,
+            providers: rlm::ProviderSettings::from_env(),
+            prices: Some(rlm::Prices::load(self.trace_db.prices.as_deref())?),
             ..ServerConfig::default()
         }
         .with_seed_env(|name| std::env::var(name).ok()))

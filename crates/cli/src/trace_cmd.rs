@@ -20,8 +20,9 @@ pub struct TraceDbArgs {
     /// $RLM_TRACE_DIR/spool (or ./rlm-traces/spool) and are written when it answers again.
     #[arg(long = "trace-db", env = "RLM_TRACE_DB", hide_env_values = true, value_name = "URL")]
     pub url: Option<String>,
-    /// JSON price table (USD per 1K tokens per model) overriding the built-in prices (default: $RLM_PRICES).
-    #[arg(long, value_name = "FILE")]
+    /// JSON price table (USD per 1K tokens per model) overriding the built-in prices, for the trace store, the
+    /// results' `cost_usd` and `--max-cost`.
+    #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
     pub prices: Option<PathBuf>,
 }
 
@@ -45,8 +46,8 @@ pub struct ImportArgs {
     /// The database (postgres://user:pass@host:port/db).
     #[arg(long, env = "RLM_TRACE_DB", hide_env_values = true, value_name = "URL")]
     pub db: String,
-    /// JSON price table overriding the built-in prices (default: $RLM_PRICES).
-    #[arg(long, value_name = "FILE")]
+    /// JSON price table overriding the built-in prices.
+    #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
     pub prices: Option<PathBuf>,
     /// Connections to the database (1 for servers that take one at a time, such as PGlite).
     #[arg(long, default_value_t = 1)]

@@ -55,6 +55,10 @@ pub struct Limits {
     /// Prompt + completion tokens for the whole tree.
     #[serde(default)]
     pub max_tokens: Option<u64>,
+    /// US dollars for the whole tree. The engine stops when a model call is refused with
+    /// [`rlm_protocol::Error::Budget`]; whoever runs the engine enforces it by wrapping the run's model client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
     /// Wall-clock limit for one code cell.
     #[serde(with = "secs")]
     pub cell_timeout: Duration,
@@ -75,6 +79,7 @@ impl Default for Limits {
             timeout: None,
             max_sub_calls: None,
             max_tokens: None,
+            max_cost: None,
             cell_timeout: Duration::from_secs(120),
             max_output_chars: 20_000,
             batch_concurrency: 16,

@@ -129,10 +129,14 @@ impl TreeHost {
             max_output_tokens: self.engine.config.max_output_tokens(self.engine.config.prompt.profile.resolve(&model)),
             temperature: self.engine.config.temperature,
         };
-        let call = with_deadline(self.tree.deadline, self.engine.model.complete(request));
+        let call = with_deadline(self.tree.deadline, self.tree.model.complete(request));
         match cancellable(&self.tree.cancel, call).await {
             None => (model, Err("cancelled".to_owned()), Usage::default(), None),
             Some(None) => (model, Err("the time limit was reached".to_owned()), Usage::default(), None),
+            Some(Some(Err(rlm_protocol::Error::Budget(reason)))) => {
+                self.tree.mark_exhausted(LimitKind::MaxCost);
+                (model, Err(format!("{reason}; finish with what you have")), Usage::default(), None)
+            }
             Some(Some(Err(err))) => (model, Err(err.to_string()), Usage::default(), None),
             Some(Some(Ok(response))) => {
                 self.scope.add_usage(&self.tree, &model, response.usage);

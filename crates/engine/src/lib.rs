@@ -42,6 +42,9 @@ pub struct RunOptions {
     pub trace: Arc<dyn TraceSink>,
     /// Cancelling stops the run at the next await point; the trace still gets its final event.
     pub cancel: CancellationToken,
+    /// Serves this run tree's model calls instead of the engine's client: the engine's client wrapped for this run
+    /// alone, such as a dollar budget over the tree.
+    pub model: Option<Arc<dyn ModelClient>>,
 }
 
 /// How a run ended. A run always produces one: failures are reported in `finished_by` and `error`, never as a

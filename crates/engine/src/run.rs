@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rlm_protocol::{
     CellOutcome, CellRecord, ChatMessage, Context, ContextInfo, EventBody, FinalRecord, FinishedBy, LimitKind,
-    ModelCallPurpose, ModelCallRecord, ModelRequest, ReplSession, RouteDecision, RoutePath, RunMetadata, SessionSpec,
-    TraceEvent, TraceSink, Usage, UsageReport,
+    ModelCallPurpose, ModelCallRecord, ModelClient, ModelRequest, ReplSession, RouteDecision, RoutePath, RunMetadata,
+    SessionSpec, TraceEvent, TraceSink, Usage, UsageReport,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -37,6 +37,8 @@ pub(crate) struct Tree {
     pub deadline: Option<Instant>,
     pub cancel: CancellationToken,
     pub trace: Arc<dyn TraceSink>,
+    /// Serves every model call of the tree.
+    pub model: Arc<dyn ModelClient>,
     pub sub_calls: AtomicU64,
     pub tokens: AtomicU64,
     /// Set when a sub-call was refused because a tree-wide budget ran out.
@@ -189,6 +191,7 @@ pub(crate) async fn run_tree(
         deadline: engine.config.limits.timeout.map(|timeout| Instant::now() + timeout),
         cancel: options.cancel,
         trace: options.trace,
+        model: options.model.unwrap_or_else(|| engine.model.clone()),
         sub_calls: AtomicU64::new(0),
         tokens: AtomicU64::new(0),
         exhausted: Mutex::new(None),
@@ -268,6 +271,13 @@ async fn run_direct(
                     limit: Some(LimitKind::Timeout),
                     iterations: 1,
                     error: Some("the direct call did not finish within the time limit".to_owned()),
+                },
+                Err(Interrupted::Failed(err @ rlm_protocol::Error::Budget(_))) => Ending {
+                    answer: None,
+                    finished_by: FinishedBy::Limit,
+                    limit: Some(LimitKind::MaxCost),
+                    iterations: 1,
+                    error: Some(format!("the direct call was not made: {err}")),
                 },
                 Err(Interrupted::Failed(err)) if !forced && route::is_too_long_error(&err) => {
                     return Err(err.to_string());
@@ -526,6 +536,7 @@ impl<'a> Loop<'a> {
                 Ok(response) => response,
                 Err(Interrupted::Cancelled) => return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled"),
                 Err(Interrupted::TimedOut) => break LimitKind::Timeout,
+                Err(Interrupted::Failed(rlm_protocol::Error::Budget(_))) => break LimitKind::MaxCost,
                 Err(Interrupted::Failed(err)) => {
                     return Ending::stopped(FinishedBy::Error, iterations, format!("the root model failed: {err}"));
                 }
@@ -743,7 +754,7 @@ impl<'a> Loop<'a> {
         };
         let started_at = Utc::now();
         let started = Instant::now();
-        let call = self.engine.model.complete(request);
+        let call = self.tree.model.complete(request);
         let outcome = match cancellable(&self.tree.cancel, with_deadline(deadline, call)).await {
             None => Err(Interrupted::Cancelled),
             Some(None) => Err(Interrupted::TimedOut),

@@ -132,7 +132,7 @@ async fn the_engine_answers_a_needle_query_through_the_remote_sandbox() {
     let executor = RemoteExecutor::new(RemoteConfig::new(&url)).unwrap();
     let engine = Engine::new(Arc::new(client), Arc::new(executor), EngineConfig::new("root"));
     let trace = Arc::new(rlm_trace::MemorySink::new());
-    let options = RunOptions { trace: trace.clone(), cancel: CancellationToken::new() };
+    let options = RunOptions { trace: trace.clone(), cancel: CancellationToken::new(), model: None };
     let result = engine.run(Context::Text(context), "What is the vault code?", options).await;
     assert_eq!(result.answer.as_deref(), Some("9043117"), "{result:?}");
     assert_eq!(result.finished_by, FinishedBy::FinalVar);

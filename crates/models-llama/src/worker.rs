@@ -426,8 +426,13 @@ impl Scheduler<'_> {
         }
         self.kept[seq as usize] = Kept::default();
         let max_tokens = request.max_output_tokens.unwrap_or(self.default_max_tokens);
-        let usage =
-            Usage { prompt_tokens: tokens.len() as u64, completion_tokens: 0, cached_tokens: keep as u64, calls: 1 };
+        let usage = Usage {
+            prompt_tokens: tokens.len() as u64,
+            completion_tokens: 0,
+            cached_tokens: keep as u64,
+            calls: 1,
+            ..Usage::default()
+        };
         self.stats.reused_prompt_tokens.fetch_add(keep as u64, Ordering::Relaxed);
         self.slots.push(Slot {
             seq,

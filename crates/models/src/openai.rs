@@ -225,7 +225,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The provider's `error.message` (or similar), else an excerpt of the body.
-fn provider_message(body: &[u8]) -> String {
+pub(crate) fn provider_message(body: &[u8]) -> String {
     if let Ok(json) = serde_json::from_slice::<Value>(body) {
         let message = json
             .pointer("/error/message")
@@ -273,13 +273,14 @@ fn parse_success(body: &[u8], requested_model: &str) -> Result<ModelResponse, St
         completion_tokens: count("/completion_tokens"),
         cached_tokens: count("/prompt_tokens_details/cached_tokens"),
         calls: 1,
+        ..Usage::default()
     };
     let model = json.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(requested_model);
     Ok(ModelResponse { content, usage, model: model.to_owned() })
 }
 
 /// `err` and its sources, joined by `: ` (skipping causes the message already contains).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -319,7 +320,7 @@ mod tests {
             response,
             Ok(ModelResponse {
                 content: String::new(),
-                usage: Usage { prompt_tokens: 7, completion_tokens: 3, cached_tokens: 2, calls: 1 },
+                usage: Usage { prompt_tokens: 7, completion_tokens: 3, cached_tokens: 2, calls: 1, ..Usage::default() },
                 model: "gpt-x".into(),
             })
         );

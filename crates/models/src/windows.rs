@@ -6,7 +6,7 @@ use serde_json::Value;
 /// The window of well-known model families in tokens, by name. Local servers often run a model with a smaller
 /// window than it was trained for; ask the server first ([`crate::OpenAiClient::probe_context_window`]).
 pub fn known_context_window(model: &str) -> Option<u64> {
-    let name = model.to_ascii_lowercase();
+    let name = crate::split_spec(model).1.to_ascii_lowercase();
     let name = name.rsplit('/').next().unwrap_or(&name);
     const FAMILIES: [(&str, u64); 16] = [
         ("gpt-4.1", 1_047_576),
@@ -56,6 +56,8 @@ mod tests {
         assert_eq!(known_context_window("Qwen/Qwen2.5-Coder-1.5B-Instruct"), Some(32_768));
         assert_eq!(known_context_window("qwen2.5-coder-0.5b"), Some(32_768));
         assert_eq!(known_context_window("my-private-model"), None);
+        assert_eq!(known_context_window("anthropic:claude-sonnet-4-5"), Some(200_000));
+        assert_eq!(known_context_window("gemini:gemini-2.5-flash"), Some(1_048_576));
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! `OpenAiClient` against the scripted server over real loopback sockets.
+//! `OpenAiClient` (and, in `providers`, the native Anthropic and Gemini clients and the client layers) against the
+//! scripted server over real loopback sockets.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests may panic
+
+#[path = "openai/providers.rs"]
+mod providers;
 
 use std::time::{Duration, Instant};
 

@@ -16,7 +16,7 @@ pub struct ModelRequest {
 }
 
 /// A model's answer to a [`ModelRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelResponse {
     pub content: String,
     pub usage: Usage,

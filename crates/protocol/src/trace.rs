@@ -84,6 +84,8 @@ pub enum LimitKind {
     MaxTokens,
     /// The model sent the same reply several times in a row, despite being told to change course.
     Repetition,
+    /// The tree's spending reached its budget in US dollars.
+    MaxCost,
 }
 
 impl LimitKind {
@@ -94,6 +96,7 @@ impl LimitKind {
             Self::MaxSubCalls => "the sub-call budget",
             Self::MaxTokens => "the token budget",
             Self::Repetition => "the repetition limit (the same reply several times in a row)",
+            Self::MaxCost => "the cost budget",
         }
     }
 }

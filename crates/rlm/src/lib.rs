@@ -14,6 +14,7 @@
 //!
 //! This mirrors the Python original's `RLM_REPL(...).completion(context, query)`.
 
+mod clients;
 mod direct;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +27,12 @@ pub use rlm_engine::{
     prompt, route,
 };
 pub use rlm_executor_local::LocalExecutor;
+pub use rlm_models::layers::CacheMode;
 pub use rlm_models::local;
-pub use rlm_models::{OpenAiClient, OpenAiConfig, TokenLimitField, known_context_window};
+pub use rlm_models::{
+    AnthropicConfig, GeminiConfig, HttpConfig, ModelPrice, OpenAiClient, OpenAiConfig, Prices, ProviderSettings,
+    Providers, TokenLimitField, known_context_window,
+};
 pub use rlm_protocol::{
     self as protocol, CellOutcome, ChatMessage, Context, ContextInfo, EventBody, Executor, FinishedBy, LimitKind,
     ModelClient, RouteDecision, RoutePath, SessionSpec, TraceEvent, TraceSink, Usage, UsageReport,
@@ -61,6 +66,9 @@ pub struct Completion {
     pub iterations: u32,
     pub sub_calls: u64,
     pub usage: UsageReport,
+    /// Cost of the whole tree in US dollars (per model in `usage.by_model[..].cost_usd`); `None` when some model
+    /// has no price.
+    pub cost_usd: Option<f64>,
     /// The JSONL trajectory of the run, when one was written.
     pub trace: Option<PathBuf>,
     pub run_id: uuid::Uuid,
@@ -79,6 +87,8 @@ impl Completion {
             limit: result.limit,
             iterations: result.iterations,
             sub_calls: result.sub_calls,
+            // Nothing called costs nothing; otherwise the sum is unknown when any call had no price.
+            cost_usd: if result.usage.total.calls == 0 { Some(0.0) } else { result.usage.total.cost_usd },
             usage: result.usage,
             trace,
             run_id: result.run_id,
@@ -137,6 +147,8 @@ pub struct RlmBuilder {
     sub_window: Option<u64>,
     sub_base_url: Option<String>,
     local_model_dir: Option<PathBuf>,
+    providers: ProviderSettings,
+    layers: clients::LayerSettings,
 }
 
 impl Default for RlmBuilder {
@@ -153,6 +165,8 @@ impl Default for RlmBuilder {
             sub_window: None,
             sub_base_url: None,
             local_model_dir: None,
+            providers: ProviderSettings::from_env(),
+            layers: clients::LayerSettings::default(),
         }
     }
 }
@@ -248,6 +262,43 @@ impl RlmBuilder {
         self
     }
 
+    /// A budget in US dollars for the whole tree, children included (see [`rlm_models::layers::Budget`]).
+    pub fn max_cost(mut self, usd: f64) -> Self {
+        self.config.limits.max_cost = Some(usd);
+        self
+    }
+
+    /// Endpoints and keys of Anthropic and Gemini (default: from `ANTHROPIC_*` and `GEMINI_*` variables).
+    pub fn provider_settings(mut self, settings: ProviderSettings) -> Self {
+        self.providers = settings;
+        self
+    }
+
+    /// The price table for costs and budgets (default: the built-in prices).
+    pub fn prices(mut self, prices: Prices) -> Self {
+        self.layers.prices = Some(Arc::new(prices));
+        self
+    }
+
+    /// Answers repeated requests from a content-addressed cache in `dir` (requests at a temperature above 0 only
+    /// with [`CacheMode::Forced`]).
+    pub fn cache(mut self, dir: impl Into<PathBuf>, mode: CacheMode) -> Self {
+        self.layers.cache = Some((dir.into(), mode));
+        self
+    }
+
+    /// Writes every model exchange to this JSONL file.
+    pub fn record(mut self, path: impl Into<PathBuf>) -> Self {
+        self.layers.record = Some(path.into());
+        self
+    }
+
+    /// Answers every model call from this recording (see [`RlmBuilder::record`]), without any network.
+    pub fn replay(mut self, path: impl Into<PathBuf>) -> Self {
+        self.layers.replay = Some(path.into());
+        self
+    }
+
     pub fn cell_timeout(mut self, timeout: Duration) -> Self {
         self.config.limits.cell_timeout = timeout;
         self
@@ -309,19 +360,24 @@ impl RlmBuilder {
     /// Asks the model server for the windows of the root and sub-model where none was set. Servers that do not
     /// say leave them to the known model families.
     pub async fn detect_context_windows(mut self) -> Self {
+        let openai_root = rlm_models::ModelSpec::parse(&self.config.models.root)
+            .is_ok_and(|spec| spec.provider == rlm_models::Provider::OpenAi);
         if self.model_client.is_some()
+            || self.layers.replay.is_some()
             || (self.root_window.is_some() && self.sub_window.is_some())
-            || local::is_local_spec(&self.config.models.root)
+            || !openai_root
         {
             return self;
         }
         let Ok(client) = OpenAiClient::new(self.openai.clone()) else { return self };
+        // The server knows its models without the `openai:` prefix.
+        let served = |spec: &str| rlm_models::split_spec(spec).1.to_owned();
         if self.root_window.is_none() {
-            self.root_window = client.probe_context_window(&self.config.models.root).await;
+            self.root_window = client.probe_context_window(&served(&self.config.models.root)).await;
         }
         if self.sub_window.is_none() {
             self.sub_window = match &self.config.models.sub {
-                Some(sub) if *sub != self.config.models.root => client.probe_context_window(sub).await,
+                Some(sub) if *sub != self.config.models.root => client.probe_context_window(&served(sub)).await,
                 _ => self.root_window,
             };
         }
@@ -352,13 +408,27 @@ impl RlmBuilder {
         if self.config.limits.max_iterations == 0 {
             return Err(RlmError::Config("max_iterations must be at least 1".into()));
         }
-        let local = self.model_client.is_none() && local::is_local_spec(&self.config.models.root);
-        let model: Arc<dyn ModelClient> = match self.model_client.take() {
-            Some(client) => client,
-            None if local::is_local_spec(&self.config.models.root) => self.local_client()?,
-            None => {
+        let plan = &self.config.models;
+        let mut models: Vec<String> = vec![plan.root.clone(), plan.sub_model().to_owned()];
+        models.extend(plan.per_depth.iter().cloned());
+        let models: Vec<&str> = models.iter().map(String::as_str).collect();
+        let replayer = self.layers.replay.is_some();
+        let needs_keys = self.model_client.is_none() && !replayer;
+        let prices = self.layers.prices();
+        clients::check_models(&models, &self.providers, self.config.limits.max_cost, &prices, needs_keys)?;
+        let openai_used = clients::uses_openai(&models);
+        let local = self.model_client.is_none() && !replayer && local::is_local_spec(&self.config.models.root);
+        let model: Arc<dyn ModelClient> = match (self.layers.replayer()?, self.model_client.take()) {
+            // A replay answers everything itself: no provider client is built, so nothing can reach the network.
+            (Some(replay), _) => replay,
+            (None, Some(client)) => self.layers.wrap(client)?,
+            (None, None) if local::is_local_spec(&self.config.models.root) => {
+                let client = self.local_client()?;
+                self.layers.wrap(client)?
+            }
+            (None, None) => {
                 let hosted = self.openai.base_url.trim_end_matches('/') == rlm_models::DEFAULT_BASE_URL;
-                if hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+                if openai_used && hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
                     return Err(RlmError::Config(
                         "no API key for OpenAI: set OPENAI_API_KEY, or point --base-url (OPENAI_BASE_URL) at an \
                          OpenAI-compatible server such as llama.cpp, vLLM or Ollama"
@@ -367,14 +437,16 @@ impl RlmBuilder {
                 }
                 let root_client: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(self.openai.clone())?);
                 let same = |url: &String| url.trim_end_matches('/') == self.openai.base_url.trim_end_matches('/');
-                match self.sub_base_url.take().filter(|url| !same(url)) {
+                let openai: Arc<dyn ModelClient> = match self.sub_base_url.take().filter(|url| !same(url)) {
                     Some(base_url) => Arc::new(RouteByModel {
-                        model: self.config.models.sub_model().to_owned(),
+                        // The router strips `openai:` before this client sees the name.
+                        model: rlm_models::split_spec(self.config.models.sub_model()).1.to_owned(),
                         matched: Arc::new(OpenAiClient::new(OpenAiConfig { base_url, ..self.openai.clone() })?),
                         rest: root_client,
                     }),
                     None => root_client,
-                }
+                };
+                self.layers.wrap(Arc::new(Providers::new(openai, self.providers.clone(), None)?))?
             }
         };
         let root = self.config.models.root.clone();
@@ -396,12 +468,20 @@ impl RlmBuilder {
             Some(executor) => executor,
             None => Arc::new(LocalExecutor::new()),
         };
+        let base_url = match rlm_models::split_spec(&self.config.models.root).0 {
+            _ if replayer => "replay (no network)".to_owned(),
+            // A local model has no endpoint; say where it runs instead of naming OpenAI's default URL.
+            _ if local => "in-process".to_owned(),
+            rlm_models::Provider::Anthropic => self.providers.anthropic.http.base_url.clone(),
+            rlm_models::Provider::Gemini => self.providers.gemini.http.base_url.clone(),
+            _ => self.openai.base_url,
+        };
         Ok(Rlm {
             engine: Engine::new(model.clone(), executor, self.config),
             model,
-            // A local model has no endpoint; say where it runs instead of naming OpenAI's default URL.
-            base_url: if local { "in-process".to_owned() } else { self.openai.base_url },
+            base_url,
             trace: self.trace,
+            prices,
         })
     }
 }
@@ -449,6 +529,7 @@ pub struct Rlm {
     model: Arc<dyn ModelClient>,
     base_url: String,
     trace: TraceTarget,
+    prices: Arc<Prices>,
 }
 
 impl Rlm {
@@ -488,7 +569,12 @@ impl Rlm {
             sinks.push(Arc::new(JsonlSink::create(path)?));
         }
         sinks.extend(observer);
-        let options = RunOptions { trace: Arc::new(FanoutSink::new(sinks)), cancel };
+        // A budget belongs to one run tree, so each run wraps the shared client in its own.
+        let budget = self.engine.config().limits.max_cost.map(|max_usd| {
+            Arc::new(rlm_models::layers::Budget::new(self.model.clone(), self.prices.clone(), max_usd))
+                as Arc<dyn ModelClient>
+        });
+        let options = RunOptions { trace: Arc::new(FanoutSink::new(sinks)), cancel, model: budget };
         let result = self.engine.run(context, query, options).await;
         let answered = result.answer.is_some();
         let completion = Completion::from_result(result, trace_path);

@@ -13,6 +13,8 @@ use rlm::{
 };
 use rlm_test_support::{RecordedRequest, Reply, ScriptedServer, ScriptedServerBuilder};
 
+#[path = "engine/providers.rs"]
+mod providers;
 #[path = "engine/small_models.rs"]
 mod small_models;
 

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub context_window: Option<u64>,
     /// Window of the sub-model in tokens.
     pub sub_context_window: Option<u64>,
+    /// Endpoints and keys of the native providers (`anthropic:` and `gemini:` model specs).
+    pub providers: rlm::ProviderSettings,
+    /// Prices for costs and `max_cost` budgets (default: the built-in table).
+    pub prices: Option<rlm::Prices>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +71,8 @@ impl Default for ServerConfig {
             prompt_profile: rlm::PromptProfile::Auto,
             context_window: None,
             sub_context_window: None,
+            providers: rlm::ProviderSettings::default(),
+            prices: None,
             max_concurrent_runs: 8,
             max_body_bytes: 64 * 1024 * 1024,
             max_stored_runs: 100,
@@ -108,6 +114,7 @@ impl fmt::Debug for ServerConfig {
             .field("default_model", &self.default_model)
             .field("sub_model", &self.sub_model)
             .field("sub_openai", &self.sub_openai)
+            .field("providers", &self.providers)
             .field("limits", &self.limits)
             .field("executor", &self.executor)
             .field("max_concurrent_runs", &self.max_concurrent_runs)

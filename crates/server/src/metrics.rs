@@ -147,7 +147,10 @@ mod tests {
         metrics.run_started();
         metrics.run_started();
         let mut usage = UsageReport::default();
-        usage.add("m\"x", Usage { prompt_tokens: 10, completion_tokens: 3, cached_tokens: 1, calls: 2 });
+        usage.add(
+            "m\"x",
+            Usage { prompt_tokens: 10, completion_tokens: 3, cached_tokens: 1, calls: 2, ..Usage::default() },
+        );
         metrics.run_finished(FinishedBy::Final, Duration::from_millis(700), Some(&usage));
         metrics.run_rejected_busy();
         let text = metrics.render(4);

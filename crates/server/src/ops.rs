@@ -75,6 +75,7 @@ pub fn openapi_document() -> Value {
             "timeout": {"type": "number", "exclusiveMinimum": 0},
             "max_sub_calls": {"type": "integer", "minimum": 0},
             "max_tokens": {"type": "integer", "minimum": 0},
+            "max_cost": {"type": "number", "exclusiveMinimum": 0, "description": "US dollars for the whole run tree"},
             "cell_timeout": {"type": "number", "exclusiveMinimum": 0},
             "max_output_chars": {"type": "integer", "minimum": 0},
             "batch_concurrency": {"type": "integer", "minimum": 1},
@@ -123,6 +124,7 @@ pub fn openapi_document() -> Value {
             "iterations": {"type": ["integer", "null"]},
             "sub_calls": {"type": ["integer", "null"]},
             "usage": {"type": ["object", "null"]},
+            "cost_usd": {"type": ["number", "null"], "description": "US dollars of the whole tree, when every model has a price"},
             "duration_secs": {"type": "number"},
             "error": {"type": ["string", "null"]},
             "root_run_id": {"type": ["string", "null"], "description": "run_id of the engine's top-level trace events"},
@@ -189,7 +191,8 @@ pub fn openapi_document() -> Value {
             "The answer",
             json!({"type": "object", "properties": {
                 "success": {"type": "boolean"}, "answer": {"type": "string"}, "model": {"type": "string"},
-                "max_depth": {"type": "integer"},
+                "max_depth": {"type": "integer"}, "finished_by": {"type": "string"}, "limit": {"type": ["string", "null"]},
+                "cost_usd": {"type": ["number", "null"]},
             }}),
         ),
     );
@@ -220,6 +223,7 @@ pub fn openapi_document() -> Value {
                 "summary": "Seed-compatible: answer a query over a context",
                 "requestBody": json_body(json!({"type": "object", "required": ["query"], "properties": {
                     "query": {"type": "string"}, "context": {}, "model": {"type": "string"}, "max_depth": {"type": "integer"},
+                    "max_cost": {"type": "number", "exclusiveMinimum": 0},
                 }})),
                 "responses": infer_responses,
             }},

@@ -32,6 +32,8 @@ pub struct LimitsPatch {
     pub timeout: Option<f64>,
     pub max_sub_calls: Option<u64>,
     pub max_tokens: Option<u64>,
+    /// US dollars for the whole run tree.
+    pub max_cost: Option<f64>,
     pub cell_timeout: Option<f64>,
     pub max_output_chars: Option<usize>,
     pub batch_concurrency: Option<usize>,
@@ -74,6 +76,14 @@ impl LimitsPatch {
         }
         if self.max_tokens.is_some() {
             limits.max_tokens = self.max_tokens;
+        }
+        if let Some(usd) = self.max_cost {
+            if !usd.is_finite() || usd <= 0.0 {
+                return Err(ApiError::bad_request(format!(
+                    "limits.max_cost must be a positive number of US dollars, got {usd}"
+                )));
+            }
+            limits.max_cost = Some(usd);
         }
         if let Some(n) = self.max_output_chars {
             limits.max_output_chars = n;
@@ -202,6 +212,7 @@ pub fn run_view(run: &RunEntry, with_events: bool) -> Value {
         "sub_calls": completion.map(|c| c.sub_calls),
         "path": completion.map(|c| c.path),
         "usage": completion.map(|c| &c.usage),
+        "cost_usd": completion.and_then(|c| c.cost_usd),
         "duration_secs": completion.map_or_else(|| run.elapsed().as_secs_f64(), |c| c.duration_secs),
         "error": outcome.as_ref().and_then(|o| o.error.clone()),
         "root_run_id": completion.map(|c| c.run_id),
@@ -329,6 +340,8 @@ struct InferRequest {
     context: Value,
     model: Option<String>,
     max_depth: Option<u32>,
+    /// US dollars for the whole run tree.
+    max_cost: Option<f64>,
 }
 
 fn infer_error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -355,7 +368,7 @@ pub async fn infer(State(state): State<AppState>, body: Result<Bytes, BytesRejec
             Err(err) => return infer_error(err.status, err.message),
         },
     };
-    let patch = LimitsPatch { max_depth: request.max_depth, ..LimitsPatch::default() };
+    let patch = LimitsPatch { max_depth: request.max_depth, max_cost: request.max_cost, ..LimitsPatch::default() };
     let limits = match patch.apply(&state.config().limits) {
         Ok(limits) => limits,
         Err(err) => return infer_error(err.status, err.message),
@@ -384,7 +397,9 @@ pub async fn infer(State(state): State<AppState>, body: Result<Bytes, BytesRejec
             "run_id": run.id,
             "finished_by": done.finished_by,
             "iterations": done.iterations,
+            "limit": done.limit,
             "usage": done.usage,
+            "cost_usd": done.cost_usd,
         }))
         .into_response(),
         _ => infer_error(StatusCode::INTERNAL_SERVER_ERROR, outcome.error.unwrap_or_else(|| "the run failed".into())),

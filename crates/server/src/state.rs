@@ -67,6 +67,8 @@ impl AppState {
             let sub: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(sub_openai.clone()).map_err(RlmError::from)?);
             model = Arc::new(rlm::RouteByModel { model: sub_model.clone(), matched: sub, rest: model });
         }
+        // `anthropic:` and `gemini:` specs go to their native clients; everything else to the OpenAI-compatible one.
+        let model = Arc::new(rlm::Providers::new(model, config.providers.clone(), None).map_err(RlmError::from)?);
         Self::with_model_client(config, model)
     }
 
@@ -286,7 +288,16 @@ impl AppState {
             .model(spec.models.root.clone())
             .limits(spec.limits.clone())
             .route(config.route)
-            .prompt_profile(config.prompt_profile);
+            .prompt_profile(config.prompt_profile)
+            .provider_settings(config.providers.clone());
+        if let Some(prices) = &config.prices {
+            builder = builder.prices(prices.clone());
+        }
+        let sub = spec.models.sub.as_ref().or(config.sub_model.as_ref());
+        for model in std::iter::once(&spec.models.root).chain(sub).chain(&spec.models.per_depth) {
+            // A model whose provider has no key would fail on its first call; say so before the run starts.
+            config.providers.check(model).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
         // The configured windows belong to the configured models.
         if let Some(window) = config.context_window.filter(|_| config.default_model.as_ref() == Some(&spec.models.root))
         {

@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "server/providers.rs"]
+mod providers;
+
 fn repl(code: &str) -> String {
     format!("```repl\n{code}\n```")
 }

@@ -5,7 +5,9 @@
 //!
 //! SCRIPT.json maps model names to lists of replies, consumed in order: `{"root": ["```repl\nprint(1)\n```", ...]}`.
 //! Requests for models without (remaining) replies are answered with `echo: <last user message>` after the latency.
-//! Prints the base URL on the first line of stdout and serves until stdin closes.
+//! Prints the base URL on the first line of stdout and serves until stdin closes. The same address speaks Anthropic's
+//! Messages API (`ANTHROPIC_BASE_URL` is the address without `/v1`) and Gemini's `generateContent`
+//! (`GEMINI_BASE_URL` likewise); scripts are keyed by the model name without its `anthropic:`/`gemini:` prefix.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,6 +1,7 @@
 //! Test support for rlm: [`ScriptedServer`], a real OpenAI-compatible HTTP server on `127.0.0.1` that answers
 //! `POST /v1/chat/completions` from per-model scripts, fallback rules and injected failures, records every request,
-//! and measures how many requests were in flight at once.
+//! and measures how many requests were in flight at once. The same server speaks Anthropic's Messages API
+//! (`POST /v1/messages`, with prompt caching) and Gemini's `generateContent` (see [`Api`]), from the same scripts.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -19,6 +20,7 @@
 //! ```
 
 mod postgres;
+mod providers;
 
 pub use postgres::{PostgresError, PostgresServer};
 
@@ -98,6 +100,22 @@ pub struct RecordedRequest {
     pub body: serde_json::Value,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// Which API the request came in through.
+    pub api: Api,
+    /// The provider key header (`x-api-key` for Anthropic, `x-goog-api-key` for Gemini), if any.
+    pub api_key: Option<String>,
+}
+
+/// The protocols a [`ScriptedServer`] speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /v1/chat/completions`.
+    #[default]
+    OpenAi,
+    /// `POST /v1/messages`.
+    Anthropic,
+    /// `POST /v1beta/models/{model}:generateContent`.
+    Gemini,
 }
 
 impl RecordedRequest {
@@ -189,6 +207,7 @@ impl ScriptedServerBuilder {
                 max_in_flight: 0,
                 in_flight_by_model: HashMap::new(),
                 max_in_flight_by_model: HashMap::new(),
+                prompt_cache: std::collections::HashSet::new(),
             }),
             rules: self.rules,
             latency: self.latency,
@@ -200,6 +219,8 @@ impl ScriptedServerBuilder {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(list_models))
+            .route("/v1/messages", post(providers::anthropic_messages))
+            .route("/v1beta/models/{target}", post(providers::gemini_generate))
             // Sub-model prompts carry whole chunks of a context: tens of megabytes are normal.
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::clone(&shared));
@@ -238,6 +259,16 @@ impl ScriptedServer {
     /// Base URL for an OpenAI client, e.g. `http://127.0.0.1:4321/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The base URL for Anthropic clients (`ANTHROPIC_BASE_URL`: no `/v1`, as Anthropic's SDKs take it).
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The base URL for Gemini clients (`GEMINI_BASE_URL`: no version path).
+    pub fn gemini_base_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Every chat request received (including ones answered with errors), in arrival order.
@@ -330,6 +361,8 @@ struct State {
     max_in_flight: usize,
     in_flight_by_model: HashMap<String, usize>,
     max_in_flight_by_model: HashMap<String, usize>,
+    /// Hashes of prompt prefixes the provider dialects hold in their (simulated) prompt caches.
+    prompt_cache: std::collections::HashSet<u64>,
 }
 
 /// Counts a request as in flight until dropped (also when the client disconnects and the handler is cancelled).
@@ -419,7 +452,7 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<RecordedRequest, St
         })
         .collect();
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok(RecordedRequest { model, messages, body, authorization })
+    Ok(RecordedRequest { model, messages, body, authorization, api: Api::OpenAi, api_key: None })
 }
 
 /// A message's content as text: a string, or the concatenated `text` of content parts.
@@ -565,6 +598,8 @@ mod tests {
             ],
             body: Value::Null,
             authorization: None,
+            api: Api::OpenAi,
+            api_key: None,
         };
         assert_eq!(request.system_message(), Some("sys"));
         assert_eq!(request.last_user_message(), Some("second"));

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
+use rlm_models::Prices;
 use sqlx::postgres::PgPool;
 
 use crate::TraceDbError;
-use crate::prices::Prices;
 use crate::rows::{Batch, Converter};
 use crate::sink::read_events;
 use crate::store;

@@ -5,20 +5,20 @@
 //!   RLM loop, never drops or duplicates an event.
 //! * [`import_jsonl`]: loads JSONL trajectories (or spool files) into the database, idempotently.
 //! * [`stats`]: per-model latency percentiles, tokens and cost, and the slowest runs.
-//! * [`Prices`]: the per-model price table used to compute costs.
+//! * [`Prices`]: the per-model price table used to compute costs (shared with runs and budgets: it lives in
+//!   `rlm-models`).
 //!
 //! The schema (embedded migrations, see `docs/observability.md`) uses hypertables, compression and retention
 //! policies and a continuous aggregate when the server has TimescaleDB, and plain tables and a view otherwise.
 
 mod import;
-mod prices;
 mod rows;
 mod sink;
 mod stats;
 mod store;
 
 pub use import::{ImportReport, import_jsonl};
-pub use prices::{ModelPrice, Prices};
+pub use rlm_models::{ModelPrice, Prices};
 pub use rows::Converter;
 pub use sink::{PostgresSink, PostgresSinkConfig, SinkStatus, read_events};
 pub use stats::{ModelStats, RunStats, Stats, parse_since, parse_since_now, stats};

@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
+use rlm_models::Prices;
 use rlm_protocol::{EventBody, ModelCallPurpose, SubCallKind, TraceEvent};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-
-use crate::prices::Prices;
 
 /// What the converter remembers about a run between its events: its max depth (from `metadata`) and the size of
 /// the root model's request so far (the request is the concatenation of every call's `new_messages`).
@@ -429,7 +428,13 @@ mod tests {
             new_messages: vec![ChatMessage::user(text)],
             history_len: 1,
             response: Some("ok".into()),
-            usage: Usage { prompt_tokens: 1000, completion_tokens: 100, cached_tokens: 0, calls: 1 },
+            usage: Usage {
+                prompt_tokens: 1000,
+                completion_tokens: 100,
+                cached_tokens: 0,
+                calls: 1,
+                ..Usage::default()
+            },
             latency_ms: 12.5,
             error: None,
         })

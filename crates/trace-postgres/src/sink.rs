@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rlm_models::Prices;
 use rlm_protocol::{TraceEvent, TraceSink};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use tokio::sync::{Notify, mpsc};
 
 use crate::TraceDbError;
-use crate::prices::Prices;
 use crate::rows::{Batch, Converter};
 use crate::store;
 

@@ -111,7 +111,7 @@ fn sink_config(url: &str, spool: &Path) -> PostgresSinkConfig {
 }
 
 fn usage(prompt: u64, completion: u64, cached: u64) -> Usage {
-    Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: cached, calls: 1 }
+    Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: cached, calls: 1, ..Usage::default() }
 }
 
 /// A made-up but well-formed run: metadata, `iterations` × (model call, cell, sub-call), final.

@@ -336,7 +336,10 @@ mod tests {
 
     fn final_(answer: &str, iterations: u32) -> EventBody {
         let mut usage = UsageReport::default();
-        usage.add("root", Usage { prompt_tokens: 10, completion_tokens: 5, cached_tokens: 0, calls: 1 });
+        usage.add(
+            "root",
+            Usage { prompt_tokens: 10, completion_tokens: 5, cached_tokens: 0, calls: 1, ..Usage::default() },
+        );
         EventBody::Final(FinalRecord {
             answer: Some(answer.into()),
             finished_by: FinishedBy::Final,

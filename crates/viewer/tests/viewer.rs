@@ -549,7 +549,7 @@ fn write_large_trace(path: &Path, iterations: u32, batch: u32, prompt_bytes: usi
         }),
     );
     let filler: String = "lorem ipsum dolor sit amet, consectetur adipiscing elit ".repeat(prompt_bytes / 56 + 1);
-    let usage = Usage { prompt_tokens: 2000, completion_tokens: 100, cached_tokens: 0, calls: 1 };
+    let usage = Usage { prompt_tokens: 2000, completion_tokens: 100, cached_tokens: 0, calls: 1, ..Usage::default() };
     let mut t = 0.0;
     for i in 1..=iterations {
         write(

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod deploy;
+mod providers;
 mod sandbox;
 
 use std::path::Path;
@@ -32,6 +33,12 @@ fn rlm(server: Option<&ScriptedServer>) -> Command {
         "RLM_SANDBOX_URL",
         "RLM_SANDBOX_TOKEN",
         "WASM_SERVICE_URL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "GEMINI_API_KEY",
+        "GEMINI_BASE_URL",
+        "RLM_CACHE_DIR",
+        "RLM_PRICES",
     ] {
         command.env_remove(name);
     }

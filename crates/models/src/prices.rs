@@ -1,6 +1,7 @@
 //! Model prices, so a cost can be computed for any provider (most OpenAI-compatible servers return tokens but no
-//! cost). Prices are USD per 1,000 tokens. Cached prompt tokens are a subset of the prompt tokens and are charged at
-//! the cached price instead of the prompt price.
+//! cost). Prices are USD per 1,000 tokens. Cached prompt tokens (read from a provider's cache) and cache-write tokens
+//! (written to it, as Anthropic bills them) are subsets of the prompt tokens and are charged at their own prices
+//! instead of the prompt price. One table serves results, budgets and the trace store.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +9,8 @@ use std::path::Path;
 use rlm_protocol::{Usage, UsageReport};
 use serde::{Deserialize, Serialize};
 
-use crate::TraceDbError;
+use crate::ModelsError;
+use crate::spec::split_spec;
 
 /// Price of one model in USD per 1,000 tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -18,19 +20,30 @@ pub struct ModelPrice {
     /// Price of prompt tokens served from the provider's cache; the prompt price when not given.
     #[serde(default)]
     pub cached: Option<f64>,
+    /// Price of prompt tokens written to the provider's cache; the prompt price when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
 }
 
 impl ModelPrice {
     pub const fn new(prompt: f64, completion: f64, cached: f64) -> Self {
-        Self { prompt, completion, cached: Some(cached) }
+        Self { prompt, completion, cached: Some(cached), cache_write: None }
+    }
+
+    /// With a price for tokens written to the provider's cache.
+    pub const fn with_cache_write(mut self, cache_write: f64) -> Self {
+        self.cache_write = Some(cache_write);
+        self
     }
 
     /// Cost in USD of `usage`.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
-        let uncached = usage.prompt_tokens - cached;
-        (uncached as f64 * self.prompt
+        let written = usage.cache_write_tokens.min(usage.prompt_tokens - cached);
+        let plain = usage.prompt_tokens - cached - written;
+        (plain as f64 * self.prompt
             + cached as f64 * self.cached.unwrap_or(self.prompt)
+            + written as f64 * self.cache_write.unwrap_or(self.prompt)
             + usage.completion_tokens as f64 * self.completion)
             / 1000.0
     }
@@ -49,18 +62,24 @@ const DEFAULT_PRICES: &[(&str, ModelPrice)] = &[
     ("gpt-5-nano", ModelPrice::new(0.00005, 0.0004, 0.000005)),
     ("o3", ModelPrice::new(0.002, 0.008, 0.0005)),
     ("o4-mini", ModelPrice::new(0.0011, 0.0044, 0.000275)),
-    ("claude-opus-4", ModelPrice::new(0.015, 0.075, 0.0015)),
-    ("claude-sonnet-4", ModelPrice::new(0.003, 0.015, 0.0003)),
-    ("claude-3-7-sonnet", ModelPrice::new(0.003, 0.015, 0.0003)),
-    ("claude-3-5-sonnet", ModelPrice::new(0.003, 0.015, 0.0003)),
-    ("claude-3-5-haiku", ModelPrice::new(0.0008, 0.004, 0.00008)),
+    // Anthropic bills 5-minute cache writes at 1.25x and cache reads at 0.1x the prompt price.
+    ("claude-opus-4", ModelPrice::new(0.015, 0.075, 0.0015).with_cache_write(0.01875)),
+    ("claude-opus-4-5", ModelPrice::new(0.005, 0.025, 0.0005).with_cache_write(0.00625)),
+    ("claude-sonnet-4", ModelPrice::new(0.003, 0.015, 0.0003).with_cache_write(0.00375)),
+    ("claude-sonnet-4-5", ModelPrice::new(0.003, 0.015, 0.0003).with_cache_write(0.00375)),
+    ("claude-haiku-4-5", ModelPrice::new(0.001, 0.005, 0.0001).with_cache_write(0.00125)),
+    ("claude-3-7-sonnet", ModelPrice::new(0.003, 0.015, 0.0003).with_cache_write(0.00375)),
+    ("claude-3-5-sonnet", ModelPrice::new(0.003, 0.015, 0.0003).with_cache_write(0.00375)),
+    ("claude-3-5-haiku", ModelPrice::new(0.0008, 0.004, 0.00008).with_cache_write(0.001)),
     ("gemini-2.5-pro", ModelPrice::new(0.00125, 0.01, 0.00031)),
     ("gemini-2.5-flash", ModelPrice::new(0.0003, 0.0025, 0.000075)),
+    ("gemini-2.5-flash-lite", ModelPrice::new(0.0001, 0.0004, 0.000025)),
 ];
 
 /// A price table: exact model names first, then the longest known name that the model name starts with (so
-/// `gpt-4o-2024-08-06` costs as `gpt-4o`, and `gpt-4o-mini-...` as `gpt-4o-mini`). A provider prefix such as
-/// `openai/` is ignored when the full name is unknown. Models without a price get no cost (NULL), never 0.
+/// `gpt-4o-2024-08-06` costs as `gpt-4o`, and `gpt-4o-mini-...` as `gpt-4o-mini`). A spec prefix such as
+/// `anthropic:` and a router prefix such as `openai/` are ignored when the full name is unknown. Models without a
+/// price get no cost (NULL), never 0.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Prices {
     models: BTreeMap<String, ModelPrice>,
@@ -77,31 +96,31 @@ impl Prices {
         Self::default()
     }
 
-    /// The defaults, overridden by the price file at `path` (when given), else by the file named by `$RLM_PRICES`.
-    pub fn load(path: Option<&Path>) -> Result<Self, TraceDbError> {
+    /// The defaults, overridden by the price file at `path` when one is given (the front ends pass `--prices` or
+    /// `$RLM_PRICES`).
+    pub fn load(path: Option<&Path>) -> Result<Self, ModelsError> {
         let mut prices = Self::builtin();
-        let from_env = std::env::var_os("RLM_PRICES").filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
-        if let Some(path) = path.map(Path::to_path_buf).or(from_env) {
-            prices.merge(Self::from_file(&path)?);
+        if let Some(path) = path {
+            prices.merge(Self::from_file(path)?);
         }
         Ok(prices)
     }
 
-    /// Reads a JSON price file: `{"model": {"prompt": 0.001, "completion": 0.002, "cached": 0.0005}, ...}` (USD
-    /// per 1K tokens; `cached` optional).
-    pub fn from_file(path: &Path) -> Result<Self, TraceDbError> {
+    /// Reads a JSON price file: `{"model": {"prompt": 0.001, "completion": 0.002, "cached": 0.0005,
+    /// "cache_write": 0.00125}, ...}` (USD per 1K tokens; `cached` and `cache_write` optional).
+    pub fn from_file(path: &Path) -> Result<Self, ModelsError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| TraceDbError::Config(format!("cannot read price file {}: {e}", path.display())))?;
-        Self::from_json(&text).map_err(|e| TraceDbError::Config(format!("price file {}: {e}", path.display())))
+            .map_err(|e| ModelsError::Prices(format!("cannot read price file {}: {e}", path.display())))?;
+        Self::from_json(&text).map_err(|e| ModelsError::Prices(format!("price file {}: {e}", path.display())))
     }
 
-    pub fn from_json(text: &str) -> Result<Self, TraceDbError> {
+    pub fn from_json(text: &str) -> Result<Self, ModelsError> {
         let models: BTreeMap<String, ModelPrice> =
-            serde_json::from_str(text).map_err(|e| TraceDbError::Config(format!("invalid price table: {e}")))?;
+            serde_json::from_str(text).map_err(|e| ModelsError::Prices(format!("invalid price table: {e}")))?;
         for (name, price) in &models {
-            let values = [Some(price.prompt), Some(price.completion), price.cached];
+            let values = [Some(price.prompt), Some(price.completion), price.cached, price.cache_write];
             if values.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
-                return Err(TraceDbError::Config(format!("price of {name} must be finite and not negative")));
+                return Err(ModelsError::Prices(format!("price of {name} must be finite and not negative")));
             }
         }
         Ok(Self { models })
@@ -118,7 +137,10 @@ impl Prices {
 
     /// The price of `model`, if known.
     pub fn get(&self, model: &str) -> Option<&ModelPrice> {
-        self.lookup(model).or_else(|| model.rsplit_once('/').and_then(|(_, bare)| self.lookup(bare)))
+        let (_, unprefixed) = split_spec(model);
+        [model, unprefixed].into_iter().find_map(|name| {
+            self.lookup(name).or_else(|| name.rsplit_once('/').and_then(|(_, bare)| self.lookup(bare)))
+        })
     }
 
     fn lookup(&self, model: &str) -> Option<&ModelPrice> {
@@ -155,7 +177,13 @@ mod tests {
     use super::*;
 
     fn usage(prompt: u64, completion: u64, cached: u64) -> Usage {
-        Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: cached, calls: 1 }
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cached_tokens: cached,
+            calls: 1,
+            ..Usage::default()
+        }
     }
 
     #[test]
@@ -164,8 +192,12 @@ mod tests {
         // 1000 uncached prompt + 1000 cached + 500 completion tokens.
         let cost = price.cost(&usage(2000, 500, 1000));
         assert!((cost - (0.002 + 0.0005 + 0.004)).abs() < 1e-12, "{cost}");
-        let no_cached_price = ModelPrice { prompt: 0.001, completion: 0.0, cached: None };
+        let no_cached_price = ModelPrice { prompt: 0.001, completion: 0.0, cached: None, cache_write: None };
         assert!((no_cached_price.cost(&usage(1000, 0, 400)) - 0.001).abs() < 1e-12);
+        // Anthropic: 1000 read from the cache, 1000 written to it, 1000 plain.
+        let sonnet = Prices::builtin().get("anthropic:claude-sonnet-4-5-20250929").copied().unwrap();
+        let anthropic = Usage { cache_write_tokens: 1000, ..usage(3000, 0, 1000) };
+        assert!((sonnet.cost(&anthropic) - (0.003 + 0.0003 + 0.00375)).abs() < 1e-12);
     }
 
     #[test]
@@ -175,13 +207,17 @@ mod tests {
         assert_eq!(prices.get("gpt-4o-mini-2024-07-18"), prices.get("gpt-4o-mini"));
         assert_eq!(prices.get("gpt-4o-2024-08-06"), prices.get("gpt-4o"));
         assert_eq!(prices.get("openai/gpt-4.1-nano"), prices.get("gpt-4.1-nano"));
+        assert_eq!(prices.get("openai:gpt-4o"), prices.get("gpt-4o"));
+        assert_eq!(prices.get("gemini:gemini-2.5-flash-lite").map(|p| p.prompt), Some(0.0001));
+        assert_eq!(prices.get("anthropic:claude-opus-4-5").map(|p| p.prompt), Some(0.005));
+        assert_eq!(prices.get("anthropic:claude-opus-4-1").map(|p| p.prompt), Some(0.015));
         assert_eq!(prices.get("gpt-4o1"), None, "a prefix must end at a separator");
         assert_eq!(prices.get("qwen2.5-coder"), None);
         assert_eq!(prices.cost("unknown-model", &usage(10, 10, 0)), None);
     }
 
     #[test]
-    fn a_price_file_overrides_and_extends_the_defaults() -> Result<(), TraceDbError> {
+    fn a_price_file_overrides_and_extends_the_defaults() -> Result<(), ModelsError> {
         let mut prices = Prices::builtin();
         prices.merge(Prices::from_json(
             r#"{"gpt-4o": {"prompt": 1.0, "completion": 2.0}, "local-qwen": {"prompt": 0, "completion": 0.5, "cached": 0}}"#,

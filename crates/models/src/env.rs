@@ -1,0 +1,46 @@
+//! The environment variables of the native providers, read in one place.
+
+use crate::anthropic::{ANTHROPIC_BASE_URL, ANTHROPIC_KEY_VARIABLE};
+use crate::gemini::{GEMINI_BASE_URL, GEMINI_KEY_VARIABLE};
+use crate::providers::ProviderSettings;
+
+impl ProviderSettings {
+    /// Keys from `ANTHROPIC_API_KEY` and `GEMINI_API_KEY`; base URLs from `ANTHROPIC_BASE_URL` (without `/v1`, as
+    /// Anthropic's SDKs take it) and `GEMINI_BASE_URL` (without the version path), else the public endpoints. Empty
+    /// variables count as unset.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut settings = Self::default();
+        settings.anthropic.http.base_url = get("ANTHROPIC_BASE_URL").unwrap_or_else(|| ANTHROPIC_BASE_URL.to_owned());
+        settings.anthropic.http.api_key = get(ANTHROPIC_KEY_VARIABLE);
+        settings.gemini.http.base_url = get("GEMINI_BASE_URL").unwrap_or_else(|| GEMINI_BASE_URL.to_owned());
+        settings.gemini.http.api_key = get(GEMINI_KEY_VARIABLE);
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_set_keys_and_base_urls() {
+        let vars =
+            [("ANTHROPIC_API_KEY", "sk-ant"), ("ANTHROPIC_BASE_URL", "http://127.0.0.1:1"), ("GEMINI_API_KEY", " ")];
+        let settings = ProviderSettings::from_lookup(|name| {
+            vars.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
+        });
+        assert_eq!(settings.anthropic.http.api_key.as_deref(), Some("sk-ant"));
+        assert_eq!(settings.anthropic.http.base_url, "http://127.0.0.1:1");
+        assert_eq!(settings.gemini.http.api_key, None, "blank is unset");
+        assert_eq!(settings.gemini.http.base_url, GEMINI_BASE_URL);
+        let err = settings.check("gemini:gemini-2.5-flash").unwrap_err().to_string();
+        assert!(err.contains("GEMINI_API_KEY"), "{err}");
+        assert!(settings.check("anthropic:claude-sonnet-4-5").is_ok());
+        assert!(settings.check("gpt-4o").is_ok());
+    }
+}
