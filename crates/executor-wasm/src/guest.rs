@@ -275,6 +275,8 @@ pub(crate) struct GuestState {
     output: CellOutput,
     /// Tail of what the interpreter wrote to fd 1 / fd 2 outside of cells (fatal errors at start-up).
     pub(crate) diagnostics: Vec<u8>,
+    /// Set only in the store that builds a pre-initialised snapshot (`snapshot.rs`).
+    pub(crate) snapshot: Option<crate::snapshot::Capture>,
 }
 
 impl GuestState {
@@ -295,6 +297,7 @@ impl GuestState {
             main_loop: None,
             output: CellOutput::default(),
             diagnostics: Vec::new(),
+            snapshot: None,
         };
         state.deadline = Some(Instant::now() + state.ctl.boot_timeout);
         let header = json!({
@@ -749,8 +752,18 @@ fn handle_frame(
     let op = frame.op().to_owned();
     let booting = matches!(caller.data().phase, Phase::Boot);
     match op.as_str() {
-        "calibrate" | "probe" | "ready" | "init_error" if !booting => {
+        "snapshot" | "calibrate" | "probe" | "ready" | "init_error" if !booting => {
             Err(violation(caller, format!("a {op:?} frame after start-up")))
+        }
+        "snapshot" => {
+            // Only a store building a snapshot listens (no user code exists at that point); otherwise ignored.
+            if caller.data().snapshot.is_some() {
+                let (claim, _) = parse(caller, frame)?;
+                if let Some(capture) = caller.data_mut().snapshot.as_mut() {
+                    capture.claim = Some(claim);
+                }
+            }
+            Ok(())
         }
         "calibrate" => {
             if let (Some(calibration), Some(sample)) = (caller.data_mut().calibration.as_mut(), sample) {
