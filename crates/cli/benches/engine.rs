@@ -6,7 +6,8 @@
 //! 2. Loading a 100 MB and a 1 GB context: wall time and peak RSS of `rlm exec --context FILE` against plain
 //!    `python3` reading the same file into a `str` in the same run.
 //!
-//! Set `RLM_BENCH_SKIP_1GB=1` to skip the 1 GB case (it needs ~1 GB of disk and ~3 GB of free memory).
+//! Set `RLM_BENCH_SKIP_1GB=1` to skip the 1 GB case (it needs ~1 GB of disk and ~3 GB of free memory), and
+//! `RLM_BENCH_HARNESS_ROUNDS=N` to run the harness part N times instead of 3 (for profiling it).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,14 +42,16 @@ fn role(name: &str) -> Role {
 }
 
 async fn harness_overhead() {
-    let cell = "x = len(context)\nprint(x)";
+    // Each turn's code differs (the engine stops a run that repeats the same code), at the same cost.
+    let cell = |turn: u32| format!("x = len(context) + {turn}\nprint(x)");
     let mut best_run = Duration::MAX;
     let mut best_model = Duration::MAX;
     let mut best_cells = Duration::MAX;
     let trace_dir = tempfile::tempdir().unwrap();
-    for _ in 0..ROUNDS {
+    let rounds = std::env::var("RLM_BENCH_HARNESS_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(ROUNDS);
+    for _ in 0..rounds {
         let replies = (1..ITERATIONS)
-            .map(|_| Reply::text(format!("Checking.\n```repl\n{cell}\n```")))
+            .map(|turn| Reply::text(format!("Checking.\n```repl\n{}\n```", cell(turn))))
             .chain([Reply::text(FINAL_REPLY)]);
         let server = ScriptedServer::builder().script("root", replies).start().await.unwrap();
         let rlm = Rlm::builder()
@@ -97,8 +100,8 @@ async fn harness_overhead() {
             .await
             .unwrap();
         let started = Instant::now();
-        for _ in 1..ITERATIONS {
-            session.run_cell(cell).await.unwrap();
+        for turn in 1..ITERATIONS {
+            session.run_cell(&cell(turn)).await.unwrap();
         }
         best_cells = best_cells.min(started.elapsed());
         session.close().await.unwrap();
@@ -114,7 +117,7 @@ async fn harness_overhead() {
     println!("{:<52} {:>10.3}", "baseline: same cells, REPL session only", per(best_cells));
     println!("{:<52} {:>10.3}", "harness overhead (run - baselines)", per(best_run) - baseline);
     println!("{:<52} {:>10.2}x", "ratio run / baselines", per(best_run) / baseline);
-    match official_python_rlm(cell).await {
+    match official_python_rlm(&cell).await {
         Ok(official) => {
             println!("{:<52} {:>10.3}", "official Python `rlms` 0.1.3, same script and server", official);
             println!("{:<52} {:>10.2}x", "ratio official / rlm", official / per(best_run));
@@ -126,7 +129,7 @@ async fn harness_overhead() {
 
 /// The Python original on the same scripted replies and the same kind of server: ms per root iteration (min of
 /// the rounds). Installs `rlms==0.1.3` into a venv under target/ on first use.
-async fn official_python_rlm(cell: &str) -> Result<f64, String> {
+async fn official_python_rlm(cell: &impl Fn(u32) -> String) -> Result<f64, String> {
     let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-venv-rlms");
     let python = venv.join("bin/python");
     let installed = Command::new(&python).args(["-c", "import rlm"]).output().is_ok_and(|o| o.status.success());
@@ -150,7 +153,7 @@ print(time.perf_counter() - started)
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
         let replies = (1..ITERATIONS)
-            .map(|_| Reply::text(format!("Checking.\n```repl\n{cell}\n```")))
+            .map(|turn| Reply::text(format!("Checking.\n```repl\n{}\n```", cell(turn))))
             .chain([Reply::text(FINAL_REPLY)]);
         let server = ScriptedServer::builder().script("root", replies).start().await.map_err(|e| e.to_string())?;
         let output = tokio::process::Command::new(&python)

@@ -30,6 +30,7 @@ IPython-style echo of a trailing expression, short tracebacks with ``<cell N>`` 
 """
 
 import builtins
+import gc
 import json
 import operator
 import os
@@ -496,6 +497,10 @@ def _snapshot_point(monotonic=time.monotonic):
     a snapshot it stops the interpreter at the clock read that follows (a C call that keeps the GIL, so the snapshot
     holds it), and every session later calls `_main` through the function type's `tp_call`. On a fresh start the host
     ignores the frame and the clock read is just a clock read."""
+    # Everything that exists now lives as long as the interpreter: the collector leaves it alone from here on, so
+    # a session's collections never walk (and write to, copying) the snapshot's pages.
+    gc.collect()
+    gc.freeze()
     function_type = type(_main)
     _write_all(
         _frame(

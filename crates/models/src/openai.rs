@@ -163,9 +163,12 @@ impl OpenAiClient {
 impl ModelClient for OpenAiClient {
     async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
         let body = self.request_body(&request)?;
+        // The body holds the messages now; a sub-call prompt of megabytes need not stay in memory twice while the
+        // model answers.
+        let ModelRequest { model, .. } = request;
         let mut retries = 0;
         loop {
-            let failure = match self.attempt(&body, &request.model).await {
+            let failure = match self.attempt(&body, &model).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
@@ -180,7 +183,7 @@ impl ModelClient for OpenAiClient {
             let delay = retry_delay(retries, self.config.initial_backoff, self.config.max_backoff, failure.retry_after);
             retries += 1;
             tracing::warn!(
-                model = %request.model,
+                model = %model,
                 status = ?failure.status,
                 retry = retries,
                 max_retries = self.config.max_retries,
