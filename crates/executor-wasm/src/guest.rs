@@ -1,7 +1,7 @@
 //! The host side of one sandboxed interpreter: the store data, the channels to the driver (served by our own
 //! `fd_read` / `fd_write` imports), and the state machine that turns frames into cell outcomes and sub-calls.
 //!
-//! Everything here runs on the session's dedicated OS thread, inside the driver's single long `_start` call: the
+//! Everything here runs on the session's dedicated OS thread, inside the driver's single long call (`_main`): the
 //! guest asks for input by reading the channel, and that read is where the host waits for the next job.
 //!
 //! Nothing the guest sends is believed on its word (see docs/security.md):
@@ -226,7 +226,7 @@ pub(crate) enum Phase {
     },
     /// The driver replied; the reply goes out when its main loop asks for the next job.
     Replied(Owed),
-    /// `exit` sent; the driver returns from `_start`.
+    /// `exit` sent; the driver returns.
     Exiting,
 }
 
@@ -812,7 +812,7 @@ fn handle_frame(
             } else if let Some(owed) = state.ctl.owed.take() {
                 owed.fail("the sandbox could not be restarted: the context no longer loads");
             }
-            // The driver returns from `_start` after this frame.
+            // The driver returns after this frame.
             state.phase = Phase::Exiting;
             Ok(())
         }
