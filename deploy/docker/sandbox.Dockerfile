@@ -2,8 +2,8 @@
 #
 # The sandbox image: `rlm sandbox serve` runs model-written code in WebAssembly sandboxes. It needs no model key and
 # makes no outbound connection. It carries the pinned python.wasm (fetched and sha256-checked at build time by
-# scripts/fetch-python-wasm.sh) and its precompiled module cache (`rlm sandbox prepare`), so a pod starts by loading
-# the compiled module instead of compiling CPython.
+# scripts/fetch-python-wasm.sh), its precompiled module cache and the pre-initialised interpreter snapshot (`rlm sandbox
+# prepare`), so a pod starts by mapping both instead of compiling CPython, and each session by mapping the snapshot.
 #
 # Build from the repository root (the build context must be the whole workspace):
 #

@@ -6,7 +6,13 @@
 //! 2. Loading a 100 MB and a 1 GB context: wall time and peak RSS of `rlm exec --context FILE` against plain
 //!    `python3` reading the same file into a `str` in the same run.
 //!
-//! Set `RLM_BENCH_SKIP_1GB=1` to skip the 1 GB case (it needs ~1 GB of disk and ~3 GB of free memory).
+//! 3. Fan-out over a 100 MB context: one cell cuts the context into 16 prompts of ~6 MB and sends them with
+//!    `llm_query_batched`; the cell itself measures the batch's wall time (the sub-call window) and the process's peak
+//!    RSS. `rlm run` (a new process, local executor) against the official Python `rlms` 0.1.3 driven by the same
+//!    replies from the same kind of server, in the same run. `RLM_BENCH_SKIP_FANOUT=1` skips it.
+//!
+//! Set `RLM_BENCH_SKIP_1GB=1` to skip the 1 GB case (it needs ~1 GB of disk and ~3 GB of free memory), and
+//! `RLM_BENCH_HARNESS_ROUNDS=N` to run the harness part N times instead of 3 (for profiling it).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,6 +36,171 @@ fn main() {
     println!("rlm benchmark — harness overhead and context loading (min of {ROUNDS} rounds)\n");
     runtime.block_on(harness_overhead());
     context_loading();
+    if std::env::var_os("RLM_BENCH_SKIP_FANOUT").is_none() {
+        runtime.block_on(fan_out());
+    }
+}
+
+const FANOUT_BYTES: usize = 100_000_000;
+const FANOUT_PROMPTS: usize = 16;
+
+/// The cell both programs run; it writes `window_seconds peak_rss_kb answers` to the file named by
+/// `RLM_FANOUT_STATS` (both programs run cells in their own process, with its environment).
+const FANOUT_CELL: &str = r#"import os, re, time
+n = 16
+size = len(context) // n
+prompts = ["Does this text contain the word NEEDLE? Answer yes or no.\n\n" + context[i * size:(i + 1) * size] for i in range(n)]
+started = time.perf_counter()
+answers = llm_query_batched(prompts)
+window = time.perf_counter() - started
+del prompts
+hwm = re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)
+open(os.environ["RLM_FANOUT_STATS"], "w").write(f"{window} {hwm} {len(answers)}")
+print(window, hwm)"#;
+
+/// A server that answers the fan-out cell, then the final answer, to the root, and "no" to every sub-call.
+async fn fan_out_server() -> ScriptedServer {
+    ScriptedServer::builder()
+        .rule(|request| {
+            let first_user = request.messages.iter().find(|(role, _)| role == "user").map(|(_, c)| c.as_str());
+            if first_user.is_some_and(|text| text.starts_with("Does this text contain the word NEEDLE?")) {
+                return Some(Reply::text("no"));
+            }
+            let turns = request.messages.iter().filter(|(role, _)| role == "assistant").count();
+            let cell = FANOUT_CELL.to_owned();
+            Some(Reply::text(if turns == 0 {
+                format!("Searching.\n```repl\n{cell}\n```")
+            } else {
+                FINAL_REPLY.to_owned()
+            }))
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+/// (wall seconds of the whole program, sub-call window seconds, peak RSS MB) from the stats file the cell wrote.
+fn fan_out_stats(stats: &Path, wall: Duration) -> Option<(f64, f64, f64)> {
+    let text = std::fs::read_to_string(stats).ok()?;
+    let mut parts = text.split_whitespace();
+    let window: f64 = parts.next()?.parse().ok()?;
+    let hwm_kb: f64 = parts.next()?.parse().ok()?;
+    let answers: usize = parts.next()?.parse().ok()?;
+    (answers == FANOUT_PROMPTS).then_some((wall.as_secs_f64(), window, hwm_kb / 1024.0))
+}
+
+async fn fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("needle-100mb.txt");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&context).unwrap());
+        let line = b"the quick brown fox jumps over the lazy dog, again and again and again\n";
+        let mut written = 0;
+        while written + line.len() <= FANOUT_BYTES {
+            if written >= FANOUT_BYTES / 2 && written < FANOUT_BYTES / 2 + line.len() {
+                file.write_all(b"the NEEDLE is here\n").unwrap();
+                written += 19;
+                continue;
+            }
+            file.write_all(line).unwrap();
+            written += line.len();
+        }
+        file.write_all(&vec![b'.'; FANOUT_BYTES - written]).unwrap();
+    }
+    let mut ours = Vec::new();
+    let mut official = Vec::new();
+    for round in 0..ROUNDS {
+        let server = fan_out_server().await;
+        let stats = dir.path().join(format!("rlm-{round}.txt"));
+        let started = Instant::now();
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_rlm"))
+            .args([
+                "run",
+                "--executor",
+                "local",
+                "--no-trace",
+                "--quiet",
+                "-m",
+                "root",
+                "--sub-model",
+                "sub",
+                "-q",
+                "q",
+            ])
+            .arg("--base-url")
+            .arg(server.base_url())
+            .arg("--context")
+            .arg(&context)
+            .env("RLM_FANOUT_STATS", &stats)
+            .env("OPENAI_API_KEY", "unused")
+            .output()
+            .await
+            .unwrap();
+        let wall = started.elapsed();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        ours.push(fan_out_stats(&stats, wall).expect("rlm's fan-out cell did not report"));
+        match official_fan_out(&context, &dir.path().join(format!("official-{round}.txt"))).await {
+            Ok(row) => official.push(row),
+            Err(why) => println!("official Python `rlms` fan-out not measured: {why}"),
+        }
+    }
+    let best = |rows: &[(f64, f64, f64)], pick: fn(&(f64, f64, f64)) -> f64| {
+        rows.iter().map(pick).fold(f64::INFINITY, f64::min)
+    };
+    let context_mb = FANOUT_BYTES as f64 / 1e6;
+    println!(
+        "## Fan-out: 100 MB context, {FANOUT_PROMPTS} sub-calls of ~6 MB in one llm_query_batched, min of {ROUNDS}"
+    );
+    println!("{:<36} {:>10} {:>14} {:>14} {:>12}", "program", "wall s", "window s", "peak RSS MB", "RSS/context");
+    for (name, rows) in [("rlm run (local executor)", &ours), ("official Python `rlms` 0.1.3", &official)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let rss = best(rows, |r| r.2);
+        println!(
+            "{name:<36} {:>10.3} {:>14.3} {:>14.1} {:>11.2}x",
+            best(rows, |r| r.0),
+            best(rows, |r| r.1),
+            rss,
+            rss * 1.048_576 / context_mb
+        );
+    }
+    if !official.is_empty() {
+        println!(
+            "{:<36} {:>10.2}x {:>13.2}x {:>13.2}x",
+            "ratio rlm / official",
+            best(&ours, |r| r.0) / best(&official, |r| r.0),
+            best(&ours, |r| r.1) / best(&official, |r| r.1),
+            best(&ours, |r| r.2) / best(&official, |r| r.2)
+        );
+    }
+    println!();
+}
+
+/// The official package on the same context, replies and cell; `None` when its venv cannot be set up.
+async fn official_fan_out(context: &Path, stats: &Path) -> Result<(f64, f64, f64), String> {
+    let python = official_python()?;
+    let driver = r#"
+import sys
+from rlm import RLM
+url, path = sys.argv[1], sys.argv[2]
+rlm = RLM(backend="openai", backend_kwargs={"model_name": "root", "base_url": url, "api_key": "unused"},
+          environment="local", max_iterations=4)
+rlm.completion(open(path).read(), root_prompt="q")
+"#;
+    let server = fan_out_server().await;
+    let started = Instant::now();
+    let output = tokio::process::Command::new(&python)
+        .args(["-c", driver, &server.base_url()])
+        .arg(context)
+        .env("RLM_FANOUT_STATS", stats)
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    let wall = started.elapsed();
+    fan_out_stats(stats, wall).ok_or_else(|| {
+        format!("its cell did not report: {}", String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or(""))
+    })
 }
 
 fn role(name: &str) -> Role {
@@ -41,14 +212,16 @@ fn role(name: &str) -> Role {
 }
 
 async fn harness_overhead() {
-    let cell = "x = len(context)\nprint(x)";
+    // Each turn's code differs (the engine stops a run that repeats the same code), at the same cost.
+    let cell = |turn: u32| format!("x = len(context) + {turn}\nprint(x)");
     let mut best_run = Duration::MAX;
     let mut best_model = Duration::MAX;
     let mut best_cells = Duration::MAX;
     let trace_dir = tempfile::tempdir().unwrap();
-    for _ in 0..ROUNDS {
+    let rounds = std::env::var("RLM_BENCH_HARNESS_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(ROUNDS);
+    for _ in 0..rounds {
         let replies = (1..ITERATIONS)
-            .map(|_| Reply::text(format!("Checking.\n```repl\n{cell}\n```")))
+            .map(|turn| Reply::text(format!("Checking.\n```repl\n{}\n```", cell(turn))))
             .chain([Reply::text(FINAL_REPLY)]);
         let server = ScriptedServer::builder().script("root", replies).start().await.unwrap();
         let rlm = Rlm::builder()
@@ -97,8 +270,8 @@ async fn harness_overhead() {
             .await
             .unwrap();
         let started = Instant::now();
-        for _ in 1..ITERATIONS {
-            session.run_cell(cell).await.unwrap();
+        for turn in 1..ITERATIONS {
+            session.run_cell(&cell(turn)).await.unwrap();
         }
         best_cells = best_cells.min(started.elapsed());
         session.close().await.unwrap();
@@ -114,7 +287,7 @@ async fn harness_overhead() {
     println!("{:<52} {:>10.3}", "baseline: same cells, REPL session only", per(best_cells));
     println!("{:<52} {:>10.3}", "harness overhead (run - baselines)", per(best_run) - baseline);
     println!("{:<52} {:>10.2}x", "ratio run / baselines", per(best_run) / baseline);
-    match official_python_rlm(cell).await {
+    match official_python_rlm(&cell).await {
         Ok(official) => {
             println!("{:<52} {:>10.3}", "official Python `rlms` 0.1.3, same script and server", official);
             println!("{:<52} {:>10.2}x", "ratio official / rlm", official / per(best_run));
@@ -126,17 +299,8 @@ async fn harness_overhead() {
 
 /// The Python original on the same scripted replies and the same kind of server: ms per root iteration (min of
 /// the rounds). Installs `rlms==0.1.3` into a venv under target/ on first use.
-async fn official_python_rlm(cell: &str) -> Result<f64, String> {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-venv-rlms");
-    let python = venv.join("bin/python");
-    let installed = Command::new(&python).args(["-c", "import rlm"]).output().is_ok_and(|o| o.status.success());
-    if !installed {
-        let created = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().map_err(|e| e.to_string())?;
-        let pip = Command::new(&python).args(["-m", "pip", "install", "-q", "rlms==0.1.3"]).status();
-        if !created.success() || !pip.is_ok_and(|s| s.success()) {
-            return Err("could not install rlms==0.1.3 into a venv".into());
-        }
-    }
+async fn official_python_rlm(cell: &impl Fn(u32) -> String) -> Result<f64, String> {
+    let python = official_python()?;
     let driver = r#"
 import sys, time
 from rlm import RLM
@@ -150,7 +314,7 @@ print(time.perf_counter() - started)
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
         let replies = (1..ITERATIONS)
-            .map(|_| Reply::text(format!("Checking.\n```repl\n{cell}\n```")))
+            .map(|turn| Reply::text(format!("Checking.\n```repl\n{}\n```", cell(turn))))
             .chain([Reply::text(FINAL_REPLY)]);
         let server = ScriptedServer::builder().script("root", replies).start().await.map_err(|e| e.to_string())?;
         let output = tokio::process::Command::new(&python)
@@ -169,6 +333,21 @@ print(time.perf_counter() - started)
         best = best.min(seconds * 1000.0 / turns as f64);
     }
     Ok(best)
+}
+
+/// The venv's python with `rlms==0.1.3` (installed under target/ on first use).
+fn official_python() -> Result<std::path::PathBuf, String> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-venv-rlms");
+    let python = venv.join("bin/python");
+    let installed = Command::new(&python).args(["-c", "import rlm"]).output().is_ok_and(|o| o.status.success());
+    if !installed {
+        let created = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().map_err(|e| e.to_string())?;
+        let pip = Command::new(&python).args(["-m", "pip", "install", "-q", "rlms==0.1.3"]).status();
+        if !created.success() || !pip.is_ok_and(|s| s.success()) {
+            return Err("could not install rlms==0.1.3 into a venv".into());
+        }
+    }
+    Ok(python)
 }
 
 /// Peak RSS (kB) printed by the measured program itself, and the wall time of the whole process.

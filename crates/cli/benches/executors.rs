@@ -2,7 +2,9 @@
 //!
 //! The local (in-process CPython) and wasm (wasmtime + CPython for WASI) executors side by side, in one run:
 //! start-up with a cached module, session start, per-cell overhead of a trivial cell, loading a 100 MB context, and
-//! idle memory per session. The wasm module must be installed (scripts/fetch-python-wasm.sh).
+//! idle memory per session. The wasm executor runs twice: starting sessions from its pre-initialised snapshot (the
+//! default) and booting CPython for each session (`snapshot: false`, `--no-wasm-snapshot`), the baseline the snapshot
+//! is measured against. The wasm module must be installed (scripts/fetch-python-wasm.sh).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,12 +37,14 @@ struct Row {
 
 /// A new `rlm exec` process running one trivial cell: process start, interpreter (or cached module) load, session,
 /// cell, exit. Min of 5.
-fn cold_start(executor: &str) -> Duration {
+fn cold_start(args: &[&str]) -> Duration {
     let mut best = Duration::MAX;
     for _ in 0..5 {
         let started = Instant::now();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_rlm"))
-            .args(["exec", "--executor", executor, "-"])
+            .args(["exec"])
+            .args(args)
+            .arg("-")
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -114,23 +118,52 @@ fn main() {
         file.write_all(&vec![b'.'; 100_000_000 - written]).unwrap();
     }
     runtime.block_on(async {
-        // The compiled module must be in the disk cache before a cold start can only load it.
-        drop(WasmExecutor::new(WasmConfig::default()).unwrap());
-        let local = measure(Arc::new(LocalExecutor::new()), cold_start("local"), &big).await;
-        let wasm = measure(Arc::new(WasmExecutor::new(WasmConfig::default()).unwrap()), cold_start("wasm"), &big).await;
+        // The compiled module and the snapshot must be in the disk cache before a cold start can only load them.
+        let snapshot = WasmExecutor::new(WasmConfig::default()).unwrap();
+        assert!(snapshot.snapshot_source().is_some(), "the wasm executor could not build its snapshot");
+        drop(snapshot);
+        let local = measure(Arc::new(LocalExecutor::new()), cold_start(&["--executor", "local"]), &big).await;
+        let wasm = measure(
+            Arc::new(WasmExecutor::new(WasmConfig::default()).unwrap()),
+            cold_start(&["--executor", "wasm"]),
+            &big,
+        )
+        .await;
+        let fresh = measure(
+            Arc::new(WasmExecutor::new(WasmConfig { snapshot: false, ..WasmConfig::default() }).unwrap()),
+            cold_start(&["--executor", "wasm", "--no-wasm-snapshot"]),
+            &big,
+        )
+        .await;
 
-        println!("## Executors side by side (local = CPython in-process, wasm = wasmtime + CPython/WASI)\n");
-        println!("{:<44} {:>12} {:>12} {:>10}", "", "local", "wasm", "wasm/local");
+        println!(
+            "## Executors side by side (local = CPython in-process, wasm = wasmtime + CPython/WASI from the \
+             snapshot, wasm boot = the same booting CPython per session)\n"
+        );
+        println!(
+            "{:<44} {:>10} {:>10} {:>10} {:>11} {:>10}",
+            "", "local", "wasm", "wasm boot", "wasm/local", "boot/wasm"
+        );
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let rows: [(&str, f64, f64, &str); 5] = [
-            ("cold start: new `rlm exec` process, one cell, ms", ms(local.cold), ms(wasm.cold), "ms"),
-            ("session start (median of 21), ms", ms(local.session_start), ms(wasm.session_start), "ms"),
-            ("trivial cell `x = 1` (mean of 2000), ms", ms(local.per_cell), ms(wasm.per_cell), "ms"),
-            ("100 MB text context: start + len(), ms", ms(local.load_100mb), ms(wasm.load_100mb), "ms"),
-            ("idle session memory (RSS / session), MB", local.idle_kb / 1024.0, wasm.idle_kb / 1024.0, "MB"),
+        let rows: [(&str, f64, f64, f64); 5] = [
+            ("cold start: new `rlm exec` process, one cell, ms", ms(local.cold), ms(wasm.cold), ms(fresh.cold)),
+            (
+                "session start (median of 21), ms",
+                ms(local.session_start),
+                ms(wasm.session_start),
+                ms(fresh.session_start),
+            ),
+            ("trivial cell `x = 1` (mean of 2000), ms", ms(local.per_cell), ms(wasm.per_cell), ms(fresh.per_cell)),
+            ("100 MB text context: start + len(), ms", ms(local.load_100mb), ms(wasm.load_100mb), ms(fresh.load_100mb)),
+            (
+                "idle session memory (RSS / session), MB",
+                local.idle_kb / 1024.0,
+                wasm.idle_kb / 1024.0,
+                fresh.idle_kb / 1024.0,
+            ),
         ];
-        for (name, l, w, _) in rows {
-            println!("{name:<44} {l:>12.3} {w:>12.3} {:>9.1}x", w / l.max(1e-9));
+        for (name, l, w, f) in rows {
+            println!("{name:<44} {l:>10.3} {w:>10.3} {f:>10.3} {:>10.2}x {:>9.1}x", w / l.max(1e-9), f / w.max(1e-9));
         }
     });
 }

@@ -4,6 +4,9 @@
 //! against `rlm-sandbox` on 127.0.0.1), then the same load straight on the wasm executor in this process. Prints
 //! cells/s and p50/p99 cell latency for both, and the ratio: what the network hop and the service cost.
 //! `RLM_BENCH_SECONDS` sets the duration of each phase (default 10).
+//!
+//! Before the load: how long opening a session takes (open, then close, one at a time), over HTTP and in-process,
+//! with sessions started from the pre-initialised snapshot and, as the baseline, with CPython booted per session.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -70,6 +73,35 @@ async fn drive(
     Load { cells: latencies.len(), elapsed, latencies }
 }
 
+/// Opens and closes `count` sessions one after the other; the sorted time each `start_session` took.
+async fn open_latencies(executor: &dyn Executor, count: usize) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let session = executor
+            .start_session(SessionSpec::new(Context::from("some context")), Arc::new(NoModelHost))
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        session.close().await.unwrap();
+    }
+    latencies.sort();
+    latencies
+}
+
+async fn start_service(
+    executor: Arc<WasmExecutor>,
+    config: SandboxConfig,
+) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(rlm_sandbox::serve(listener, Sandbox::new(executor, config), async {
+        let _ = stopped.await;
+    }));
+    (url, stop, server)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
@@ -80,16 +112,29 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let wasm = Arc::new(WasmExecutor::new(WasmConfig::default()).unwrap());
+        assert!(wasm.snapshot_source().is_some(), "the wasm executor could not build its snapshot");
         let config = SandboxConfig { max_sessions: SESSIONS * 2, ..SandboxConfig::default() };
         let workers = config.max_concurrent_cells;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(rlm_sandbox::serve(listener, Sandbox::new(wasm.clone(), config), async {
-            let _ = stopped.await;
-        }));
-
+        let (url, stop, server) = start_service(wasm.clone(), config.clone()).await;
         let remote = Arc::new(RemoteExecutor::new(RemoteConfig::new(&url)).unwrap());
+
+        const OPENS: usize = 41;
+        let booting = Arc::new(WasmExecutor::new(WasmConfig { snapshot: false, ..WasmConfig::default() }).unwrap());
+        let (boot_url, boot_stop, boot_server) = start_service(booting.clone(), config).await;
+        let boot_remote = RemoteExecutor::new(RemoteConfig::new(&boot_url)).unwrap();
+        // One of each first: connections, lazily built state.
+        open_latencies(remote.as_ref(), 1).await;
+        open_latencies(&boot_remote, 1).await;
+        let opens = [
+            ("over HTTP, from the snapshot", open_latencies(remote.as_ref(), OPENS).await),
+            ("in-process, from the snapshot", open_latencies(wasm.as_ref(), OPENS).await),
+            ("over HTTP, booting CPython (baseline)", open_latencies(&boot_remote, OPENS).await),
+            ("in-process, booting CPython", open_latencies(booting.as_ref(), OPENS).await),
+        ];
+        let _ = boot_stop.send(());
+        boot_server.await.unwrap().unwrap();
+        drop(booting);
+
         let phase = Duration::from_secs(seconds);
         let over_http = drive(remote.clone(), SESSIONS, phase, None).await;
         let direct = drive(wasm.clone(), SESSIONS, phase, Some(workers)).await;
@@ -98,6 +143,16 @@ fn main() {
         let _ = stop.send(());
         server.await.unwrap().unwrap();
 
+        println!("## Opening a session (open + close, one at a time, {OPENS} each)\n");
+        println!("{:<40} {:>10} {:>10}", "", "p50 ms", "p99 ms");
+        for (name, latencies) in &opens {
+            println!("{name:<40} {:>10.3} {:>10.3}", percentile(latencies, 0.5), percentile(latencies, 0.99));
+        }
+        println!(
+            "{:<40} {:>9.1}x\n",
+            "baseline / snapshot, over HTTP, p50",
+            percentile(&opens[2].1, 0.5) / percentile(&opens[0].1, 0.5)
+        );
         println!(
             "## Sandbox service under load: {SESSIONS} concurrent sessions, {seconds} s per phase, cell `{CELL}`, \
              {workers} cell workers\n"

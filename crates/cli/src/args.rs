@@ -91,6 +91,10 @@ pub struct WasmArgs {
     /// Guests running at once; the others wait for a turn, first come, first served (default: one per core).
     #[arg(long, env = "RLM_SANDBOX_CPU_SLOTS")]
     pub cpu_slots: Option<usize>,
+    /// Boot CPython for every session instead of starting it from the pre-initialised snapshot (slower; for
+    /// comparison and diagnosis).
+    #[arg(long, env = "RLM_WASM_NO_SNAPSHOT")]
+    pub no_wasm_snapshot: bool,
 }
 
 #[derive(Debug, Args)]

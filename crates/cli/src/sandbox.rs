@@ -81,6 +81,12 @@ pub async fn sandbox(args: SandboxArgs) -> Result<ExitCode> {
         SandboxCommand::Prepare(wasm) => {
             let executor = wasm.executor()?;
             println!("compiled module ready: {} ({:?})", executor.cache_file().display(), executor.module_source());
+            match (executor.snapshot_file(), executor.snapshot_source()) {
+                (Some(file), Some(source)) => {
+                    println!("pre-initialised snapshot ready: {} ({source:?})", file.display())
+                }
+                _ => println!("no pre-initialised snapshot: sessions boot CPython (see the log for why)"),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -158,6 +164,7 @@ impl WasmArgs {
         if let Some(slots) = self.cpu_slots {
             config.cpu_slots = slots;
         }
+        config.snapshot = !self.no_wasm_snapshot;
         Ok(WasmExecutor::new(config)?)
     }
 }

@@ -248,8 +248,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<GuestState>) -> WasmResult<()> {
     linker.func_wrap(
         "wasi_snapshot_preview1",
         "clock_time_get",
-        |mut caller: Caller<'_, GuestState>, id: i32, _precision: i64, result: i32| -> i32 {
-            clock_time_get(&mut caller, id as u32, result as u32)
+        |mut caller: Caller<'_, GuestState>, id: i32, _precision: i64, result: i32| -> wasmtime::Result<i32> {
+            if caller.data().snapshot.as_ref().is_some_and(crate::snapshot::Capture::is_armed) {
+                // Building a snapshot: the driver reads the clock right after its `snapshot` frame (see
+                // `snapshot.rs`); stopping here leaves the interpreter in the state the snapshot keeps.
+                return Err(wasmtime::Error::new(crate::snapshot::SnapshotPoint));
+            }
+            Ok(clock_time_get(&mut caller, id as u32, result as u32))
         },
     )?;
     linker.func_wrap(

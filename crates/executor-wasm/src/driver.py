@@ -20,8 +20,8 @@ loop follows for that to hold are at ``_serve``. Sub-call frames (``sub``) may c
 ``llm_query`` is exactly what they are for. See docs/security.md.
 
 Host -> guest:  ``init`` (payload: context as UTF-8 text or JSON), ``cell``, ``get``, ``names``, ``answers``, ``exit``.
-Guest -> host:  ``calibrate``, ``probe``, ``ready``, ``init_error``, ``done`` (payload: answer + final_var value),
-``value``, ``names``, ``sub`` (payload: prompts).
+Guest -> host:  ``snapshot``, ``calibrate``, ``probe``, ``ready``, ``init_error``, ``done`` (payload: answer +
+final_var value), ``value``, ``names``, ``sub`` (payload: prompts).
 
 The REPL semantics (reserved names restored after each cell, ``answer`` dict, ``FINAL_VAR``, ``SHOW_VARS``,
 IPython-style echo of a trailing expression, short tracebacks with ``<cell N>`` file names) are those of
@@ -30,11 +30,13 @@ IPython-style echo of a trailing expression, short tracebacks with ``<cell N>`` 
 """
 
 import builtins
+import gc
 import json
 import operator
 import os
 import struct
 import sys
+import time
 
 CHANNEL_FD = __CHANNEL_FD__  # substituted by the host before start-up
 _HEADER = struct.Struct("<II")
@@ -474,13 +476,48 @@ def _boot():
     return session
 
 
-try:
-    _session = _boot()
-    if _session is not None:
-        _serve(_session)
-except BaseException:
-    # A broken channel or a bug here: leave the reason where the host collects diagnostics (fd 2), then fail.
-    import traceback
+def _main():
+    """Boots the session and serves it until the host says `exit`. Runs once per sandbox, entered either from the
+    top level below (a fresh interpreter) or by the host straight into a pre-initialised snapshot (src/snapshot.rs)."""
+    try:
+        session = _boot()
+        if session is not None:
+            _serve(session)
+    except BaseException:
+        # A broken channel or a bug here: leave the reason where the host collects diagnostics (fd 2), then fail.
+        import traceback
 
-    os.write(2, traceback.format_exc().encode("utf-8", "replace"))
-    raise SystemExit(70)
+        os.write(2, traceback.format_exc().encode("utf-8", "replace"))
+        os._exit(70)
+
+
+def _snapshot_point(monotonic=time.monotonic):
+    """Where a pre-initialised snapshot is taken: the interpreter is up and everything above is defined, no session
+    exists yet. The frame tells the host where `_main` is and what the function type looks like; when the host builds
+    a snapshot it stops the interpreter at the clock read that follows (a C call that keeps the GIL, so the snapshot
+    holds it), and every session later calls `_main` through the function type's `tp_call`. On a fresh start the host
+    ignores the frame and the clock read is just a clock read."""
+    # Everything that exists now lives as long as the interpreter: the collector leaves it alone from here on, so
+    # a session's collections never walk (and write to, copying) the snapshot's pages.
+    gc.collect()
+    gc.freeze()
+    function_type = type(_main)
+    _write_all(
+        _frame(
+            {
+                "op": "snapshot",
+                "callable": id(_main),
+                "args": id(()),
+                "function_type": id(function_type),
+                "type_type": id(type),
+                "method_type": id(types.MethodType),  # noqa: F821 (imported by the REPL core)
+                "basicsize": function_type.__basicsize__,
+                "itemsize": function_type.__itemsize__,
+            }
+        )
+    )
+    monotonic()
+
+
+_snapshot_point()
+_main()

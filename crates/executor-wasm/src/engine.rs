@@ -75,6 +75,8 @@ pub(crate) struct LoadedModule {
     pub(crate) module: Module,
     pub(crate) source: ModuleSource,
     pub(crate) cache_file: PathBuf,
+    /// sha256 of the module file (what the caches are keyed by).
+    pub(crate) sha256: String,
 }
 
 /// Hex sha256 of a file's bytes.
@@ -88,7 +90,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// A stable 64-bit hash of what makes compiled code compatible with `engine` (its settings and target).
-fn engine_config_hash(engine: &Engine) -> u64 {
+pub(crate) fn engine_config_hash(engine: &Engine) -> u64 {
     // `DefaultHasher::new()` uses fixed keys, so the value is stable for a given build; if it ever changed, the
     // only effect would be a cache miss (and wasmtime itself rejects incompatible files on load).
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -96,10 +98,12 @@ fn engine_config_hash(engine: &Engine) -> u64 {
     hasher.finish()
 }
 
-/// Name of the precompiled file for a module with this sha256 under this engine.
+/// Name of the precompiled file for a module with this sha256 under this engine (the module as instrumented by
+/// `snapshot::instrument`, whose format is part of the name).
 pub(crate) fn cache_file_name(module_sha256: &str, engine: &Engine) -> String {
     let short = module_sha256.get(..16).unwrap_or(module_sha256);
-    format!("python-{short}-wasmtime-{WASMTIME_VERSION}-{:016x}.cwasm", engine_config_hash(engine))
+    let format = crate::snapshot::FORMAT;
+    format!("python-{short}-rlm{format}-wasmtime-{WASMTIME_VERSION}-{:016x}.cwasm", engine_config_hash(engine))
 }
 
 /// Loads the interpreter: from the cache when a precompiled file exists for it, else compiles `module_path` and
@@ -141,7 +145,7 @@ pub(crate) fn load_module(engine: &Engine, module_path: &Path, cache_dir: &Path)
         // then replace. Someone with write access to the user's cache directory could substitute code, but such a
         // user can already run code as us.
         match unsafe { Module::deserialize_file(engine, &cache_file) } {
-            Ok(module) => return Ok(LoadedModule { module, source: ModuleSource::Cache, cache_file }),
+            Ok(module) => return Ok(LoadedModule { module, source: ModuleSource::Cache, cache_file, sha256: sha }),
             Err(err) => {
                 tracing::warn!(file = %cache_file.display(), %err, "ignoring an unusable precompiled module");
             }
@@ -159,14 +163,16 @@ pub(crate) fn load_module(engine: &Engine, module_path: &Path, cache_dir: &Path)
             module_path.display()
         )));
     }
-    let module = Module::new(engine, &bytes)
-        .map_err(|err| WasmError::Module(format!("cannot compile {}: {err:#}", module_path.display())))?;
+    let instrumented = crate::snapshot::instrument(&bytes)?;
     drop(bytes);
+    let module = Module::new(engine, &instrumented)
+        .map_err(|err| WasmError::Module(format!("cannot compile {}: {err:#}", module_path.display())))?;
+    drop(instrumented);
     if let Err(err) = write_cache(&module, cache_dir, &cache_file) {
         // Not fatal: the next process compiles again.
         tracing::warn!(file = %cache_file.display(), %err, "cannot write the precompiled module cache");
     }
-    Ok(LoadedModule { module, source: ModuleSource::Compiled, cache_file })
+    Ok(LoadedModule { module, source: ModuleSource::Compiled, cache_file, sha256: sha })
 }
 
 /// File in the cache directory remembering the sha256 of the last module file seen.
@@ -199,7 +205,7 @@ impl ModuleStamp {
 }
 
 /// Writes `cache_dir/name` through a temporary file and a rename, so readers see the old file or the whole new one.
-fn write_atomically(cache_dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(cache_dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(cache_dir)?;
     let tmp = cache_dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {

@@ -1,7 +1,7 @@
 //! The host side of one sandboxed interpreter: the store data, the channels to the driver (served by our own
 //! `fd_read` / `fd_write` imports), and the state machine that turns frames into cell outcomes and sub-calls.
 //!
-//! Everything here runs on the session's dedicated OS thread, inside the driver's single long `_start` call: the
+//! Everything here runs on the session's dedicated OS thread, inside the driver's single long call (`_main`): the
 //! guest asks for input by reading the channel, and that read is where the host waits for the next job.
 //!
 //! Nothing the guest sends is believed on its word (see docs/security.md):
@@ -226,7 +226,7 @@ pub(crate) enum Phase {
     },
     /// The driver replied; the reply goes out when its main loop asks for the next job.
     Replied(Owed),
-    /// `exit` sent; the driver returns from `_start`.
+    /// `exit` sent; the driver returns.
     Exiting,
 }
 
@@ -275,6 +275,8 @@ pub(crate) struct GuestState {
     output: CellOutput,
     /// Tail of what the interpreter wrote to fd 1 / fd 2 outside of cells (fatal errors at start-up).
     pub(crate) diagnostics: Vec<u8>,
+    /// Set only in the store that builds a pre-initialised snapshot (`snapshot.rs`).
+    pub(crate) snapshot: Option<crate::snapshot::Capture>,
 }
 
 impl GuestState {
@@ -295,6 +297,7 @@ impl GuestState {
             main_loop: None,
             output: CellOutput::default(),
             diagnostics: Vec::new(),
+            snapshot: None,
         };
         state.deadline = Some(Instant::now() + state.ctl.boot_timeout);
         let header = json!({
@@ -749,8 +752,18 @@ fn handle_frame(
     let op = frame.op().to_owned();
     let booting = matches!(caller.data().phase, Phase::Boot);
     match op.as_str() {
-        "calibrate" | "probe" | "ready" | "init_error" if !booting => {
+        "snapshot" | "calibrate" | "probe" | "ready" | "init_error" if !booting => {
             Err(violation(caller, format!("a {op:?} frame after start-up")))
+        }
+        "snapshot" => {
+            // Only a store building a snapshot listens (no user code exists at that point); otherwise ignored.
+            if caller.data().snapshot.is_some() {
+                let (claim, _) = parse(caller, frame)?;
+                if let Some(capture) = caller.data_mut().snapshot.as_mut() {
+                    capture.claim = Some(claim);
+                }
+            }
+            Ok(())
         }
         "calibrate" => {
             if let (Some(calibration), Some(sample)) = (caller.data_mut().calibration.as_mut(), sample) {
@@ -799,7 +812,7 @@ fn handle_frame(
             } else if let Some(owed) = state.ctl.owed.take() {
                 owed.fail("the sandbox could not be restarted: the context no longer loads");
             }
-            // The driver returns from `_start` after this frame.
+            // The driver returns after this frame.
             state.phase = Phase::Exiting;
             Ok(())
         }

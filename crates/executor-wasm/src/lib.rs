@@ -20,8 +20,12 @@
 //!
 //! * One wasmtime `Engine` per process (two if fuel metering is used), with epoch interruption: a background thread
 //!   advances the epoch every 10 ms.
-//! * One `Store` (one interpreter) per session, on its own OS thread, inside one long `_start` call of a small Python
-//!   driver (`src/driver.py`, after the REPL core `python/repl_core.py` shared with the local executor). Host and
+//! * One `Store` (one interpreter) per session, on its own OS thread, inside one long call of a small Python driver
+//!   (`src/driver.py`, after the REPL core `python/repl_core.py` shared with the local executor). CPython and the
+//!   driver are booted once per machine into a pre-initialised snapshot (`src/snapshot.rs`, cached next to the
+//!   compiled module); every session maps its memory copy-on-write and calls straight into the driver's `_main`
+//!   (about a millisecond, against about 100 ms for a boot through `_start`, which [`WasmConfig::snapshot`] `= false`
+//!   keeps). Host and
 //!   guest talk over a private file descriptor served by the host's own `fd_read` / `fd_write` imports:
 //!   length-prefixed frames, JSON headers plus raw byte payloads. The context enters the guest as raw UTF-8 (or JSON)
 //!   bytes copied straight into the guest's buffer and decoded once there.
@@ -57,6 +61,7 @@ pub mod frame;
 mod guest;
 mod sched;
 mod session;
+mod snapshot;
 mod stack;
 
 use std::path::{Path, PathBuf};
@@ -72,7 +77,7 @@ pub use session::WasmSession;
 
 use crate::error::WasmResult;
 use crate::guest::{CHANNEL_FD, GuestState};
-use crate::session::Runtime;
+use crate::session::{Entry, Runtime};
 
 /// The Python driver run in every sandbox: the REPL core shared with the local executor, then the driver proper.
 const DRIVER: &str = concat!(include_str!("../../../python/repl_core.py"), include_str!("driver.py"));
@@ -101,6 +106,10 @@ pub struct WasmConfig {
     /// After a trap, the earlier cells are replayed while their recorded run time fits this budget; later ones are
     /// dropped (the model is told). `None` (default): the cell time limit.
     pub replay_budget: Option<std::time::Duration>,
+    /// Start sessions from a pre-initialised snapshot of the booted interpreter (built once and cached next to the
+    /// compiled module) instead of booting CPython for each one. Default: on. If the snapshot cannot be built,
+    /// sessions boot CPython as without it.
+    pub snapshot: bool,
 }
 
 impl WasmConfig {
@@ -119,6 +128,7 @@ impl Default for WasmConfig {
             cpu_slots: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             time_slice: sched::DEFAULT_SLICE,
             replay_budget: None,
+            snapshot: true,
         }
     }
 }
@@ -129,6 +139,7 @@ pub struct WasmExecutor {
     runtime: Arc<Runtime>,
     source: ModuleSource,
     cache_file: PathBuf,
+    snapshot: Option<(ModuleSource, PathBuf)>,
 }
 
 impl WasmExecutor {
@@ -149,9 +160,8 @@ impl WasmExecutor {
         let driver = DRIVER.replace("__CHANNEL_FD__", &CHANNEL_FD.to_string());
         // -I: isolated mode (no PYTHON* variables, no user site); -B: no bytecode files.
         let args = ["python", "-I", "-B", "-c"].iter().map(|s| (*s).to_owned()).chain([driver]).collect();
-        let runtime = Runtime {
-            pre,
-            args,
+        let mut runtime = Runtime {
+            entry: Entry::Fresh { pre, args },
             memory_limit: config.memory_limit_bytes,
             fuel_per_cell: config.fuel_per_cell,
             max_captured_chars: config.max_captured_chars,
@@ -159,7 +169,29 @@ impl WasmExecutor {
             cpu: sched::CpuScheduler::new(config.cpu_slots, config.time_slice),
             replay_budget: config.replay_budget,
         };
-        Ok(Self { runtime: Arc::new(runtime), source: loaded.source, cache_file: loaded.cache_file })
+        let mut snapshot = None;
+        if config.snapshot {
+            match snapshot::load_or_build(&runtime, &linker, &config.module_path, &loaded.sha256, &config.cache_dir) {
+                Ok(built) => {
+                    runtime.entry = Entry::Snapshot { pre: built.pre };
+                    snapshot = Some((built.source, built.cache_file));
+                }
+                // Sessions still work, only slower to start.
+                Err(err) => tracing::warn!(%err, "no pre-initialised snapshot; every session boots CPython"),
+            }
+        }
+        Ok(Self { runtime: Arc::new(runtime), source: loaded.source, cache_file: loaded.cache_file, snapshot })
+    }
+
+    /// Whether sessions start from a pre-initialised snapshot, and if so whether it was built in this call or loaded
+    /// from the cache.
+    pub fn snapshot_source(&self) -> Option<ModuleSource> {
+        self.snapshot.as_ref().map(|(source, _)| *source)
+    }
+
+    /// The snapshot's cache file, when sessions start from a snapshot.
+    pub fn snapshot_file(&self) -> Option<&Path> {
+        self.snapshot.as_ref().map(|(_, file)| file.as_path())
     }
 
     /// Whether [`WasmExecutor::new`] compiled the module or loaded it from the cache.

@@ -29,10 +29,27 @@ const MIN_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Rebuilds in a row without a cell completing in between, after which the session is given up.
 const MAX_REBUILDS_WITHOUT_PROGRESS: u32 = 3;
 
+/// How an instance starts.
+#[derive(Clone)]
+pub(crate) enum Entry {
+    /// `_start`: CPython initialises itself and runs the driver (`args`) from the top.
+    Fresh { pre: InstancePre<GuestState>, args: Vec<String> },
+    /// A pre-initialised snapshot (`snapshot.rs`): the host calls straight into the driver's `_main`.
+    Snapshot { pre: InstancePre<GuestState> },
+}
+
+impl Entry {
+    fn pre(&self) -> &InstancePre<GuestState> {
+        match self {
+            Self::Fresh { pre, .. } | Self::Snapshot { pre } => pre,
+        }
+    }
+}
+
 /// What every session of one executor shares.
+#[derive(Clone)]
 pub(crate) struct Runtime {
-    pub(crate) pre: InstancePre<GuestState>,
-    pub(crate) args: Vec<String>,
+    pub(crate) entry: Entry,
     pub(crate) memory_limit: usize,
     pub(crate) fuel_per_cell: Option<u64>,
     pub(crate) max_captured_chars: Option<usize>,
@@ -77,14 +94,15 @@ pub(crate) fn context_bytes(context: Context) -> WasmResult<(ContextKind, Vec<u8
     }
 }
 
-/// Runs one instance of the sandbox until `_start` returns; gives back the store data.
-fn run_instance(runtime: &Runtime, ctl: Control) -> (wasmtime::Result<()>, GuestState) {
-    let wasi = WasiCtxBuilder::new()
-        .args(&runtime.args)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build_p1();
+/// A store for one instance of the sandbox, with its limits, epoch deadline and WASI context (no capabilities).
+pub(crate) fn new_store(runtime: &Runtime, ctl: Control) -> Store<GuestState> {
+    // A snapshot's interpreter read its arguments when the snapshot was taken.
+    let args: &[String] = match &runtime.entry {
+        Entry::Fresh { args, .. } => args,
+        Entry::Snapshot { .. } => &[],
+    };
+    let wasi =
+        WasiCtxBuilder::new().args(args).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build_p1();
     let limits = StoreLimitsBuilder::new()
         .memory_size(runtime.memory_limit)
         .instances(1)
@@ -92,18 +110,32 @@ fn run_instance(runtime: &Runtime, ctl: Control) -> (wasmtime::Result<()>, Guest
         // A failed `memory.grow` returns -1 to the guest's allocator, which Python turns into MemoryError.
         .trap_on_grow_failure(false)
         .build();
-    let mut store = Store::new(runtime.pre.module().engine(), GuestState::new(wasi, limits, ctl));
+    let mut store = Store::new(runtime.entry.pre().module().engine(), GuestState::new(wasi, limits, ctl));
     store.limiter(|state| &mut state.limits);
     store.epoch_deadline_callback(|mut ctx| on_epoch(ctx.data_mut()));
     store.set_epoch_deadline(1);
+    store
+}
+
+/// Start-up runs unmetered (the boot deadline bounds it); each cell gets its own budget later.
+pub(crate) fn set_start_fuel(runtime: &Runtime, store: &mut Store<GuestState>) -> wasmtime::Result<()> {
+    if runtime.fuel_per_cell.is_some() { store.set_fuel(u64::MAX / 4) } else { Ok(()) }
+}
+
+/// Runs one instance of the sandbox until the driver returns; gives back the store data.
+pub(crate) fn run_instance(runtime: &Runtime, ctl: Control) -> (wasmtime::Result<()>, GuestState) {
+    let mut store = new_store(runtime, ctl);
     let result = (|| -> wasmtime::Result<()> {
-        if runtime.fuel_per_cell.is_some() {
-            store.set_fuel(u64::MAX / 4)?;
-        }
+        set_start_fuel(runtime, &mut store)?;
         store.data_mut().take_cpu();
-        let instance = runtime.pre.instantiate(&mut store)?;
-        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-        start.call(&mut store, ())
+        let instance = runtime.entry.pre().instantiate(&mut store)?;
+        match &runtime.entry {
+            Entry::Fresh { .. } => {
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call(&mut store, ())
+            }
+            Entry::Snapshot { .. } => crate::snapshot::resume(&mut store, &instance),
+        }
     })();
     let mut state = store.into_data();
     state.give_up_cpu();

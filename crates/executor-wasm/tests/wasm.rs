@@ -686,3 +686,44 @@ async fn spinning_sessions_do_not_starve_a_bystander() {
         assert_eq!(outcome.error.unwrap().kind, "TimeoutError");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_start_from_the_snapshot_with_fresh_memory_each() {
+    assert!(executor().snapshot_source().is_some(), "the executor runs without its pre-initialised snapshot");
+    assert!(executor().snapshot_file().is_some_and(std::path::Path::is_file));
+    // The first session changes interpreter-wide state that every session starts with (a stdlib module, the
+    // driver's own module, the heap around the snapshot's objects) ...
+    let (mut a, _) = start("").await;
+    ok(
+        &mut a,
+        "import sys, json\njson.MARK = 'a'\nsys.modules['__main__'].MARK = 'a'\nsys.setrecursionlimit(77)\n\
+         big = bytearray(b'a' * 10_000_000)",
+    )
+    .await;
+    // ... and a session started afterwards (and one started while the first still runs) sees none of it.
+    let (mut b, _) = start("").await;
+    let seen = "import sys, json\nprint(getattr(json, 'MARK', None), getattr(sys.modules['__main__'], 'MARK', None), \
+                sys.getrecursionlimit())";
+    assert_eq!(ok(&mut b, seen).await, "None None 1000\n");
+    assert_eq!(ok(&mut a, seen).await, "a a 77\n");
+    a.close().await.unwrap();
+    let (mut c, _) = start("").await;
+    assert_eq!(ok(&mut c, seen).await, "None None 1000\n");
+    // Randomness is drawn per session, not frozen into the snapshot.
+    let draw = "import os, random\nprint(os.urandom(8).hex(), random.random())";
+    let (from_b, from_c) = (ok(&mut b, draw).await, ok(&mut c, draw).await);
+    assert_ne!(from_b, from_c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_snapshot_sessions_boot_cpython() {
+    ensure_module();
+    let booting = WasmExecutor::new(WasmConfig { snapshot: false, ..WasmConfig::default() }).unwrap();
+    assert_eq!(booting.snapshot_source(), None);
+    let started = Instant::now();
+    let mut s =
+        booting.start_session(spec("fresh", Duration::from_secs(30)), Arc::new(TestHost::default())).await.unwrap();
+    eprintln!("session start without the snapshot: {:?}", started.elapsed());
+    assert_eq!(ok(&mut s, "context.upper()").await, "'FRESH'\n");
+    assert_eq!(ok(&mut s, "llm_query('x')").await, "'echo:x'\n");
+}

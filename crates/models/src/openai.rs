@@ -4,13 +4,15 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use rlm_protocol::{Error, ModelClient, ModelRequest, ModelResponse, Result, Usage};
-use serde_json::{Map, Value, json};
+use rlm_protocol::{ChatMessage, Error, ModelClient, ModelRequest, ModelResponse, Result, Usage};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::retry::{parse_retry_after, retry_delay};
-use crate::{ModelsError, OpenAiConfig};
+use crate::{ModelsError, OpenAiConfig, TokenLimitField};
 
 /// Longest excerpt of a non-JSON error body quoted in an error message.
 const BODY_EXCERPT_CHARS: usize = 300;
@@ -80,23 +82,30 @@ impl OpenAiClient {
         get(format!("{origin}/props")).await.as_ref().and_then(crate::windows::window_in)
     }
 
-    fn request_body(&self, request: &ModelRequest) -> Value {
-        let mut body = Map::new();
-        body.insert("model".into(), json!(request.model));
-        body.insert("messages".into(), json!(request.messages));
-        if let Some(limit) = request.max_output_tokens {
-            let field = self.config.max_output_tokens_field.resolve(&self.config.base_url);
-            body.insert(field.as_str().into(), json!(limit));
-        }
-        if let Some(temperature) = request.temperature {
-            body.insert("temperature".into(), json!(temperature));
-        }
-        Value::Object(body)
+    /// The JSON body, serialised straight from the request's messages (a sub-call prompt of megabytes is copied
+    /// once, into the body, and the retries share that buffer).
+    fn request_body(&self, request: &ModelRequest) -> Result<Bytes> {
+        let limit_field = self.config.max_output_tokens_field.resolve(&self.config.base_url);
+        let limit = |field: TokenLimitField| request.max_output_tokens.filter(|_| limit_field == field);
+        let body = RequestBody {
+            model: &request.model,
+            messages: &request.messages,
+            max_tokens: limit(TokenLimitField::MaxTokens),
+            max_completion_tokens: limit(TokenLimitField::MaxCompletionTokens),
+            temperature: request.temperature,
+        };
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(|err| Error::model(None, format!("cannot encode the request: {err}"), false))
     }
 
     /// One HTTP attempt.
-    async fn attempt(&self, body: &Value, requested_model: &str) -> Result<ModelResponse, Failure> {
-        let mut builder = self.http.post(self.endpoint.clone()).json(body);
+    async fn attempt(&self, body: &Bytes, requested_model: &str) -> Result<ModelResponse, Failure> {
+        let mut builder = self
+            .http
+            .post(self.endpoint.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body.clone());
         if let Some(key) = &self.config.api_key {
             builder = builder.bearer_auth(key);
         }
@@ -153,10 +162,13 @@ impl OpenAiClient {
 #[async_trait]
 impl ModelClient for OpenAiClient {
     async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
-        let body = self.request_body(&request);
+        let body = self.request_body(&request)?;
+        // The body holds the messages now; a sub-call prompt of megabytes need not stay in memory twice while the
+        // model answers.
+        let ModelRequest { model, .. } = request;
         let mut retries = 0;
         loop {
-            let failure = match self.attempt(&body, &request.model).await {
+            let failure = match self.attempt(&body, &model).await {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
@@ -171,7 +183,7 @@ impl ModelClient for OpenAiClient {
             let delay = retry_delay(retries, self.config.initial_backoff, self.config.max_backoff, failure.retry_after);
             retries += 1;
             tracing::warn!(
-                model = %request.model,
+                model = %model,
                 status = ?failure.status,
                 retry = retries,
                 max_retries = self.config.max_retries,
@@ -182,6 +194,19 @@ impl ModelClient for OpenAiClient {
             tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// A chat-completions request body, borrowing the request's data.
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
 }
 
 /// Why one attempt failed.
