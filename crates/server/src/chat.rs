@@ -22,8 +22,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::DropGuard;
 
 use crate::error::{ApiError, parse_json};
+use crate::registry::{RunEntry, RunOutcome, RunSpec, RunStatus};
 use crate::runs::{LimitsPatch, context_from_json};
-use crate::state::{AppState, RunEntry, RunOutcome, RunSpec, RunStatus};
+use crate::state::AppState;
 
 /// The model name of the server's default configuration.
 pub const MODEL_PREFIX: &str = "rlm";

@@ -15,6 +15,7 @@ mod config;
 mod error;
 mod metrics;
 mod ops;
+mod registry;
 mod runs;
 mod state;
 mod ui;
@@ -32,7 +33,8 @@ use axum::routing::{get, post};
 pub use crate::config::{ExecutorChoice, ServerConfig};
 pub use crate::error::ApiError;
 pub use crate::ops::openapi_document;
-pub use crate::state::{AppState, RunStatus, StartError};
+pub use crate::registry::RunStatus;
+pub use crate::state::{AppState, StartError};
 
 /// Every route as `(method, path)`, in OpenAPI path syntax. A test checks that each is routed and that the OpenAPI
 /// document describes exactly these. `/ui` stands for the trajectory viewer: the page, plus the assets and JSON/SSE

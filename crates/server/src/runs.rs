@@ -21,7 +21,8 @@ use uuid::Uuid;
 
 use crate::config::ExecutorChoice;
 use crate::error::{ApiError, parse_json};
-use crate::state::{AppState, RunEntry, RunSpec, RunStatus, is_top_level_final};
+use crate::registry::{RunEntry, RunSpec, RunStatus, is_top_level_final};
+use crate::state::AppState;
 
 /// Per-request overrides of the server's default limits. Times are in seconds.
 #[derive(Debug, Default, Clone, Deserialize)]
