@@ -7,6 +7,7 @@
 mod config;
 pub mod guard;
 mod host;
+mod notes;
 pub mod parse;
 pub mod prompt;
 pub mod route;

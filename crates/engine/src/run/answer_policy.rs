@@ -1,6 +1,6 @@
 //! When a proposed answer may end a run, and what the model is told when it may not.
 
-use crate::prompt;
+use crate::notes;
 
 /// Why a proposed answer does not end the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +20,10 @@ impl Refusal {
     /// What the model is told, with what to do instead.
     pub fn note(self, answer: &str, query: &str) -> String {
         match self {
-            Self::Placeholder(reason) => prompt::placeholder_note(answer, reason),
-            Self::Ungrounded => prompt::ungrounded_answer_note(),
-            Self::NoEvidence => prompt::answer_before_evidence_note(query),
-            Self::EchoesQuestion | Self::Unsupported => prompt::unsupported_answer_note(),
+            Self::Placeholder(reason) => notes::placeholder_note(answer, reason),
+            Self::Ungrounded => notes::ungrounded_answer_note(),
+            Self::NoEvidence => notes::answer_before_evidence_note(query),
+            Self::EchoesQuestion | Self::Unsupported => notes::unsupported_answer_note(),
         }
     }
 

@@ -15,6 +15,7 @@ use super::tree::{Scope, Tree, cancellable, with_deadline};
 use crate::EngineInner;
 use crate::guard::{RepeatTracker, placeholder_reason};
 use crate::host::collapse_whitespace;
+use crate::notes;
 use crate::parse::{FinalDirective, ParsedResponse, find_final, parse_response};
 use crate::prompt::{self, PromptFacts, PromptProfile};
 
@@ -134,7 +135,7 @@ impl<'a> Loop<'a> {
                     }
                     Some(Ok(outcome)) => outcome,
                 };
-                let view = prompt::view_cell(&outcome, limits.max_output_chars);
+                let view = notes::view_cell(&outcome, limits.max_output_chars);
                 self.cells_run += 1;
                 self.record(started_at, cell_record(self.cells_run, code, &outcome, &view));
                 outcomes.push((view, outcome));
@@ -160,7 +161,7 @@ impl<'a> Loop<'a> {
                     Some(refusal) => notes.push(refusal.note(&proposal.answer, query)),
                 }
             } else if outcomes.is_empty() {
-                notes.push(prompt::no_code_note(self.profile, query));
+                notes.push(notes::no_code_note(self.profile, query));
             }
             self.seen_output |= evidence_now;
             if self.profile == PromptProfile::Small {
@@ -171,19 +172,19 @@ impl<'a> Loop<'a> {
             }
             let ungrounded = self.scope.ungrounded_count();
             if self.profile == PromptProfile::Small && ungrounded > self.ungrounded_noted {
-                notes.push(prompt::ungrounded_calls_note(ungrounded - self.ungrounded_noted));
+                notes.push(notes::ungrounded_calls_note(ungrounded - self.ungrounded_noted));
                 self.ungrounded_noted = ungrounded;
             }
             if repeated {
                 if self.repeats.streak >= MAX_REPEAT_STREAK {
                     break LimitKind::Repetition;
                 }
-                notes.push(prompt::repeat_note(query, !parsed.code_blocks.is_empty()));
+                notes.push(notes::repeat_note(query, !parsed.code_blocks.is_empty()));
             }
-            let cells: Vec<(prompt::CellView, &CellOutcome)> =
+            let cells: Vec<(notes::CellView, &CellOutcome)> =
                 outcomes.iter().map(|(view, outcome)| (view.clone(), outcome)).collect();
-            let mut observation = prompt::observation(&cells, &notes);
-            if let Some(reminder) = prompt::turn_reminder(self.profile, query) {
+            let mut observation = notes::observation(&cells, &notes);
+            if let Some(reminder) = notes::turn_reminder(self.profile, query) {
                 observation.push_str("\n\n");
                 observation.push_str(&reminder);
             }
@@ -197,7 +198,7 @@ impl<'a> Loop<'a> {
     async fn proposal(
         &self,
         parsed: &ParsedResponse,
-        outcomes: &[(prompt::CellView, CellOutcome)],
+        outcomes: &[(notes::CellView, CellOutcome)],
         session: &mut dyn ReplSession,
         notes: &mut Vec<String>,
     ) -> Result<Option<Proposal>, rlm_protocol::Error> {
@@ -213,7 +214,7 @@ impl<'a> Loop<'a> {
         match find_final(&parsed.prose) {
             None => Ok(None),
             Some(_) if any_error => {
-                notes.push(prompt::rejected_final_note());
+                notes.push(notes::rejected_final_note());
                 Ok(None)
             }
             Some(FinalDirective::Answer(answer)) => Ok(Some(Proposal { answer, finished_by: FinishedBy::Final })),
@@ -221,7 +222,7 @@ impl<'a> Loop<'a> {
                 Some(value) => Ok(Some(Proposal { answer: value, finished_by: FinishedBy::FinalVar })),
                 None => {
                     let available = session.variable_names().await.unwrap_or_default();
-                    notes.push(prompt::missing_variable_note(&name, &available));
+                    notes.push(notes::missing_variable_note(&name, &available));
                     Ok(None)
                 }
             },
@@ -270,7 +271,7 @@ impl<'a> Loop<'a> {
         iterations: u32,
         query: &str,
     ) -> Ending {
-        messages.push(ChatMessage::user(prompt::limit_message(limit)));
+        messages.push(ChatMessage::user(notes::limit_message(limit)));
         let deadline = Some(self.tree.deadline.unwrap_or_else(Instant::now).max(Instant::now()) + FINAL_ANSWER_GRACE);
         let mut ending =
             Ending { answer: None, finished_by: FinishedBy::Limit, limit: Some(limit), iterations, error: None };
@@ -371,7 +372,7 @@ impl<'a> Loop<'a> {
     }
 }
 
-fn cell_record(index: u32, code: &str, outcome: &CellOutcome, view: &prompt::CellView) -> EventBody {
+fn cell_record(index: u32, code: &str, outcome: &CellOutcome, view: &notes::CellView) -> EventBody {
     EventBody::Cell(CellRecord {
         index,
         code: code.to_owned(),
