@@ -112,7 +112,8 @@ impl RouteMode {
 pub struct PromptSettings {
     #[serde(default)]
     pub profile: PromptProfile,
-    /// A system prompt that replaces the profile's; see [`crate::prompt::fill_template`] for its placeholders.
+    /// A system prompt that replaces the profile's. These placeholders are filled in: `{context_description}`,
+    /// `{max_iterations}`, `{max_output_chars}`, `{sub_model}` and `{sub_prompt_chars}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_template: Option<String>,
 }

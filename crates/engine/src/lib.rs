@@ -5,12 +5,12 @@
 //! The engine depends only on the traits of `rlm-protocol`: any [`ModelClient`], [`Executor`] and [`TraceSink`].
 
 mod config;
-pub mod guard;
+mod guard;
 mod host;
 mod notes;
-pub mod parse;
-pub mod prompt;
-pub mod route;
+mod parse;
+mod prompt;
+mod route;
 mod run;
 
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use config::{EngineConfig, Limits, ModelPlan, PromptSettings, RouteMode};
+pub use parse::{ParsedResponse, parse_response};
 pub use prompt::PromptProfile;
 
 /// Runs RLMs. Cheap to clone; one engine serves any number of concurrent runs.

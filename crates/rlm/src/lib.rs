@@ -22,8 +22,8 @@ use std::time::Duration;
 
 pub use direct::{DirectHost, NoModelHost};
 pub use rlm_engine::{
-    Engine, EngineConfig, Limits, ModelPlan, PromptProfile, PromptSettings, RouteMode, RunOptions, RunResult, parse,
-    prompt, route,
+    Engine, EngineConfig, Limits, ModelPlan, ParsedResponse, PromptProfile, PromptSettings, RouteMode, RunOptions,
+    RunResult, parse_response,
 };
 pub use rlm_executor_local::LocalExecutor;
 pub use rlm_models::local;
@@ -269,7 +269,7 @@ impl RlmBuilder {
         self
     }
 
-    /// A system prompt replacing the profile's, with `{placeholders}` (see [`prompt::fill_template`]).
+    /// A system prompt replacing the profile's, with `{placeholders}` (see [`PromptSettings::system_template`]).
     pub fn system_prompt_template(mut self, template: impl Into<String>) -> Self {
         self.config.prompt.system_template = Some(template.into());
         self
