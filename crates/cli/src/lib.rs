@@ -7,10 +7,8 @@
 
 mod args;
 mod bench;
-mod health;
 mod model_cmd;
 mod progress;
-mod sandbox;
 mod serve;
 mod trace_cmd;
 mod view;
@@ -25,6 +23,7 @@ use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmError, TraceSink, Trac
 
 use rlm::Executor;
 use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
+pub(crate) use rlm_sandbox_cli::shutdown_signal;
 
 use crate::args::{Cli, Command, ExecArgs, ExecutorArgs, ExecutorKind, ModelArgs, RunArgs};
 
@@ -63,8 +62,8 @@ where
             Command::View(args) => view::view(args).await,
             Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),
             Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Sandbox(args) => sandbox::sandbox(args).await,
-            Command::Health(args) => health::health(args).await,
+            Command::Sandbox(args) => rlm_sandbox_cli::sandbox(args).await,
+            Command::Health(args) => rlm_sandbox_cli::health(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Model(args) => model_cmd::model(args).await,
         }
@@ -79,26 +78,6 @@ where
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
 
 impl ExecutorArgs {
     fn build(&self) -> Result<Arc<dyn Executor>> {
