@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmError, TraceSink, TraceTarget};
+use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmBuilder, RlmError, TraceSink, TraceTarget};
 
 use rlm::Executor;
 use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
@@ -104,7 +104,7 @@ async fn build_rlm(
     probe_windows: bool,
     local_default: bool,
 ) -> Result<Rlm> {
-    let mut builder = Rlm::builder()
+    let mut builder = RlmBuilder::from_env()
         .trace(trace)
         .executor(executor)
         .prompt_profile(models.prompt_profile.into())
@@ -149,7 +149,15 @@ async fn build_rlm(
     // Only routing needs the window, so only ask the server when routing can use it.
     let probe = probe_windows && models.route == crate::args::RouteArg::Auto;
     let builder = if probe { builder.detect_context_windows().await } else { builder };
-    Ok(builder.build()?)
+    // The library names no flags; this side knows them.
+    builder.build().map_err(|err| match err {
+        RlmError::NoModel => anyhow::anyhow!("no model set: pass --model (or set RLM_MODEL)"),
+        RlmError::NoApiKey => anyhow::anyhow!(
+            "no API key for OpenAI: set OPENAI_API_KEY, or point --base-url (OPENAI_BASE_URL) at an OpenAI-compatible \
+             server such as llama.cpp, vLLM or Ollama"
+        ),
+        err => err.into(),
+    })
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {

@@ -20,8 +20,8 @@ pub struct TraceDbArgs {
     /// $RLM_TRACE_DIR/spool (or ./rlm-traces/spool) and are written when it answers again.
     #[arg(long = "trace-db", env = "RLM_TRACE_DB", hide_env_values = true, value_name = "URL")]
     pub url: Option<String>,
-    /// JSON price table (USD per 1K tokens per model) overriding the built-in prices (default: $RLM_PRICES).
-    #[arg(long, value_name = "FILE")]
+    /// JSON price table (USD per 1K tokens per model) overriding the built-in prices.
+    #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
     pub prices: Option<PathBuf>,
 }
 
@@ -45,8 +45,8 @@ pub struct ImportArgs {
     /// The database (postgres://user:pass@host:port/db).
     #[arg(long, env = "RLM_TRACE_DB", hide_env_values = true, value_name = "URL")]
     pub db: String,
-    /// JSON price table overriding the built-in prices (default: $RLM_PRICES).
-    #[arg(long, value_name = "FILE")]
+    /// JSON price table overriding the built-in prices.
+    #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
     pub prices: Option<PathBuf>,
     /// Connections to the database (1 for servers that take one at a time, such as PGlite).
     #[arg(long, default_value_t = 1)]
@@ -71,7 +71,11 @@ pub struct StatsArgs {
 pub fn sink_config(args: &TraceDbArgs) -> Result<Option<PostgresSinkConfig>> {
     let Some(url) = args.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else { return Ok(None) };
     let prices = Prices::load(args.prices.as_deref())?;
-    Ok(Some(PostgresSinkConfig { prices, ..PostgresSinkConfig::new(url) }))
+    let mut config = PostgresSinkConfig { prices, ..PostgresSinkConfig::new(url) };
+    if let Some(dir) = std::env::var_os("RLM_TRACE_DIR").filter(|dir| !dir.is_empty()) {
+        config.spool_dir = PathBuf::from(dir).join("spool");
+    }
+    Ok(Some(config))
 }
 
 pub fn start_sink(args: &TraceDbArgs) -> Result<Option<Arc<PostgresSink>>> {

@@ -71,13 +71,6 @@ impl RemoteConfig {
             pool_max_idle_per_host: 32,
         }
     }
-
-    /// From `RLM_SANDBOX_URL` (or the seed's `WASM_SERVICE_URL`) and `RLM_SANDBOX_TOKEN`.
-    pub fn from_env() -> Option<Self> {
-        let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let url = var("RLM_SANDBOX_URL").or_else(|| var("WASM_SERVICE_URL"))?;
-        Some(Self { token: var("RLM_SANDBOX_TOKEN"), ..Self::new(url) })
-    }
 }
 
 /// What `GET /ready` of the service says.

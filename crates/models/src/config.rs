@@ -95,12 +95,9 @@ impl OpenAiConfig {
     }
 
     /// Defaults, with the base URL from `OPENAI_BASE_URL` (else `LLM_BASE_URL`, else [`DEFAULT_BASE_URL`]) and the
-    /// key from `OPENAI_API_KEY` (else `LLM_API_KEY`). Empty variables count as unset.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    /// key from `OPENAI_API_KEY` (else `LLM_API_KEY`), as `lookup` gives them. Empty variables count as unset. The
+    /// process environment: [`OpenAiConfig::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let get = |primary: &str, fallback: &str| {
             [primary, fallback].into_iter().filter_map(&lookup).map(|v| v.trim().to_owned()).find(|v| !v.is_empty())
         };

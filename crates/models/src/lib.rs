@@ -5,6 +5,7 @@
 //! backoff, full jitter and `Retry-After` support.
 
 mod config;
+mod env;
 pub mod local;
 mod openai;
 mod retry;

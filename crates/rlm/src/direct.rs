@@ -52,6 +52,6 @@ pub struct NoModelHost;
 #[async_trait]
 impl SubCallHost for NoModelHost {
     async fn sub_calls(&self, calls: Vec<SubCall>) -> Vec<SubCallResult> {
-        calls.iter().map(|_| Err("no model is configured (pass --model or set RLM_MODEL)".to_owned())).collect()
+        calls.iter().map(|_| Err("no model is configured for sub-calls".to_owned())).collect()
     }
 }

@@ -15,6 +15,7 @@
 //! This mirrors the Python original's `RLM_REPL(...).completion(context, query)`.
 
 mod direct;
+mod env;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +41,15 @@ pub use tokio_util::sync::CancellationToken;
 pub enum RlmError {
     #[error("configuration: {0}")]
     Config(String),
+    /// No root model was named.
+    #[error("no model set: name the root model")]
+    NoModel,
+    /// The model is OpenAI's own endpoint, and no API key was given.
+    #[error(
+        "no API key for OpenAI: give one, or the base URL of an OpenAI-compatible server such as llama.cpp, vLLM or \
+         Ollama"
+    )]
+    NoApiKey,
     #[error(transparent)]
     Models(#[from] rlm_models::ModelsError),
     #[error(transparent)]
@@ -92,7 +102,7 @@ impl Completion {
 /// Where the JSONL trajectories of runs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceTarget {
-    /// A new file per run in this directory (default: `rlm-traces`, or `$RLM_TRACE_DIR`).
+    /// A new file per run in this directory (default: `rlm-traces`; [`RlmBuilder::from_env`]: `$RLM_TRACE_DIR`).
     Directory(PathBuf),
     /// Every run appends to this file.
     File(PathBuf),
@@ -102,13 +112,6 @@ pub enum TraceTarget {
 
 impl TraceTarget {
     pub const DEFAULT_DIRECTORY: &'static str = "rlm-traces";
-
-    fn from_env() -> Self {
-        match std::env::var_os("RLM_TRACE_DIR") {
-            Some(dir) if !dir.is_empty() => Self::Directory(dir.into()),
-            _ => Self::Directory(Self::DEFAULT_DIRECTORY.into()),
-        }
-    }
 
     fn path_for_new_run(&self) -> Option<PathBuf> {
         match self {
@@ -123,8 +126,8 @@ impl TraceTarget {
     }
 }
 
-/// Builds an [`Rlm`]. Unset parts come from the environment: the OpenAI-compatible endpoint from
-/// `OPENAI_BASE_URL`/`OPENAI_API_KEY` (or `LLM_BASE_URL`/`LLM_API_KEY`), the model from `RLM_MODEL`/`LLM_MODEL`.
+/// Builds an [`Rlm`]. [`Rlm::builder`] starts from the defaults and reads no environment variable;
+/// [`RlmBuilder::from_env`] starts from the variables the `rlm` command and the Python package read.
 #[derive(Debug)]
 pub struct RlmBuilder {
     config: EngineConfig,
@@ -137,28 +140,30 @@ pub struct RlmBuilder {
     sub_window: Option<u64>,
     sub_base_url: Option<String>,
     local_model_dir: Option<PathBuf>,
+    local_threads: Option<u32>,
 }
 
 impl Default for RlmBuilder {
     fn default() -> Self {
-        let model = ["RLM_MODEL", "LLM_MODEL"].into_iter().find_map(|name| std::env::var(name).ok());
         Self {
-            model_set: model.is_some(),
-            config: EngineConfig::new(model.unwrap_or_default()),
-            openai: OpenAiConfig::from_env(),
+            model_set: false,
+            config: EngineConfig::new(String::new()),
+            openai: OpenAiConfig::default(),
             model_client: None,
             executor: None,
-            trace: TraceTarget::from_env(),
+            trace: TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
             root_window: None,
             sub_window: None,
             sub_base_url: None,
             local_model_dir: None,
+            local_threads: None,
         }
     }
 }
 
 impl RlmBuilder {
-    /// Whether a root model was named (by [`RlmBuilder::model`] or the environment).
+    /// Whether a root model was named (by [`RlmBuilder::model`], or by the environment for
+    /// [`RlmBuilder::from_env`]).
     pub fn has_model(&self) -> bool {
         self.model_set && !self.config.models.root.trim().is_empty()
     }
@@ -172,6 +177,12 @@ impl RlmBuilder {
     /// Where `local:NAME` models are looked up (default: [`local::model_cache_dir`]).
     pub fn local_model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.local_model_dir = Some(dir.into());
+        self
+    }
+
+    /// CPU threads of a `local:` model (default: every core; benchmarks and shared machines pin them).
+    pub fn local_threads(mut self, threads: u32) -> Self {
+        self.local_threads = Some(threads);
         self
     }
 
@@ -347,7 +358,7 @@ impl RlmBuilder {
 
     pub fn build(mut self) -> Result<Rlm, RlmError> {
         if !self.model_set || self.config.models.root.trim().is_empty() {
-            return Err(RlmError::Config("no model set: pass a model name (or set RLM_MODEL)".into()));
+            return Err(RlmError::NoModel);
         }
         if self.config.limits.max_iterations == 0 {
             return Err(RlmError::Config("max_iterations must be at least 1".into()));
@@ -359,11 +370,7 @@ impl RlmBuilder {
             None => {
                 let hosted = self.openai.base_url.trim_end_matches('/') == rlm_models::DEFAULT_BASE_URL;
                 if hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
-                    return Err(RlmError::Config(
-                        "no API key for OpenAI: set OPENAI_API_KEY, or point --base-url (OPENAI_BASE_URL) at an \
-                         OpenAI-compatible server such as llama.cpp, vLLM or Ollama"
-                            .into(),
-                    ));
+                    return Err(RlmError::NoApiKey);
                 }
                 let root_client: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(self.openai.clone())?);
                 let same = |url: &String| url.trim_end_matches('/') == self.openai.base_url.trim_end_matches('/');
@@ -414,8 +421,8 @@ impl RlmBuilder {
         let sub = self.config.models.sub_model().to_owned();
         if sub != root || self.config.models.per_depth.iter().any(|model| *model != root) {
             return Err(RlmError::Config(format!(
-                "a run with the local model {root} uses it for every call; drop --sub-model/--depth-model or use \
-                 the same model"
+                "a run with the local model {root} uses it for every call; set no other sub-model or per-depth \
+                 model"
             )));
         }
         let dir = self.local_model_dir.clone().unwrap_or_else(local::model_cache_dir);
@@ -424,8 +431,7 @@ impl RlmBuilder {
         config.name = file.spec;
         config.expected_sha256 = file.expected_sha256;
         config.n_ctx = self.root_window.and_then(|window| u32::try_from(window).ok());
-        // Threads default to every core; benchmarks and shared machines pin them.
-        config.threads = std::env::var("RLM_LOCAL_THREADS").ok().and_then(|threads| threads.trim().parse().ok());
+        config.threads = self.local_threads;
         let client = rlm_models_llama::LlamaClient::load(config).map_err(|err| RlmError::Config(err.to_string()))?;
         let window = client.context_window();
         self.root_window.get_or_insert(window);
@@ -635,16 +641,15 @@ mod tests {
 
     #[test]
     fn openai_without_a_key_is_a_clear_error_before_any_request() {
-        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() }.model("gpt-4o-mini");
-        let err = builder.build().err();
-        assert!(err.is_some_and(|e| e.to_string().contains("OPENAI_API_KEY")));
-        let local = RlmBuilder { openai: OpenAiConfig::new("http://127.0.0.1:9/v1"), ..RlmBuilder::default() };
+        let err = Rlm::builder().model("gpt-4o-mini").build().err();
+        assert!(err.is_some_and(|e| e.to_string().contains("no API key for OpenAI")));
+        let local = Rlm::builder().base_url("http://127.0.0.1:9/v1");
         assert!(local.model("m").build().is_ok(), "a local server needs no key");
     }
 
     #[test]
     fn building_without_a_model_is_a_clear_error() {
-        let err = RlmBuilder { model_set: false, ..RlmBuilder::default() }.build().err();
+        let err = Rlm::builder().build().err();
         assert!(err.is_some_and(|e| e.to_string().contains("no model set")));
     }
 
@@ -678,10 +683,8 @@ mod tests {
 
     #[test]
     fn an_endpoint_is_a_key_or_a_base_url() {
-        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
-        assert!(!builder.has_endpoint());
-        assert!(builder.base_url("http://127.0.0.1:8080/v1").has_endpoint());
-        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
-        assert!(builder.api_key("sk-x").has_endpoint());
+        assert!(!Rlm::builder().has_endpoint());
+        assert!(Rlm::builder().base_url("http://127.0.0.1:8080/v1").has_endpoint());
+        assert!(Rlm::builder().api_key("sk-x").has_endpoint());
     }
 }

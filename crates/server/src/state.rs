@@ -219,9 +219,12 @@ impl AppState {
 
     /// The root model a run uses when its request names none.
     pub fn default_model(&self) -> Result<&str, ApiError> {
-        self.inner.config.default_model.as_deref().filter(|m| !m.trim().is_empty()).ok_or_else(|| {
-            ApiError::bad_request("no model given and the server has no default model (set --model or LLM_MODEL)")
-        })
+        self.inner
+            .config
+            .default_model
+            .as_deref()
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| ApiError::bad_request("no model given and the server has no default model"))
     }
 
     /// Starts a run in the background and registers it. Refused with `503` while shutting down or when the

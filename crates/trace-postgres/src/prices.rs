@@ -77,12 +77,11 @@ impl Prices {
         Self::default()
     }
 
-    /// The defaults, overridden by the price file at `path` (when given), else by the file named by `$RLM_PRICES`.
+    /// The defaults, overridden by the price file at `path` when one is given.
     pub fn load(path: Option<&Path>) -> Result<Self, TraceDbError> {
         let mut prices = Self::builtin();
-        let from_env = std::env::var_os("RLM_PRICES").filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
-        if let Some(path) = path.map(Path::to_path_buf).or(from_env) {
-            prices.merge(Self::from_file(&path)?);
+        if let Some(path) = path {
+            prices.merge(Self::from_file(path)?);
         }
         Ok(prices)
     }

@@ -93,11 +93,11 @@ mod redact_tests {
 }
 
 impl PostgresSinkConfig {
+    /// The defaults for the database at `url`; the spool directory is `rlm-traces/spool`.
     pub fn new(url: impl Into<String>) -> Self {
-        let trace_dir = std::env::var_os("RLM_TRACE_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
         Self {
             url: url.into(),
-            spool_dir: trace_dir.unwrap_or_else(|| PathBuf::from("rlm-traces")).join("spool"),
+            spool_dir: PathBuf::from("rlm-traces").join("spool"),
             prices: Prices::builtin(),
             queue_capacity: 10_000,
             batch_size: 500,
