@@ -77,8 +77,6 @@ where
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-
 impl ExecutorArgs {
     fn build(&self) -> Result<Arc<dyn Executor>> {
         Ok(match self.executor {

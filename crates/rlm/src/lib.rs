@@ -6,7 +6,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rlm::RlmError> {
-//! let rlm = rlm::Rlm::builder().model("gpt-4o").sub_model("gpt-4o-mini").max_depth(1).build()?;
+//! // The endpoint and key from OPENAI_BASE_URL / OPENAI_API_KEY; `Rlm::builder()` reads no environment.
+//! let rlm = rlm::RlmBuilder::from_env().model("gpt-4o").sub_model("gpt-4o-mini").max_depth(1).build()?;
 //! let completion = rlm.completion("...a very long text...", "Which city is mentioned most?").await?;
 //! println!("{} ({} iterations, trace in {:?})", completion.answer, completion.iterations, completion.trace);
 //! # Ok(()) }

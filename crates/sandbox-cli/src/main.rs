@@ -21,6 +21,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 enum Command {
     #[command(flatten)]
     Sandbox(SandboxCommand),
