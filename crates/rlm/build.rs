@@ -3,5 +3,7 @@
 //! find first (see `rlm-build-support`).
 
 fn main() {
-    rlm_build_support::link_embedded_python();
+    if std::env::var_os("CARGO_FEATURE_LOCAL").is_some() {
+        rlm_build_support::link_embedded_python();
+    }
 }

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rlm::Limits;
-pub use rlm_sandbox_cli::{WasmArgs, seconds};
+#[cfg(feature = "wasm")]
+pub use rlm_sandbox_cli::WasmArgs;
+pub use rlm_sandbox_cli::seconds;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,14 +25,19 @@ pub enum Command {
     /// Run one Python snippet in a fresh REPL and print {"stdout", "stderr", "error", "duration_ms"} as JSON.
     Exec(ExecArgs),
     /// Serve RLMs over HTTP: the RLM API, an OpenAI-compatible front, streaming run events (see docs/api.md).
+    #[cfg(feature = "server")]
     Serve(crate::serve::ServeArgs),
     /// Browse trajectories in a local web page: runs as trees, a timeline, live updates of growing traces.
+    #[cfg(feature = "viewer")]
     View(crate::view::ViewArgs),
     /// The trajectory database: `rlm trace import FILE.jsonl... --db URL`.
+    #[cfg(feature = "postgres")]
     Trace(crate::trace_cmd::TraceArgs),
     /// Latency percentiles, tokens and cost per model, and the slowest runs, from the trajectory database.
+    #[cfg(feature = "postgres")]
     Stats(crate::trace_cmd::StatsArgs),
     /// The sandbox service for untrusted code: `rlm sandbox serve`, `rlm sandbox prepare`.
+    #[cfg(feature = "wasm")]
     Sandbox(rlm_sandbox_cli::SandboxArgs),
     /// Benchmarks against the configured model endpoint: `rlm bench sniah`.
     Bench(crate::bench::BenchArgs),
@@ -59,6 +66,7 @@ pub struct ExecutorArgs {
     /// The sandbox service for --executor remote (its token comes from $RLM_SANDBOX_TOKEN).
     #[arg(long, env = "RLM_SANDBOX_URL")]
     pub sandbox_url: Option<String>,
+    #[cfg(feature = "wasm")]
     #[command(flatten)]
     pub wasm: WasmArgs,
 }
@@ -90,6 +98,7 @@ pub struct RunArgs {
     /// No progress or summary on stderr.
     #[arg(long)]
     pub quiet: bool,
+    #[cfg(feature = "postgres")]
     #[command(flatten)]
     pub trace_db: crate::trace_cmd::TraceDbArgs,
 }

@@ -9,8 +9,11 @@ mod args;
 mod bench;
 mod model_cmd;
 mod progress;
+#[cfg(feature = "server")]
 mod serve;
+#[cfg(feature = "postgres")]
 mod trace_cmd;
+#[cfg(feature = "viewer")]
 mod view;
 
 use std::io::{IsTerminal, Read};
@@ -23,6 +26,7 @@ use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmBuilder, RlmError, Tra
 
 use rlm::Executor;
 use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
+#[cfg(feature = "server")]
 pub(crate) use rlm_sandbox_cli::shutdown_signal;
 
 use crate::args::{Cli, Command, ExecArgs, ExecutorArgs, ExecutorKind, ModelArgs, RunArgs};
@@ -58,10 +62,15 @@ where
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Exec(args) => exec(args).await,
+            #[cfg(feature = "server")]
             Command::Serve(args) => serve::serve(args).await,
+            #[cfg(feature = "viewer")]
             Command::View(args) => view::view(args).await,
+            #[cfg(feature = "postgres")]
             Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),
+            #[cfg(feature = "postgres")]
             Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
+            #[cfg(feature = "wasm")]
             Command::Sandbox(args) => rlm_sandbox_cli::sandbox(args).await,
             Command::Health(args) => rlm_sandbox_cli::health(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
@@ -80,8 +89,14 @@ where
 impl ExecutorArgs {
     fn build(&self) -> Result<Arc<dyn Executor>> {
         Ok(match self.executor {
+            #[cfg(feature = "local")]
             ExecutorKind::Local => Arc::new(rlm::LocalExecutor::new()),
+            #[cfg(not(feature = "local"))]
+            ExecutorKind::Local => bail!("this build of rlm has no local executor (the `local` feature)"),
+            #[cfg(feature = "wasm")]
             ExecutorKind::Wasm => Arc::new(self.wasm.executor()?),
+            #[cfg(not(feature = "wasm"))]
+            ExecutorKind::Wasm => bail!("this build of rlm has no wasm executor (the `wasm` feature)"),
             ExecutorKind::Remote => {
                 let Some(url) = self.sandbox_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
                     bail!("--executor remote needs --sandbox-url (or RLM_SANDBOX_URL)");
@@ -180,8 +195,12 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
 
     let interactive = std::io::stderr().is_terminal() && !args.quiet;
     let observer: Option<Arc<dyn TraceSink>> = interactive.then(|| Arc::new(progress::Progress::new()) as _);
+    #[cfg(feature = "postgres")]
     let db_sink = trace_cmd::start_sink(&args.trace_db)?;
-    let outcome = rlm.completion_with(context, &args.query, cancel, trace_cmd::with_sink(observer, &db_sink)).await;
+    #[cfg(feature = "postgres")]
+    let observer = trace_cmd::with_sink(observer, &db_sink);
+    let outcome = rlm.completion_with(context, &args.query, cancel, observer).await;
+    #[cfg(feature = "postgres")]
     trace_cmd::finish_sink(db_sink);
     let (completion, failure) = match outcome {
         Ok(completion) => (completion, None),

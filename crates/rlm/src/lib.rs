@@ -27,6 +27,7 @@ pub use rlm_engine::{
     Engine, EngineConfig, Limits, ModelPlan, ParsedResponse, PromptProfile, PromptSettings, RouteMode, RunOptions,
     RunResult, parse_response,
 };
+#[cfg(feature = "local")]
 pub use rlm_executor_local::LocalExecutor;
 pub use rlm_models::local;
 pub use rlm_models::{OpenAiClient, OpenAiConfig, TokenLimitField, known_context_window};
@@ -402,7 +403,14 @@ impl RlmBuilder {
         }
         let executor: Arc<dyn Executor> = match self.executor {
             Some(executor) => executor,
+            #[cfg(feature = "local")]
             None => Arc::new(LocalExecutor::new()),
+            #[cfg(not(feature = "local"))]
+            None => {
+                return Err(RlmError::Config(
+                    "no executor given, and this build has no local one (the `local` feature)".into(),
+                ));
+            }
         };
         Ok(Rlm {
             engine: Engine::new(model.clone(), executor, self.config),

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use rlm::{Executor, FinishedBy, LocalExecutor, ModelClient, OpenAiClient, Rlm, RlmError, TraceSink};
+#[cfg(feature = "local")]
+use rlm::LocalExecutor;
+use rlm::{Executor, FinishedBy, ModelClient, OpenAiClient, Rlm, RlmError, TraceSink};
 use rlm_viewer::Update;
 use tokio::sync::{Semaphore, broadcast};
 use uuid::Uuid;
@@ -77,9 +79,16 @@ impl AppState {
             return Err(StartError::Config("max_iterations must be at least 1".into()));
         }
         let (executor, remote): (Arc<dyn Executor>, _) = match &config.executor {
+            #[cfg(feature = "local")]
             ExecutorChoice::Local => {
                 LocalExecutor::initialize().map_err(RlmError::from)?;
                 (Arc::new(LocalExecutor::new()), None)
+            }
+            #[cfg(not(feature = "local"))]
+            ExecutorChoice::Local => {
+                return Err(StartError::Config(
+                    "this build has no local executor (the `local` feature): use a remote sandbox".into(),
+                ));
             }
             ExecutorChoice::Remote(settings) => {
                 let remote = RemoteExecutor::new(settings.clone()).map_err(RlmError::from)?;
