@@ -103,7 +103,7 @@ impl ExecutorArgs {
                 };
                 let token =
                     std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-                Arc::new(RemoteExecutor::new(RemoteConfig { token, ..RemoteConfig::new(url) })?)
+                Arc::new(RemoteExecutor::new(RemoteConfig { token: token.map(Into::into), ..RemoteConfig::new(url) })?)
             }
         })
     }

@@ -172,7 +172,7 @@ impl RlmBuilder {
 
     /// Whether an endpoint is configured: an API key, or a base URL other than OpenAI's.
     pub fn has_endpoint(&self) -> bool {
-        self.openai.api_key.as_deref().is_some_and(|key| !key.trim().is_empty())
+        self.openai.api_key.as_ref().is_some_and(|key| !key.expose().trim().is_empty())
             || self.openai.base_url.trim_end_matches('/') != rlm_models::DEFAULT_BASE_URL
     }
 
@@ -214,7 +214,7 @@ impl RlmBuilder {
     }
 
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.openai.api_key = Some(key.into());
+        self.openai.api_key = Some(protocol::Secret::new(key.into()));
         self
     }
 
@@ -371,7 +371,7 @@ impl RlmBuilder {
             None if local::is_local_spec(&self.config.models.root) => self.local_client()?,
             None => {
                 let hosted = self.openai.base_url.trim_end_matches('/') == rlm_models::DEFAULT_BASE_URL;
-                if hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
+                if hosted && self.openai.api_key.as_ref().is_none_or(|k| k.expose().trim().is_empty()) {
                     return Err(RlmError::NoApiKey);
                 }
                 let root_client: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(self.openai.clone())?);

@@ -112,7 +112,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim);
-        if !given.is_some_and(|token| same_secret(token.as_bytes(), expected.as_bytes())) {
+        if !given.is_some_and(|token| same_secret(token.as_bytes(), expected.expose().as_bytes())) {
             let mut response = ApiError::unauthorized().into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return response;

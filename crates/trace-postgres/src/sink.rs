@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use rlm_protocol::{TraceEvent, TraceSink};
+use rlm_protocol::{Secret, TraceEvent, TraceSink};
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::{Notify, mpsc};
 
@@ -29,11 +29,11 @@ use crate::spool::Spool;
 use crate::store;
 use crate::writer::Writer;
 
-/// Settings of a [`PostgresSink`]. `Debug` never shows the password in the URL.
-#[derive(Clone)]
+/// Settings of a [`PostgresSink`]. `Debug` never shows the URL, which may hold a password (a [`Secret`]).
+#[derive(Debug, Clone)]
 pub struct PostgresSinkConfig {
     /// `postgres://user:password@host:port/database`
-    pub url: String,
+    pub url: Secret<String>,
     /// Directory of the spool file (created when first needed).
     pub spool_dir: PathBuf,
     pub prices: Prices,
@@ -55,48 +55,11 @@ pub struct PostgresSinkConfig {
     pub flush_timeout: Duration,
 }
 
-impl std::fmt::Debug for PostgresSinkConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresSinkConfig")
-            .field("url", &redact_password(&self.url))
-            .field("spool_dir", &self.spool_dir)
-            .field("queue_capacity", &self.queue_capacity)
-            .field("batch_size", &self.batch_size)
-            .field("max_connections", &self.max_connections)
-            .finish_non_exhaustive()
-    }
-}
-
-/// `postgres://user:secret@host/db` → `postgres://user:<redacted>@host/db`.
-pub fn redact_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_owned() };
-    let authority_end = url[scheme_end..].find(['/', '?']).map_or(url.len(), |i| scheme_end + i);
-    match url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) {
-        Some(at) => match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
-            Some(colon) => format!("{}<redacted>{}", &url[..=colon], &url[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod redact_tests {
-    use super::redact_password;
-
-    #[test]
-    fn passwords_are_redacted_and_the_rest_kept() {
-        assert_eq!(redact_password("postgres://rlm:s3cret@db:5432/rlm"), "postgres://rlm:<redacted>@db:5432/rlm");
-        assert_eq!(redact_password("postgres://rlm@db/rlm"), "postgres://rlm@db/rlm");
-        assert_eq!(redact_password("postgres://db/rlm?user=x"), "postgres://db/rlm?user=x");
-    }
-}
-
 impl PostgresSinkConfig {
     /// The defaults for the database at `url`; the spool directory is `rlm-traces/spool`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            url: Secret::new(url.into()),
             spool_dir: PathBuf::from("rlm-traces").join("spool"),
             prices: Prices::builtin(),
             queue_capacity: 10_000,
@@ -229,7 +192,7 @@ impl PostgresSink {
     /// until it answers. Fails on a malformed URL or when the writer thread cannot start.
     pub fn start(config: PostgresSinkConfig) -> Result<Self, TraceDbError> {
         use std::str::FromStr;
-        let options = PgConnectOptions::from_str(&config.url)
+        let options = PgConnectOptions::from_str(config.url.expose())
             .map_err(|e| TraceDbError::Config(format!("bad database URL: {e}")))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let spool_path = config.spool_dir.join(format!("pg-spool-{id}.jsonl"));
