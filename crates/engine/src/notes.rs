@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use rlm_protocol::{CellOutcome, LimitKind};
 
 use crate::guard::search_terms;
-use crate::prompt::{PromptProfile, group_thousands};
+use crate::prompt::group_thousands;
 
 /// A code line that searches `context` for the most specific words of `query`.
 pub fn suggested_search(query: &str) -> String {
@@ -72,14 +72,11 @@ pub fn repeat_note(query: &str, had_code: bool) -> String {
 }
 
 /// Appended to every observation for small models, which lose track of the question and of how to finish.
-pub fn turn_reminder(profile: PromptProfile, query: &str) -> Option<String> {
-    match profile {
-        PromptProfile::Small => Some(format!(
-            "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
-             does not, write another code block."
-        )),
-        PromptProfile::Auto | PromptProfile::Standard => None,
-    }
+pub fn question_reminder(query: &str) -> String {
+    format!(
+        "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
+         does not, write another code block."
+    )
 }
 
 /// Cuts `text` to at most `max_chars` characters, appending a note on how much was cut.
@@ -152,18 +149,16 @@ pub fn observation(cells: &[(CellView, &CellOutcome)], notes: &[String]) -> Stri
     text.trim_end().to_owned()
 }
 
+/// Said when a reply had neither code nor an answer.
 pub const NO_CODE_NOTE: &str = "Your reply had no ```repl block and no FINAL(...). Write a ```repl block to examine \
                                 `context`, or reply FINAL(...) with the answer if your code's output already showed it.";
 
-/// Said when a reply had neither code nor an answer.
-pub fn no_code_note(profile: PromptProfile, query: &str) -> String {
-    match profile {
-        PromptProfile::Small => format!(
-            "Your reply had no code, so nothing ran. Reply with a code block, for example:\n```repl\n{}\n```",
-            suggested_search(query)
-        ),
-        PromptProfile::Auto | PromptProfile::Standard => NO_CODE_NOTE.to_owned(),
-    }
+/// Said when a reply had neither code nor an answer: to small models, with a line of code to start from.
+pub fn small_no_code_note(query: &str) -> String {
+    format!(
+        "Your reply had no code, so nothing ran. Reply with a code block, for example:\n```repl\n{}\n```",
+        suggested_search(query)
+    )
 }
 
 pub fn rejected_final_note() -> String {

@@ -19,7 +19,6 @@ pub(crate) use tree::{Scope, Tree, cancellable, with_deadline};
 
 use crate::config::RouteMode;
 use crate::host::{TreeHost, collapse_whitespace};
-use crate::prompt::PromptProfile;
 use crate::{EngineInner, RunOptions, RunResult, route};
 
 /// The query a child RLM gets; its `context` is the prompt given to `rlm_query`.
@@ -141,11 +140,11 @@ pub(crate) async fn run_one(
     let limits = &engine.config.limits;
     let loop_model = model_override.unwrap_or_else(|| engine.config.models.loop_model(scope.depth).to_owned());
 
-    // Only the small profile refuses guesses from context-free `llm_query` calls; a copy of a large context is not
-    // worth making for anyone else.
-    let small = engine.config.prompt.profile.resolve(&loop_model) == PromptProfile::Small;
+    let mut run = turns::Loop::new(&engine, &tree, &scope, &loop_model);
+    // Only answer rules that refuse guesses from context-free `llm_query` calls need a copy of the context; a copy of
+    // a large context is not worth making for anyone else.
     let grounding = match &context {
-        Context::Text(text) if small => Some(Arc::from(collapse_whitespace(text))),
+        Context::Text(text) if run.checks_grounding() => Some(Arc::from(collapse_whitespace(text))),
         _ => None,
     };
     let host = Arc::new(TreeHost { engine: engine.clone(), tree: tree.clone(), scope: scope.clone(), grounding });
@@ -167,7 +166,6 @@ pub(crate) async fn run_one(
                 route,
             );
             tree.trace.record(&scope.event(started_at, EventBody::Metadata(metadata)));
-            let mut run = turns::Loop::new(&engine, &tree, &scope, &loop_model);
             let ending = run.drive(session.as_mut(), query).await;
             if let Err(err) = session.close().await {
                 tracing::debug!("closing a REPL session failed: {err}");

@@ -10,18 +10,12 @@ use rlm_protocol::{
 };
 
 use super::Ending;
-use super::answer_policy::{Refusal, adds_to, reads_context, supported_by};
+use super::answer_policy::AnswerPolicy;
 use super::tree::{Scope, Tree, cancellable, with_deadline};
 use crate::EngineInner;
-use crate::guard::{RepeatTracker, placeholder_reason};
-use crate::host::collapse_whitespace;
 use crate::notes;
 use crate::parse::{FinalDirective, ParsedResponse, find_final, parse_response};
 use crate::prompt::{self, PromptFacts, PromptProfile};
-
-/// Replies in a row that repeat their predecessor before the run stops with [`LimitKind::Repetition`]; each one
-/// before that gets a nudge to change course.
-const MAX_REPEAT_STREAK: u32 = 3;
 
 /// How long the one last model call after a limit may take, beyond the tree's own deadline.
 const FINAL_ANSWER_GRACE: Duration = Duration::from_secs(60);
@@ -38,22 +32,14 @@ pub(super) struct Loop<'a> {
     tree: &'a Tree,
     scope: &'a Scope,
     model: &'a str,
+    /// Which instructions the model gets.
     profile: PromptProfile,
+    /// When an answer ends the run, and the nudges between turns.
+    policy: AnswerPolicy,
     /// Messages already recorded in an earlier `model_call` event.
     sent: usize,
     /// Cells run so far in this run; numbers them like a notebook.
     cells_run: u32,
-    /// Whether the model has seen printed output of code that read the context, in an earlier turn.
-    seen_output: bool,
-    /// Everything the model has been shown as output so far, lower-cased with whitespace collapsed.
-    seen_text: String,
-    /// Whether any cell of this run has completed without an error.
-    code_ran: bool,
-    /// Whether any cell so far has read `context` (directly or through `search`).
-    context_read: bool,
-    repeats: RepeatTracker,
-    /// Ungrounded `llm_query` answers the model has already been warned about.
-    ungrounded_noted: usize,
 }
 
 /// An answer the model proposed in one turn, before the checks.
@@ -64,21 +50,15 @@ struct Proposal {
 
 impl<'a> Loop<'a> {
     pub fn new(engine: &'a EngineInner, tree: &'a Tree, scope: &'a Scope, model: &'a str) -> Self {
-        Self {
-            engine,
-            tree,
-            scope,
-            model,
-            profile: engine.config.prompt.profile.resolve(model),
-            sent: 0,
-            cells_run: 0,
-            seen_output: false,
-            seen_text: String::new(),
-            code_ran: false,
-            context_read: false,
-            repeats: RepeatTracker::default(),
-            ungrounded_noted: 0,
-        }
+        let profile = engine.config.prompt.profile.resolve(model);
+        Self { engine, tree, scope, model, profile, policy: AnswerPolicy::for_profile(profile), sent: 0, cells_run: 0 }
+    }
+
+    /// Whether the answer rules check `llm_query` prompts for text of the context (see [`TreeHost`]).
+    ///
+    /// [`TreeHost`]: crate::host::TreeHost
+    pub fn checks_grounding(&self) -> bool {
+        self.policy.checks_grounding()
     }
 
     pub async fn drive(&mut self, session: &mut dyn ReplSession, query: &str) -> Ending {
@@ -118,12 +98,7 @@ impl<'a> Loop<'a> {
             };
             messages.push(ChatMessage::assistant(response.clone()));
             let parsed = parse_response(&response);
-            // What runs is what counts: the same code with different prose around it is still a repeat.
-            let repeated = if parsed.code_blocks.is_empty() {
-                self.repeats.observe(&response)
-            } else {
-                self.repeats.observe(&parsed.code_blocks.concat())
-            };
+            let repeated = self.policy.observe_reply(&response, &parsed.code_blocks);
 
             let mut outcomes = Vec::with_capacity(parsed.code_blocks.len());
             for code in &parsed.code_blocks {
@@ -141,50 +116,32 @@ impl<'a> Loop<'a> {
                 outcomes.push((view, outcome));
             }
 
-            // Output is evidence once code has read the data: `SHOW_VARS()` printing "no variables" is not.
-            let mut evidence_now = false;
-            for (code, (_, outcome)) in parsed.code_blocks.iter().zip(&outcomes) {
-                self.context_read |= reads_context(code);
-                if outcome.error.is_none() {
-                    self.code_ran = true;
-                    evidence_now |= self.context_read && !outcome.stdout.trim().is_empty();
-                }
-            }
+            self.policy
+                .observe_cells(parsed.code_blocks.iter().map(String::as_str).zip(outcomes.iter().map(|(_, o)| o)));
             let mut notes = Vec::new();
             let proposal = match self.proposal(&parsed, &outcomes, session, &mut notes).await {
                 Ok(proposal) => proposal,
                 Err(err) => return Ending::stopped(FinishedBy::Error, iterations, format!("the REPL failed: {err}")),
             };
             if let Some(proposal) = proposal {
-                match self.refusal(&proposal.answer, query, !outcomes.is_empty()) {
+                match self.policy.refusal(&proposal.answer, query, !outcomes.is_empty(), self.scope) {
                     None => return Ending::answered(proposal.answer, proposal.finished_by, iterations),
                     Some(refusal) => notes.push(refusal.note(&proposal.answer, query)),
                 }
             } else if outcomes.is_empty() {
-                notes.push(notes::no_code_note(self.profile, query));
+                notes.push(self.policy.no_code_note(query));
             }
-            self.seen_output |= evidence_now;
-            if self.profile == PromptProfile::Small {
-                for (view, _) in &outcomes {
-                    self.seen_text.push(' ');
-                    self.seen_text.push_str(&collapse_whitespace(&view.stdout).to_lowercase());
-                }
-            }
-            let ungrounded = self.scope.ungrounded_count();
-            if self.profile == PromptProfile::Small && ungrounded > self.ungrounded_noted {
-                notes.push(notes::ungrounded_calls_note(ungrounded - self.ungrounded_noted));
-                self.ungrounded_noted = ungrounded;
-            }
+            self.policy.end_turn(outcomes.iter().map(|(view, _)| view), self.scope, &mut notes);
             if repeated {
-                if self.repeats.streak >= MAX_REPEAT_STREAK {
-                    break LimitKind::Repetition;
+                match self.policy.repeat_nudge(query, !parsed.code_blocks.is_empty()) {
+                    Some(nudge) => notes.push(nudge),
+                    None => break LimitKind::Repetition,
                 }
-                notes.push(notes::repeat_note(query, !parsed.code_blocks.is_empty()));
             }
             let cells: Vec<(notes::CellView, &CellOutcome)> =
                 outcomes.iter().map(|(view, outcome)| (view.clone(), outcome)).collect();
             let mut observation = notes::observation(&cells, &notes);
-            if let Some(reminder) = notes::turn_reminder(self.profile, query) {
+            if let Some(reminder) = self.policy.reminder(query) {
                 observation.push_str("\n\n");
                 observation.push_str(&reminder);
             }
@@ -229,39 +186,6 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Why `answer` cannot end the run yet; `None` when it can. `with_code`: the same reply also ran code.
-    fn refusal(&self, answer: &str, query: &str, with_code: bool) -> Option<Refusal> {
-        let small = self.profile == PromptProfile::Small;
-        if let Some(reason) = placeholder_reason(answer) {
-            return Some(Refusal::Placeholder(reason));
-        }
-        if small && self.scope.is_ungrounded(answer) {
-            return Some(Refusal::Ungrounded);
-        }
-        if !self.has_evidence() {
-            return Some(Refusal::NoEvidence);
-        }
-        // Small models echo the question: the key instead of its value. (Choice questions, "A or B?", excepted.)
-        if small && !query.to_lowercase().contains(" or ") && !adds_to(answer, query) {
-            return Some(Refusal::EchoesQuestion);
-        }
-        // A small model that answers next to new code usually guesses; it may when the answer is in output it saw.
-        if small && with_code && !supported_by(answer, &self.seen_text) {
-            return Some(Refusal::Unsupported);
-        }
-        None
-    }
-
-    /// Whether an answer may end the run. No answer counts before any code has run. Small models must also have
-    /// seen printed output of code that read the context, in an earlier turn: they write an answer next to the code
-    /// meant to find it, guessing. Capable models may compute an answer and name it (`FINAL_VAR`) in one turn.
-    fn has_evidence(&self) -> bool {
-        match self.profile {
-            PromptProfile::Small => self.seen_output,
-            PromptProfile::Auto | PromptProfile::Standard => self.code_ran,
-        }
-    }
-
     /// A limit ran out: ask the model once for its best answer.
     async fn final_answer_after(
         &mut self,
@@ -287,7 +211,9 @@ impl<'a> Loop<'a> {
                 };
                 let refused = match &answer {
                     None => Some("it named a variable that does not exist".to_owned()),
-                    Some(answer) => self.refusal(answer, query, false).map(|refusal| refusal.reason().to_owned()),
+                    Some(answer) => {
+                        self.policy.refusal(answer, query, false, self.scope).map(|refusal| refusal.reason().to_owned())
+                    }
                 };
                 match (answer, refused) {
                     (Some(answer), None) => ending.answer = Some(answer),
