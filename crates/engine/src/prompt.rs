@@ -27,6 +27,7 @@ pub enum PromptProfile {
 }
 
 impl PromptProfile {
+    /// The profile's name, as configuration and traces spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auto => "auto",

@@ -4,6 +4,8 @@
 //!
 //! This crate performs no I/O.
 
+#![warn(missing_docs)]
+
 mod context;
 mod error;
 mod exec;

@@ -16,6 +16,7 @@ pub struct DirectHost {
 }
 
 impl DirectHost {
+    /// A host that answers sub-calls with `model`, with the sub-model, batch concurrency and output limit of `config`.
     pub fn new(model: Arc<dyn ModelClient>, config: &EngineConfig) -> Self {
         Self {
             model,

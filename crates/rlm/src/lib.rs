@@ -15,6 +15,8 @@
 //!
 //! This mirrors the Python original's `RLM_REPL(...).completion(context, query)`.
 
+#![warn(missing_docs)]
+
 mod direct;
 mod env;
 
@@ -39,8 +41,10 @@ pub use rlm_trace::{FanoutSink, JsonlSink, MemorySink, NullSink};
 use serde::Serialize;
 pub use tokio_util::sync::CancellationToken;
 
+/// Errors of the library API.
 #[derive(Debug, thiserror::Error)]
 pub enum RlmError {
+    /// Settings that cannot work.
     #[error("configuration: {0}")]
     Config(String),
     /// No root model was named.
@@ -52,31 +56,48 @@ pub enum RlmError {
          Ollama"
     )]
     NoApiKey,
+    /// The model provider could not be set up.
     #[error(transparent)]
     Models(#[from] rlm_models::ModelsError),
+    /// The trajectory could not be written.
     #[error(transparent)]
     Trace(#[from] rlm_trace::TraceError),
+    /// An executor or model failure outside a run.
     #[error("{0}")]
     Protocol(#[from] rlm_protocol::Error),
     /// The run ended without an answer (cancelled, or the model or REPL failed). The result and trace are kept.
     #[error("run {} ended by {}: {}", .completion.run_id, .completion.finished_by.as_str(), .message)]
-    Failed { message: String, completion: Box<Completion> },
+    Failed {
+        /// Why it ended.
+        message: String,
+        /// What the run did, with its trace.
+        completion: Box<Completion>,
+    },
 }
 
 /// The result of [`Rlm::completion`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Completion {
+    /// The answer (empty when the run ended without one).
     pub answer: String,
+    /// How the run ended.
     pub finished_by: FinishedBy,
+    /// Which limit ran out, when `finished_by` is `limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitKind>,
+    /// Root-loop iterations of the top-level run.
     pub iterations: u32,
+    /// Sub-calls made anywhere in the tree.
     pub sub_calls: u64,
+    /// Tokens used anywhere in the tree, in total and per model.
     pub usage: UsageReport,
     /// The JSONL trajectory of the run, when one was written.
     pub trace: Option<PathBuf>,
+    /// The id of the top-level run in the trajectory.
     pub run_id: uuid::Uuid,
+    /// Wall-clock time of the run.
     pub duration_secs: f64,
+    /// Why the run ended without an answer, or why its last answer was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `direct` when routing answered with one call over the whole context, else `rlm`.
@@ -113,6 +134,7 @@ pub enum TraceTarget {
 }
 
 impl TraceTarget {
+    /// The directory of [`RlmBuilder`]'s default target.
     pub const DEFAULT_DIRECTORY: &'static str = "rlm-traces";
 
     fn path_for_new_run(&self) -> Option<PathBuf> {
@@ -208,11 +230,13 @@ impl RlmBuilder {
         self
     }
 
+    /// The OpenAI-compatible endpoint, including the version prefix (default: OpenAI's).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.openai.base_url = url.into();
         self
     }
 
+    /// The API key sent to the endpoint.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.openai.api_key = Some(protocol::Secret::new(key.into()));
         self
@@ -231,46 +255,55 @@ impl RlmBuilder {
         self
     }
 
+    /// All budgets of a run tree at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
         self
     }
 
+    /// Deepest level of child RLMs (`rlm_query`); the top-level run is depth 0.
     pub fn max_depth(mut self, depth: u32) -> Self {
         self.config.limits.max_depth = depth;
         self
     }
 
+    /// Root-loop iterations per run.
     pub fn max_iterations(mut self, iterations: u32) -> Self {
         self.config.limits.max_iterations = iterations;
         self
     }
 
+    /// Wall-clock limit of the whole run tree.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.limits.timeout = Some(timeout);
         self
     }
 
+    /// Sub-calls allowed in the whole run tree.
     pub fn max_sub_calls(mut self, calls: u64) -> Self {
         self.config.limits.max_sub_calls = Some(calls);
         self
     }
 
+    /// Tokens allowed in the whole run tree.
     pub fn max_tokens(mut self, tokens: u64) -> Self {
         self.config.limits.max_tokens = Some(tokens);
         self
     }
 
+    /// Wall-clock limit of one cell.
     pub fn cell_timeout(mut self, timeout: Duration) -> Self {
         self.config.limits.cell_timeout = timeout;
         self
     }
 
+    /// Prompts of one batched call sent at once.
     pub fn batch_concurrency(mut self, concurrency: usize) -> Self {
         self.config.limits.batch_concurrency = concurrency;
         self
     }
 
+    /// Sampling temperature of every model call.
     pub fn temperature(mut self, temperature: f32) -> Self {
         self.config.temperature = Some(temperature);
         self
@@ -353,11 +386,13 @@ impl RlmBuilder {
         self
     }
 
+    /// Where trajectories go (default: a new file per run in `rlm-traces`).
     pub fn trace(mut self, target: TraceTarget) -> Self {
         self.trace = target;
         self
     }
 
+    /// The configured RLM; fails without a model, or without a key for OpenAI's own endpoint.
     pub fn build(mut self) -> Result<Rlm, RlmError> {
         if !self.model_set || self.config.models.root.trim().is_empty() {
             return Err(RlmError::NoModel);
@@ -467,14 +502,17 @@ pub struct Rlm {
 }
 
 impl Rlm {
+    /// A builder with the defaults, which reads no environment variable (see [`RlmBuilder::from_env`]).
     pub fn builder() -> RlmBuilder {
         RlmBuilder::default()
     }
 
+    /// The engine that runs the loop.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
+    /// The model provider in use.
     pub fn model_client(&self) -> &Arc<dyn ModelClient> {
         &self.model
     }
@@ -597,8 +635,11 @@ fn collect_text_files(
 /// different endpoint than the root model.
 #[derive(Debug)]
 pub struct RouteByModel {
+    /// Requests for this model go to `matched`.
     pub model: String,
+    /// The client for `model`.
     pub matched: Arc<dyn ModelClient>,
+    /// The client for every other model.
     pub rest: Arc<dyn ModelClient>,
 }
 
