@@ -14,6 +14,7 @@ mod chat;
 mod config;
 mod error;
 mod metrics;
+mod openapi;
 mod ops;
 mod registry;
 mod runs;
@@ -32,7 +33,7 @@ use axum::routing::{get, post};
 
 pub use crate::config::{ExecutorChoice, ServerConfig};
 pub use crate::error::ApiError;
-pub use crate::ops::openapi_document;
+pub use crate::openapi::document as openapi_document;
 pub use crate::registry::RunStatus;
 pub use crate::state::{AppState, StartError};
 
