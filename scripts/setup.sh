@@ -38,3 +38,10 @@ fi
 if [ -x scripts/fetch-python-wasm.sh ]; then
     scripts/fetch-python-wasm.sh
 fi
+
+# Finds dependencies a crate declares but does not use (scripts/test.sh). Built from source once per machine:
+# about 2 minutes of one core. (cargo-shear needs a newer rustc than the project's.)
+if ! command -v cargo-machete >/dev/null 2>&1 || [ "$(cargo machete --version 2>/dev/null)" != "0.9.2" ]; then
+    echo "setup: installing cargo-machete 0.9.2" >&2
+    cargo install cargo-machete --version 0.9.2 --locked --quiet
+fi

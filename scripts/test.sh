@@ -7,7 +7,10 @@ scripts/setup-browser.sh    # headless Chromium + chromedriver for the viewer's 
 scripts/setup-postgres.sh   # PostgreSQL 15 and TimescaleDB (PGlite) for the trace-store tests
 scripts/check-deploy.sh     # Dockerfiles and Kubernetes manifests: kubernetes-validate, checkov, hadolint
 cargo fmt --all -- --check
+scripts/check-architecture.sh   # no unused dependencies, a sandbox binary without model clients, env at the edges
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The slimmest CLI: no local, wasm, postgres, viewer, server or local-llm (crates/cli/Cargo.toml [features]).
+cargo clippy -p rlm-cli --no-default-features --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # The real 0.5B model's test needs its 491 MB file, which CI does not download: run it when it is cached, else say so.
 if target/debug/rlm model list 2>/dev/null | grep -qE '^ +local:qwen2\.5-coder-0\.5b +cached'; then

@@ -2,25 +2,25 @@
 //! was configured against (an rpath), and records that Python's `major.minor` for the run-time check.
 //!
 //! `cargo:rustc-link-arg` applies only to this package's own binaries. A crate that builds an executable linking
-//! `rlm-executor-local` needs the rpath in its own `build.rs`: the package declares `links = "rlm_python"`, and
-//! publishes the directory as metadata, which direct dependents' build scripts read as `DEP_RLM_PYTHON_LIB_DIR`
-//! (see the crate documentation).
+//! `rlm-executor-local` needs the rpath in its own `build.rs`, which `rlm-build-support` gives it without a direct
+//! dependency on pyo3. That finds the directory on its own; this script, which sees pyo3's configuration, checks
+//! that both agree.
 
 #![allow(clippy::print_stdout, reason = "a build script talks to cargo through stdout")]
 
 fn main() {
     let config = pyo3_build_config::get();
     let unix = std::env::var("CARGO_CFG_TARGET_FAMILY").is_ok_and(|family| family.split(',').any(|f| f == "unix"));
-    if let Some(lib_dir) = config.lib_dir() {
-        if unix {
-            println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
-        }
-        println!("cargo:lib_dir={lib_dir}");
+    if let (true, Some(lib_dir)) = (unix, config.lib_dir()) {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
     }
-    if let Some(lib_dir) = config.lib_dir() {
-        // Dependents that build executables read this as DEP_RLM_PYTHON_LIB_DIR to set the same rpath.
-        println!("cargo:lib_dir={lib_dir}");
-    }
+    let found = rlm_build_support::python_lib_dir();
+    assert!(
+        !unix || found.as_deref() == config.lib_dir(),
+        "rlm-build-support finds the libpython directory {found:?}, but pyo3 uses {:?}: the rpath of the crates that \
+         embed CPython would be wrong; make rlm_build_support::python_lib_dir follow pyo3's lookup",
+        config.lib_dir()
+    );
     let version = config.version();
     println!("cargo:rustc-env=RLM_PYTHON_BUILD_VERSION={}.{}", version.major, version.minor);
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");

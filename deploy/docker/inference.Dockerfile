@@ -27,11 +27,11 @@ COPY crates crates
 
 ENV PYO3_PYTHON=/usr/bin/python3 \
     CARGO_TERM_COLOR=never
-# Without the embedded local model (the `local-llm` feature): images talk to model endpoints, and llama.cpp would
+# Every feature but the embedded local model (`local-llm`): images talk to model endpoints, and llama.cpp would
 # add cmake, libclang and minutes of compiling to the build.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p rlm-cli --no-default-features \
+    cargo build --release --locked -p rlm-cli --no-default-features --features local,wasm,postgres,viewer,server \
     && install -D -m 0755 target/release/rlm /out/rlm \
     && /out/rlm --version
 

@@ -1,9 +1,11 @@
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rlm::Limits;
+#[cfg(feature = "wasm")]
+pub use rlm_sandbox_cli::WasmArgs;
+pub use rlm_sandbox_cli::seconds;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,21 +25,26 @@ pub enum Command {
     /// Run one Python snippet in a fresh REPL and print {"stdout", "stderr", "error", "duration_ms"} as JSON.
     Exec(ExecArgs),
     /// Serve RLMs over HTTP: the RLM API, an OpenAI-compatible front, streaming run events (see docs/api.md).
+    #[cfg(feature = "server")]
     Serve(crate::serve::ServeArgs),
     /// Browse trajectories in a local web page: runs as trees, a timeline, live updates of growing traces.
+    #[cfg(feature = "viewer")]
     View(crate::view::ViewArgs),
     /// The trajectory database: `rlm trace import FILE.jsonl... --db URL`.
+    #[cfg(feature = "postgres")]
     Trace(crate::trace_cmd::TraceArgs),
     /// Latency percentiles, tokens and cost per model, and the slowest runs, from the trajectory database.
+    #[cfg(feature = "postgres")]
     Stats(crate::trace_cmd::StatsArgs),
     /// The sandbox service for untrusted code: `rlm sandbox serve`, `rlm sandbox prepare`.
-    Sandbox(crate::sandbox::SandboxArgs),
+    #[cfg(feature = "wasm")]
+    Sandbox(rlm_sandbox_cli::SandboxArgs),
     /// Benchmarks against the configured model endpoint: `rlm bench sniah`.
     Bench(crate::bench::BenchArgs),
     /// Local models: `rlm model pull [NAME]` downloads one (checked against its pinned sha256), `rlm model list`.
     Model(crate::model_cmd::ModelArgs),
     /// GET a URL; exit 0 on a 2xx status, 1 otherwise (container health checks in images without curl).
-    Health(crate::health::HealthArgs),
+    Health(rlm_sandbox_cli::HealthArgs),
 }
 
 /// Where model-written code runs.
@@ -59,42 +66,9 @@ pub struct ExecutorArgs {
     /// The sandbox service for --executor remote (its token comes from $RLM_SANDBOX_TOKEN).
     #[arg(long, env = "RLM_SANDBOX_URL")]
     pub sandbox_url: Option<String>,
+    #[cfg(feature = "wasm")]
     #[command(flatten)]
     pub wasm: WasmArgs,
-}
-
-/// Settings of the WebAssembly sandbox.
-#[derive(Debug, Clone, Args)]
-pub struct WasmArgs {
-    /// The CPython WebAssembly module (default: $RLM_PYTHON_WASM, else ~/.local/share/rlm/python-3.12.0.wasm, as
-    /// installed by scripts/fetch-python-wasm.sh).
-    #[arg(long)]
-    pub python_wasm: Option<PathBuf>,
-    /// Where the compiled module is cached (default: $XDG_CACHE_HOME/rlm or ~/.cache/rlm).
-    #[arg(long, env = "RLM_WASM_CACHE_DIR")]
-    pub wasm_cache_dir: Option<PathBuf>,
-    /// Memory limit of each sandbox, in MiB.
-    #[arg(long, env = "RLM_SANDBOX_MEMORY_MB", default_value_t = 1024)]
-    pub memory_mb: usize,
-    /// Fuel (about one unit per WebAssembly instruction) each cell may use; none by default.
-    #[arg(long)]
-    pub fuel: Option<u64>,
-    /// Largest sub-call prompt that may leave the sandbox, in MiB.
-    #[arg(long, env = "RLM_SANDBOX_MAX_PROMPT_MB", default_value_t = 16)]
-    pub max_prompt_mb: usize,
-    /// Most prompts in one llm_query_batched / rlm_query_batched call.
-    #[arg(long, env = "RLM_SANDBOX_MAX_BATCH", default_value_t = 10_000)]
-    pub max_batch: usize,
-    /// Largest answer or FINAL_VAR value that may leave the sandbox, in MiB.
-    #[arg(long, env = "RLM_SANDBOX_MAX_ANSWER_MB", default_value_t = 4)]
-    pub max_answer_mb: usize,
-    /// Guests running at once; the others wait for a turn, first come, first served (default: one per core).
-    #[arg(long, env = "RLM_SANDBOX_CPU_SLOTS")]
-    pub cpu_slots: Option<usize>,
-    /// Boot CPython for every session instead of starting it from the pre-initialised snapshot (slower; for
-    /// comparison and diagnosis).
-    #[arg(long, env = "RLM_WASM_NO_SNAPSHOT")]
-    pub no_wasm_snapshot: bool,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +98,7 @@ pub struct RunArgs {
     /// No progress or summary on stderr.
     #[arg(long)]
     pub quiet: bool,
+    #[cfg(feature = "postgres")]
     #[command(flatten)]
     pub trace_db: crate::trace_cmd::TraceDbArgs,
 }
@@ -248,13 +223,6 @@ impl From<TokenFieldArg> for rlm::TokenLimitField {
             TokenFieldArg::MaxTokens => Self::MaxTokens,
             TokenFieldArg::MaxCompletionTokens => Self::MaxCompletionTokens,
         }
-    }
-}
-
-pub fn seconds(value: f64, flag: &str) -> Result<Duration> {
-    match Duration::try_from_secs_f64(value) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        _ => bail!("--{flag} must be a positive number of seconds, got {value}"),
     }
 }
 

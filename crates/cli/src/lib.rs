@@ -7,12 +7,13 @@
 
 mod args;
 mod bench;
-mod health;
 mod model_cmd;
 mod progress;
-mod sandbox;
+#[cfg(feature = "server")]
 mod serve;
+#[cfg(feature = "postgres")]
 mod trace_cmd;
+#[cfg(feature = "viewer")]
 mod view;
 
 use std::io::{IsTerminal, Read};
@@ -21,10 +22,12 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmError, TraceSink, TraceTarget};
+use rlm::{CancellationToken, Context, FinishedBy, Rlm, RlmBuilder, RlmError, TraceSink, TraceTarget};
 
 use rlm::Executor;
 use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
+#[cfg(feature = "server")]
+pub(crate) use rlm_sandbox_cli::shutdown_signal;
 
 use crate::args::{Cli, Command, ExecArgs, ExecutorArgs, ExecutorKind, ModelArgs, RunArgs};
 
@@ -59,12 +62,17 @@ where
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Exec(args) => exec(args).await,
+            #[cfg(feature = "server")]
             Command::Serve(args) => serve::serve(args).await,
+            #[cfg(feature = "viewer")]
             Command::View(args) => view::view(args).await,
+            #[cfg(feature = "postgres")]
             Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),
+            #[cfg(feature = "postgres")]
             Command::Stats(args) => trace_cmd::stats(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Sandbox(args) => sandbox::sandbox(args).await,
-            Command::Health(args) => health::health(args).await,
+            #[cfg(feature = "wasm")]
+            Command::Sandbox(args) => rlm_sandbox_cli::sandbox(args).await,
+            Command::Health(args) => rlm_sandbox_cli::health(args).await,
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Model(args) => model_cmd::model(args).await,
         }
@@ -78,40 +86,24 @@ where
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-}
-
 impl ExecutorArgs {
     fn build(&self) -> Result<Arc<dyn Executor>> {
         Ok(match self.executor {
+            #[cfg(feature = "local")]
             ExecutorKind::Local => Arc::new(rlm::LocalExecutor::new()),
+            #[cfg(not(feature = "local"))]
+            ExecutorKind::Local => bail!("this build of rlm has no local executor (the `local` feature)"),
+            #[cfg(feature = "wasm")]
             ExecutorKind::Wasm => Arc::new(self.wasm.executor()?),
+            #[cfg(not(feature = "wasm"))]
+            ExecutorKind::Wasm => bail!("this build of rlm has no wasm executor (the `wasm` feature)"),
             ExecutorKind::Remote => {
                 let Some(url) = self.sandbox_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
                     bail!("--executor remote needs --sandbox-url (or RLM_SANDBOX_URL)");
                 };
                 let token =
                     std::env::var("RLM_SANDBOX_TOKEN").ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-                Arc::new(RemoteExecutor::new(RemoteConfig { token, ..RemoteConfig::new(url) })?)
+                Arc::new(RemoteExecutor::new(RemoteConfig { token: token.map(Into::into), ..RemoteConfig::new(url) })?)
             }
         })
     }
@@ -126,7 +118,7 @@ async fn build_rlm(
     local_default: bool,
     prices: Option<&std::path::Path>,
 ) -> Result<Rlm> {
-    let mut builder = Rlm::builder()
+    let mut builder = RlmBuilder::from_env()
         .trace(trace)
         .executor(executor)
         .prompt_profile(models.prompt_profile.into())
@@ -182,7 +174,15 @@ async fn build_rlm(
     // Only routing needs the window, so only ask the server when routing can use it.
     let probe = probe_windows && models.route == crate::args::RouteArg::Auto;
     let builder = if probe { builder.detect_context_windows().await } else { builder };
-    Ok(builder.build()?)
+    // The library names no flags; this side knows them.
+    builder.build().map_err(|err| match err {
+        RlmError::NoModel => anyhow::anyhow!("no model set: pass --model (or set RLM_MODEL)"),
+        RlmError::NoApiKey => anyhow::anyhow!(
+            "no API key for OpenAI: set OPENAI_API_KEY, or point --base-url (OPENAI_BASE_URL) at an OpenAI-compatible \
+             server such as llama.cpp, vLLM or Ollama"
+        ),
+        err => err.into(),
+    })
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
@@ -208,8 +208,12 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
 
     let interactive = std::io::stderr().is_terminal() && !args.quiet;
     let observer: Option<Arc<dyn TraceSink>> = interactive.then(|| Arc::new(progress::Progress::new()) as _);
+    #[cfg(feature = "postgres")]
     let db_sink = trace_cmd::start_sink(&args.trace_db)?;
-    let outcome = rlm.completion_with(context, &args.query, cancel, trace_cmd::with_sink(observer, &db_sink)).await;
+    #[cfg(feature = "postgres")]
+    let observer = trace_cmd::with_sink(observer, &db_sink);
+    let outcome = rlm.completion_with(context, &args.query, cancel, observer).await;
+    #[cfg(feature = "postgres")]
     trace_cmd::finish_sink(db_sink);
     let (completion, failure) = match outcome {
         Ok(completion) => (completion, None),

@@ -85,7 +85,7 @@ impl Progress {
                     text.push_str(&self.paint(red, &format!("model call failed: {error}\n")));
                 }
                 if let Some(response) = &call.response {
-                    let prose = rlm::parse::parse_response(response).prose;
+                    let prose = rlm::parse_response(response).prose;
                     for line in prose.lines().filter(|l| !l.trim().is_empty()).take(4) {
                         text.push_str(&self.paint(dim, &format!("{line}\n")));
                     }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
+use rlm::protocol::Secret;
 use rlm::{OpenAiConfig, TraceTarget};
 use rlm_executor_remote::RemoteConfig;
 use rlm_server::{AppState, ExecutorChoice, ServerConfig};
@@ -95,7 +96,7 @@ impl ServeArgs {
         let limits = self.limits.limits(self.timeout)?;
         let executor = match non_empty(self.wasm_service_url) {
             Some(url) => ExecutorChoice::Remote(RemoteConfig {
-                token: non_empty(std::env::var("RLM_SANDBOX_TOKEN").ok()),
+                token: non_empty(std::env::var("RLM_SANDBOX_TOKEN").ok()).map(Secret::new),
                 ..RemoteConfig::new(url)
             }),
             None => ExecutorChoice::Local,
@@ -109,7 +110,7 @@ impl ServeArgs {
             max_concurrent_runs: self.max_concurrent_runs,
             max_body_bytes: self.max_body_bytes,
             max_stored_runs: self.max_stored_runs.max(1),
-            api_token: non_empty(self.api_token),
+            api_token: non_empty(self.api_token).map(Secret::new),
             trace: self.trace_dir.map_or(TraceTarget::Disabled, TraceTarget::Directory),
             trace_db: crate::trace_cmd::sink_config(&self.trace_db)?,
             shutdown_grace: seconds(self.shutdown_grace, "shutdown-grace")?,
@@ -235,7 +236,7 @@ mod tests {
         assert_eq!(config.max_concurrent_runs, 3);
         assert_eq!(config.max_body_bytes, 1000);
         assert!(matches!(&config.executor, ExecutorChoice::Remote(remote) if remote.base_url == "http://sandbox:8000"));
-        assert_eq!(config.api_token.as_deref(), Some("tok"));
+        assert_eq!(config.api_token.as_ref().map(Secret::expose).map(String::as_str), Some("tok"));
     }
 
     #[test]

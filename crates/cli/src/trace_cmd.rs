@@ -72,7 +72,11 @@ pub struct StatsArgs {
 pub fn sink_config(args: &TraceDbArgs) -> Result<Option<PostgresSinkConfig>> {
     let Some(url) = args.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else { return Ok(None) };
     let prices = Prices::load(args.prices.as_deref())?;
-    Ok(Some(PostgresSinkConfig { prices, ..PostgresSinkConfig::new(url) }))
+    let mut config = PostgresSinkConfig { prices, ..PostgresSinkConfig::new(url) };
+    if let Some(dir) = std::env::var_os("RLM_TRACE_DIR").filter(|dir| !dir.is_empty()) {
+        config.spool_dir = PathBuf::from(dir).join("spool");
+    }
+    Ok(Some(config))
 }
 
 pub fn start_sink(args: &TraceDbArgs) -> Result<Option<Arc<PostgresSink>>> {

@@ -19,6 +19,7 @@ pub struct ModelPlan {
 }
 
 impl ModelPlan {
+    /// A plan that uses `root` for every loop and every sub-call.
     pub fn new(root: impl Into<String>) -> Self {
         Self { root: root.into(), sub: None, per_depth: Vec::new() }
     }
@@ -103,6 +104,7 @@ pub enum RouteMode {
 }
 
 impl RouteMode {
+    /// The mode's name, as configuration and traces spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auto => "auto",
@@ -115,9 +117,11 @@ impl RouteMode {
 /// The instructions the root loop gets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromptSettings {
+    /// Which set of instructions the root model gets (`Auto`: chosen from the model's name).
     #[serde(default)]
     pub profile: PromptProfile,
-    /// A system prompt that replaces the profile's; see [`crate::prompt::fill_template`] for its placeholders.
+    /// A system prompt that replaces the profile's. These placeholders are filled in: `{context_description}`,
+    /// `{max_iterations}`, `{max_output_chars}`, `{sub_model}` and `{sub_prompt_chars}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_template: Option<String>,
 }
@@ -125,12 +129,17 @@ pub struct PromptSettings {
 /// Everything that configures an [`crate::Engine`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineConfig {
+    /// The models of the root loops and sub-calls.
     pub models: ModelPlan,
+    /// Budgets of a run tree.
     pub limits: Limits,
+    /// Sampling temperature of every model call; `None` leaves it to the provider.
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// The root loop's instructions.
     #[serde(default)]
     pub prompt: PromptSettings,
+    /// Whether a top-level run may answer with one direct call instead of the RLM.
     #[serde(default)]
     pub route: RouteMode,
     /// Windows (prompt + reply, in tokens) of the models in use, by model name: routing and the prompts use them.
@@ -139,6 +148,7 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// Defaults for `root_model`: default limits, automatic profile and routing, no known windows.
     pub fn new(root_model: impl Into<String>) -> Self {
         Self {
             models: ModelPlan::new(root_model),

@@ -4,12 +4,15 @@
 //!
 //! The engine depends only on the traits of `rlm-protocol`: any [`ModelClient`], [`Executor`] and [`TraceSink`].
 
+#![warn(missing_docs)]
+
 mod config;
-pub mod guard;
+mod guard;
 mod host;
-pub mod parse;
-pub mod prompt;
-pub mod route;
+mod notes;
+mod parse;
+mod prompt;
+mod route;
 mod run;
 
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use config::{EngineConfig, Limits, ModelPlan, PromptSettings, RouteMode};
+pub use parse::{ParsedResponse, parse_response};
 pub use prompt::PromptProfile;
 
 /// Runs RLMs. Cheap to clone; one engine serves any number of concurrent runs.
@@ -39,6 +43,7 @@ struct EngineInner {
 /// Per-run options that are not configuration: where events go and how to stop early.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Receives every event of the run tree as it happens.
     pub trace: Arc<dyn TraceSink>,
     /// Cancelling stops the run at the next await point; the trace still gets its final event.
     pub cancel: CancellationToken,
@@ -51,10 +56,12 @@ pub struct RunOptions {
 /// missing result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunResult {
+    /// The id of the top-level run (`run_id` of its trace events).
     pub run_id: Uuid,
     /// The answer; `None` when the run was cancelled or failed, or when a limit ran out without a usable answer
     /// (never a placeholder); then `error` says why.
     pub answer: Option<String>,
+    /// How the top-level run ended.
     pub finished_by: FinishedBy,
     /// Which limit ran out, when `finished_by` is `limit`.
     pub limit: Option<LimitKind>,
@@ -64,8 +71,10 @@ pub struct RunResult {
     pub sub_calls: u64,
     /// Tokens used anywhere in the tree, in total and per model.
     pub usage: UsageReport,
+    /// Wall-clock time of the whole run, serialized in seconds.
     #[serde(serialize_with = "duration_secs")]
     pub duration: Duration,
+    /// Why the run ended without an answer, or why its last answer was refused.
     pub error: Option<String>,
     /// Whether routing answered with one direct call or ran the RLM.
     pub path: RoutePath,
@@ -76,18 +85,22 @@ fn duration_secs<S: serde::Serializer>(duration: &Duration, serializer: S) -> Re
 }
 
 impl Engine {
+    /// An engine that calls `model`, runs code with `executor` and follows `config`.
     pub fn new(model: Arc<dyn ModelClient>, executor: Arc<dyn Executor>, config: EngineConfig) -> Self {
         Self { inner: Arc::new(EngineInner { model, executor, config }) }
     }
 
+    /// The configuration every run follows.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
     }
 
+    /// The executor runs use.
     pub fn executor(&self) -> &Arc<dyn Executor> {
         &self.inner.executor
     }
 
+    /// The model provider runs use.
     pub fn model_client(&self) -> &Arc<dyn ModelClient> {
         &self.inner.model
     }

@@ -38,11 +38,11 @@ pub fn decide(
     let estimated = context_chars.map(|chars| estimate_direct_tokens(chars, query));
     let decision = |path, reason: String| RouteDecision { path, reason, estimated_tokens: estimated, window_tokens };
     match (mode, window_tokens) {
-        (RouteMode::Rlm, _) => decision(RoutePath::Rlm, "forced by --route rlm".to_owned()),
-        (RouteMode::Direct, _) => decision(RoutePath::Direct, "forced by --route direct".to_owned()),
+        (RouteMode::Rlm, _) => decision(RoutePath::Rlm, "the route mode is rlm".to_owned()),
+        (RouteMode::Direct, _) => decision(RoutePath::Direct, "the route mode is direct".to_owned()),
         (RouteMode::Auto, None) => decision(
             RoutePath::Rlm,
-            "the root model's window is unknown (set --context-window to allow direct answers)".to_owned(),
+            "the root model's window is unknown (configure it to allow direct answers)".to_owned(),
         ),
         (RouteMode::Auto, Some(_)) if estimated.is_none() => {
             decision(RoutePath::Rlm, "the context's size could not be read".to_owned())

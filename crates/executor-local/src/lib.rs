@@ -63,9 +63,9 @@
 //! pyo3 links against the libpython of the Python it finds at build time (`PYO3_PYTHON`, else `python3` on PATH),
 //! but the resulting binary has no rpath, so at run time the dynamic loader may pick another libpython (on the
 //! development machine: Debian's instead of pyenv's). This crate's `build.rs` adds the rpath to its own test and
-//! example binaries only (`cargo:rustc-link-arg` does not propagate). It also publishes the directory: the package
-//! declares `links = "rlm_python"`, so the build script of **every crate that directly depends on this one and
-//! produces a binary** (including its tests) reads it as `DEP_RLM_PYTHON_LIB_DIR` and needs:
+//! example binaries only (`cargo:rustc-link-arg` does not propagate). **Every crate that produces a binary embedding
+//! it** (including its tests), directly or not, needs the same in its own `build.rs`, which asks pyo3's build
+//! configuration for the directory:
 //!
 //! ```text
 //! // build.rs, with `rlm-build-support` as a build-dependency
@@ -73,9 +73,6 @@
 //!     rlm_build_support::link_embedded_python();
 //! }
 //! ```
-//!
-//! (A crate that depends on it only indirectly can use `pyo3_build_config::get().lib_dir()` instead, with
-//! `pyo3-build-config` as a build-dependency.)
 //!
 //! At run time the executor checks that the loaded libpython has the `major.minor` it was built for and otherwise
 //! fails [`rlm_protocol::Executor::start_session`] with [`rlm_protocol::Error::Executor`] (no crash).

@@ -20,19 +20,19 @@ use rlm_protocol::sandbox::{
     ResumeRequest, SESSION_SECRET_HEADER, SessionCreated, VariableNames, VariableValue,
 };
 use rlm_protocol::{
-    CellOutcome, Context, ContextInfo, Error, Executor, ReplSession, Result, SessionSpec, SubCall, SubCallHost,
+    CellOutcome, Context, ContextInfo, Error, Executor, ReplSession, Result, Secret, SessionSpec, SubCall, SubCallHost,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-/// Where the sandbox service is and how to talk to it.
-#[derive(Clone, PartialEq, Eq)]
+/// Where the sandbox service is and how to talk to it. `Debug` never shows the token (a [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
     /// e.g. `http://sandbox:8000` (`RLM_SANDBOX_URL`).
     pub base_url: String,
     /// Bearer token the service requires, if any (`RLM_SANDBOX_TOKEN`).
-    pub token: Option<String>,
+    pub token: Option<Secret<String>>,
     pub connect_timeout: Duration,
     /// Limit for requests that do not run code; cells get their own time limit plus [`Self::cell_grace`].
     pub request_timeout: Duration,
@@ -43,19 +43,6 @@ pub struct RemoteConfig {
     pub retry_backoff: Duration,
     /// Idle connections kept per host for reuse (0: a new connection for every request).
     pub pool_max_idle_per_host: usize,
-}
-
-impl std::fmt::Debug for RemoteConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteConfig")
-            .field("base_url", &self.base_url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .field("cell_grace", &self.cell_grace)
-            .field("connect_retries", &self.connect_retries)
-            .finish()
-    }
 }
 
 impl RemoteConfig {
@@ -70,13 +57,6 @@ impl RemoteConfig {
             retry_backoff: Duration::from_millis(200),
             pool_max_idle_per_host: 32,
         }
-    }
-
-    /// From `RLM_SANDBOX_URL` (or the seed's `WASM_SERVICE_URL`) and `RLM_SANDBOX_TOKEN`.
-    pub fn from_env() -> Option<Self> {
-        let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let url = var("RLM_SANDBOX_URL").or_else(|| var("WASM_SERVICE_URL"))?;
-        Some(Self { token: var("RLM_SANDBOX_TOKEN"), ..Self::new(url) })
     }
 }
 
@@ -362,7 +342,7 @@ impl Client {
         loop {
             let mut request = self.http.request(method.clone(), &url).timeout(timeout);
             if let Some(token) = &self.config.token {
-                request = request.bearer_auth(token);
+                request = request.bearer_auth(token.expose());
             }
             if let Some(secret) = secret {
                 request = request.header(SESSION_SECRET_HEADER, secret);

@@ -56,6 +56,7 @@
 
 mod clock;
 mod engine;
+mod env;
 mod error;
 pub mod frame;
 mod guest;
@@ -119,8 +120,8 @@ impl WasmConfig {
 impl Default for WasmConfig {
     fn default() -> Self {
         Self {
-            module_path: engine::default_module_path(),
-            cache_dir: engine::default_cache_dir(),
+            module_path: env::default_module_path(),
+            cache_dir: env::default_cache_dir(),
             memory_limit_bytes: Self::DEFAULT_MEMORY_LIMIT_BYTES,
             fuel_per_cell: None,
             max_captured_chars: None,

@@ -26,7 +26,7 @@ async fn main() {
         }
         Some("server") => {
             let mut config = OpenAiConfig::new(&args[1]);
-            config.api_key = Some("x".to_owned());
+            config.api_key = Some("x".into());
             (Arc::new(OpenAiClient::new(config).unwrap()), args[2].clone())
         }
         _ => panic!("usage: turns local MODEL.gguf | turns server BASE_URL MODEL"),

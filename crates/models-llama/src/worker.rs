@@ -529,8 +529,8 @@ impl Scheduler<'_> {
                 Err(DecodeError::NoKvCacheSlot) if self.evict_one() => {}
                 Err(DecodeError::NoKvCacheSlot) => {
                     return Err(format!(
-                        "the local model's {}-token cache is full with the requests running at once; lower \
-                         --batch-concurrency or shorten sub-call prompts",
+                        "the local model's {}-token cache is full with the requests running at once; run \
+                         fewer sub-calls at once or shorten their prompts",
                         self.n_ctx
                     ));
                 }

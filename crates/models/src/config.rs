@@ -1,5 +1,6 @@
-use std::fmt;
 use std::time::Duration;
+
+use rlm_protocol::Secret;
 
 /// The request field that carries the output-token limit. Providers disagree: OpenAI's reasoning models reject
 /// `max_tokens`, while llama.cpp's server and older vLLM and Ollama releases silently ignore `max_completion_tokens`
@@ -43,13 +44,13 @@ impl TokenLimitField {
 
 /// Settings of an [`crate::OpenAiClient`].
 ///
-/// `Debug` never shows the API key.
-#[derive(Clone, PartialEq, Eq)]
+/// `Debug` never shows the API key (a [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenAiConfig {
     /// Base URL including the version prefix, e.g. `https://api.openai.com/v1` or `http://localhost:8000/v1`.
     pub base_url: String,
     /// Sent as `Authorization: Bearer <key>` when set.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret<String>>,
     /// Limit for one whole HTTP attempt, including reading the response.
     pub request_timeout: Duration,
     /// Limit for establishing a connection.
@@ -90,40 +91,22 @@ impl OpenAiConfig {
 
     /// Set the API key.
     pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
-        self.api_key = Some(api_key.into());
+        self.api_key = Some(Secret::new(api_key.into()));
         self
     }
 
     /// Defaults, with the base URL from `OPENAI_BASE_URL` (else `LLM_BASE_URL`, else [`DEFAULT_BASE_URL`]) and the
-    /// key from `OPENAI_API_KEY` (else `LLM_API_KEY`). Empty variables count as unset.
-    pub fn from_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    /// key from `OPENAI_API_KEY` (else `LLM_API_KEY`), as `lookup` gives them. Empty variables count as unset. The
+    /// process environment: [`OpenAiConfig::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let get = |primary: &str, fallback: &str| {
             [primary, fallback].into_iter().filter_map(&lookup).map(|v| v.trim().to_owned()).find(|v| !v.is_empty())
         };
         Self {
             base_url: get("OPENAI_BASE_URL", "LLM_BASE_URL").unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
-            api_key: get("OPENAI_API_KEY", "LLM_API_KEY"),
+            api_key: get("OPENAI_API_KEY", "LLM_API_KEY").map(Secret::new),
             ..Self::default()
         }
-    }
-}
-
-impl fmt::Debug for OpenAiConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("request_timeout", &self.request_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_retries", &self.max_retries)
-            .field("initial_backoff", &self.initial_backoff)
-            .field("max_backoff", &self.max_backoff)
-            .field("max_output_tokens_field", &self.max_output_tokens_field)
-            .finish()
     }
 }
 
@@ -146,7 +129,7 @@ mod tests {
 
         let llm = from(&[("LLM_BASE_URL", "http://localhost:8000/v1"), ("LLM_API_KEY", "k1"), ("OPENAI_API_KEY", "")]);
         assert_eq!(llm.base_url, "http://localhost:8000/v1");
-        assert_eq!(llm.api_key.as_deref(), Some("k1"));
+        assert_eq!(llm.api_key.as_ref().map(Secret::expose).map(String::as_str), Some("k1"));
 
         let openai = from(&[
             ("OPENAI_BASE_URL", "https://example.com/v1"),
@@ -155,7 +138,7 @@ mod tests {
             ("LLM_API_KEY", "k1"),
         ]);
         assert_eq!(openai.base_url, "https://example.com/v1");
-        assert_eq!(openai.api_key.as_deref(), Some("k2"));
+        assert_eq!(openai.api_key.as_ref().map(Secret::expose).map(String::as_str), Some("k2"));
         assert_eq!(openai.max_retries, 5);
         assert_eq!(openai.request_timeout, Duration::from_secs(300));
     }
@@ -187,7 +170,7 @@ mod tests {
     fn debug_redacts_the_key() {
         let shown = format!("{:?}", OpenAiConfig::default().with_api_key("sk-secret-123"));
         assert!(!shown.contains("sk-secret-123"));
-        assert!(shown.contains(r#"api_key: Some("<redacted>")"#), "{shown}");
+        assert!(shown.contains("api_key: Some(<redacted>)"), "{shown}");
         assert!(format!("{:?}", OpenAiConfig::default()).contains("api_key: None"));
     }
 }

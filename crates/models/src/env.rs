@@ -1,8 +1,33 @@
-//! The environment variables of the native providers, read in one place.
+//! The environment variables this crate reads, all here: a caller that wants its configuration from elsewhere uses
+//! [`OpenAiConfig::from_lookup`], [`ProviderSettings`] fields and [`crate::local::resolve_local`] with a directory of
+//! its own.
 
+use std::path::PathBuf;
+
+use crate::OpenAiConfig;
 use crate::anthropic::{ANTHROPIC_BASE_URL, ANTHROPIC_KEY_VARIABLE};
 use crate::gemini::{GEMINI_BASE_URL, GEMINI_KEY_VARIABLE};
 use crate::providers::ProviderSettings;
+
+impl OpenAiConfig {
+    /// [`OpenAiConfig::from_lookup`] over the process environment.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+}
+
+/// The directory downloaded models live in: `$RLM_MODEL_DIR`, else `$XDG_CACHE_HOME/rlm/models`, else
+/// `~/.cache/rlm/models`.
+pub fn model_cache_dir() -> PathBuf {
+    let from_env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
+    if let Some(dir) = from_env("RLM_MODEL_DIR") {
+        return dir;
+    }
+    let cache = from_env("XDG_CACHE_HOME")
+        .or_else(|| from_env("HOME").map(|home| home.join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("rlm").join("models")
+}
 
 impl ProviderSettings {
     /// Keys from `ANTHROPIC_API_KEY` and `GEMINI_API_KEY`; base URLs from `ANTHROPIC_BASE_URL` (without `/v1`, as
@@ -12,7 +37,8 @@ impl ProviderSettings {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    /// Like [`ProviderSettings::from_env`], with the variables from `lookup` instead of the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let mut settings = Self::default();
         settings.anthropic.http.base_url = get("ANTHROPIC_BASE_URL").unwrap_or_else(|| ANTHROPIC_BASE_URL.to_owned());

@@ -133,18 +133,7 @@ pub fn resolve_local(spec: &str, dir: &Path) -> Result<LocalModelFile, ModelsErr
     }
 }
 
-/// The directory downloaded models live in: `$RLM_MODEL_DIR`, else `$XDG_CACHE_HOME/rlm/models`, else
-/// `~/.cache/rlm/models`.
-pub fn model_cache_dir() -> PathBuf {
-    let from_env = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from);
-    if let Some(dir) = from_env("RLM_MODEL_DIR") {
-        return dir;
-    }
-    let cache = from_env("XDG_CACHE_HOME")
-        .or_else(|| from_env("HOME").map(|home| home.join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("rlm").join("models")
-}
+pub use crate::env::model_cache_dir;
 
 /// A model file found in the cache directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

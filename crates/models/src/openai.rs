@@ -38,7 +38,7 @@ impl OpenAiClient {
     pub fn new(config: OpenAiConfig) -> Result<Self, ModelsError> {
         let endpoint = chat_endpoint(&config.base_url)?;
         if let Some(key) = &config.api_key
-            && HeaderValue::from_str(&format!("Bearer {key}")).is_err()
+            && HeaderValue::from_str(&format!("Bearer {}", key.expose())).is_err()
         {
             return Err(ModelsError::InvalidApiKey);
         }
@@ -64,7 +64,7 @@ impl OpenAiClient {
         let get = |url: String| async move {
             let mut builder = self.http.get(url).timeout(Duration::from_secs(5));
             if let Some(key) = &self.config.api_key {
-                builder = builder.bearer_auth(key);
+                builder = builder.bearer_auth(key.expose());
             }
             let response = builder.send().await.ok()?.error_for_status().ok()?;
             response.json::<Value>().await.ok()
@@ -107,7 +107,7 @@ impl OpenAiClient {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body.clone());
         if let Some(key) = &self.config.api_key {
-            builder = builder.bearer_auth(key);
+            builder = builder.bearer_auth(key.expose());
         }
         let response = builder.send().await.map_err(|e| self.transport_failure(&e))?;
         let status = response.status();

@@ -96,8 +96,7 @@ impl Prices {
         Self::default()
     }
 
-    /// The defaults, overridden by the price file at `path` when one is given (the front ends pass `--prices` or
-    /// `$RLM_PRICES`).
+    /// The defaults, overridden by the price file at `path` when one is given.
     pub fn load(path: Option<&Path>) -> Result<Self, ModelsError> {
         let mut prices = Self::builtin();
         if let Some(path) = path {

@@ -17,6 +17,7 @@ pub enum Context {
 }
 
 impl Context {
+    /// A text context.
     pub fn text(text: impl Into<String>) -> Self {
         Self::Text(text.into())
     }
@@ -55,5 +56,6 @@ pub struct ContextInfo {
 }
 
 impl ContextInfo {
+    /// Most chunk lengths kept in [`ContextInfo::chunk_lengths`].
     pub const MAX_CHUNKS_LISTED: usize = 100;
 }

@@ -9,7 +9,9 @@ pub enum Error {
     /// The model provider answered with an error or could not be reached.
     #[error("model request failed{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
     Model {
+        /// The HTTP status the provider answered with, when there was one.
         status: Option<u16>,
+        /// What went wrong, for people.
         message: String,
         /// Whether trying again later could succeed (429, 5xx, timeouts, connection failures).
         retryable: bool,
@@ -35,10 +37,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// A model error.
     pub fn model(status: Option<u16>, message: impl Into<String>, retryable: bool) -> Self {
         Self::Model { status, message: message.into(), retryable }
     }
 
+    /// Whether trying again later could succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Model { retryable: true, .. })
     }
@@ -50,4 +54,5 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

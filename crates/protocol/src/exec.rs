@@ -19,7 +19,9 @@ pub enum SubCallKind {
 /// One prompt that REPL code sends back to the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubCall {
+    /// Which function sent it.
     pub kind: SubCallKind,
+    /// The prompt text.
     pub prompt: String,
     /// Model requested by the code (`llm_query(p, model="...")`); `None` means the configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -35,12 +37,14 @@ pub type SubCallResult = std::result::Result<String, String>;
 /// the answers come back in the same order. A failure of one entry never fails the others.
 #[async_trait]
 pub trait SubCallHost: Send + Sync {
+    /// Answers `calls`, in their order.
     async fn sub_calls(&self, calls: Vec<SubCall>) -> Vec<SubCallResult>;
 }
 
 /// What a fresh REPL session is built with.
 #[derive(Debug, Clone)]
 pub struct SessionSpec {
+    /// The data loaded as the session's `context` variable.
     pub context: Context,
     /// Wall-clock limit for one cell; the cell is interrupted with a clear error and the session stays usable.
     pub cell_timeout: Duration,
@@ -50,9 +54,12 @@ pub struct SessionSpec {
 }
 
 impl SessionSpec {
+    /// The cell time limit of [`SessionSpec::new`].
     pub const DEFAULT_CELL_TIMEOUT: Duration = Duration::from_secs(120);
+    /// The capture limit of [`SessionSpec::new`].
     pub const DEFAULT_MAX_CAPTURED_CHARS: usize = 1_000_000;
 
+    /// A session with `context` and the default limits.
     pub fn new(context: Context) -> Self {
         Self { context, cell_timeout: Self::DEFAULT_CELL_TIMEOUT, max_captured_chars: Self::DEFAULT_MAX_CAPTURED_CHARS }
     }
@@ -63,6 +70,7 @@ impl SessionSpec {
 pub struct CellError {
     /// Exception type name, e.g. `ZeroDivisionError`; `TimeoutError` for an interrupted cell.
     pub kind: String,
+    /// The exception's message (may be empty).
     pub message: String,
     /// A short traceback (the frames in user code), already formatted.
     #[serde(default)]
@@ -78,6 +86,7 @@ impl std::fmt::Display for CellError {
 /// `FINAL_VAR(name)` called from code, resolved in the namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalVar {
+    /// The variable named.
     pub name: String,
     /// `str()` of the variable, or `None` when no such variable exists.
     pub value: Option<String>,
@@ -86,9 +95,13 @@ pub struct FinalVar {
 /// The result of running one cell.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellOutcome {
+    /// Captured standard output, up to the capture limit.
     pub stdout: String,
+    /// Captured standard error, up to the capture limit.
     pub stderr: String,
+    /// The exception the cell raised, or its interruption; `None` when it completed.
     pub error: Option<CellError>,
+    /// Wall-clock time the cell ran, serialized in milliseconds.
     #[serde(with = "duration_ms")]
     pub duration: Duration,
     /// Characters of stdout+stderr dropped because the capture limit was reached.
@@ -115,6 +128,7 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
 /// A persistent REPL: variables survive from one cell to the next.
 #[async_trait]
 pub trait ReplSession: Send {
+    /// Shape and size of the loaded `context`.
     fn context_info(&self) -> &ContextInfo;
 
     /// Runs `code`. User-code errors and timeouts are data in the outcome; `Err` means the session itself failed.
@@ -141,6 +155,7 @@ pub trait ReplSession: Send {
 pub struct AbortHandle(Arc<dyn Fn() + Send + Sync>);
 
 impl AbortHandle {
+    /// A handle whose [`AbortHandle::abort`] calls `abort`.
     pub fn new(abort: impl Fn() + Send + Sync + 'static) -> Self {
         Self(Arc::new(abort))
     }

@@ -4,12 +4,15 @@
 //!
 //! This crate performs no I/O.
 
+#![warn(missing_docs)]
+
 mod context;
 mod error;
 mod exec;
 mod message;
 mod model;
 pub mod sandbox;
+mod secret;
 mod trace;
 mod usage;
 
@@ -21,6 +24,7 @@ pub use exec::{
 };
 pub use message::{ChatMessage, Role};
 pub use model::{ModelClient, ModelRequest, ModelResponse};
+pub use secret::Secret;
 pub use trace::{
     CellRecord, EventBody, FinalRecord, FinishedBy, LimitKind, ModelCallPurpose, ModelCallRecord, RouteDecision,
     RoutePath, RunMetadata, SubCallRecord, TraceEvent, TraceSink,

@@ -20,6 +20,7 @@ pub enum ContextKind {
 }
 
 impl ContextKind {
+    /// The kind's name in URLs and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Text => "text",
@@ -46,11 +47,14 @@ pub struct CreateSessionRequest {
 /// `PUT /v1/contexts/{sha256}` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContextUploaded {
+    /// SHA-256 of the stored bytes, as hex: the id to create sessions with.
     pub sha256: String,
     /// The replica that stored it, when the service advertises one (see [`SessionCreated::endpoint`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Size of the stored context.
     pub bytes: u64,
+    /// How the bytes are read.
     pub kind: ContextKind,
 }
 
@@ -60,6 +64,7 @@ pub const SESSION_SECRET_HEADER: &str = "x-session-secret";
 /// A created session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionCreated {
+    /// The session's id in later paths.
     pub session_id: String,
     /// Proof of ownership: every later request about this session must carry it in [`SESSION_SECRET_HEADER`]
     /// (and, when the session was created with a bearer token, the same token). Without it the session is "not
@@ -70,6 +75,7 @@ pub struct SessionCreated {
     /// replicas: the replica's own address (`--advertise-url`). `None`: keep using the URL the session was created on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Shape and size of the loaded `context`.
     pub context: ContextInfo,
     /// The cell time limit in force, in seconds.
     pub cell_timeout: f64,
@@ -78,12 +84,17 @@ pub struct SessionCreated {
 /// `GET /v1/sessions` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
+    /// The session's id.
     pub session_id: String,
+    /// Shape and size of its `context`.
     pub context: ContextInfo,
+    /// Cells run so far.
     pub cells: u64,
     /// Seconds since the session was created / last used.
     pub age_secs: f64,
+    /// Seconds since the session was last used.
     pub idle_secs: f64,
+    /// Whether a cell is running or suspended now.
     pub busy: bool,
     /// The cell time limit in force, in seconds.
     pub cell_timeout: f64,
@@ -93,6 +104,7 @@ pub struct SessionSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CellRequest {
+    /// Python source of the cell.
     pub code: String,
 }
 
@@ -101,8 +113,11 @@ pub struct CellRequest {
 pub struct PendingCall {
     /// Unique within the cell.
     pub id: u64,
+    /// Which function the code called.
     pub kind: SubCallKind,
+    /// The prompt text.
     pub prompt: String,
+    /// The model the code asked for; `None`: the caller's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
@@ -112,17 +127,28 @@ pub struct PendingCall {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum CellResponse {
     /// The cell finished (user-code errors included: they are in `outcome.error`).
-    Done { outcome: CellOutcome },
+    Done {
+        /// What the cell did.
+        outcome: CellOutcome,
+    },
     /// The cell is suspended until these calls are answered with `POST .../cells/{cell_id}/resume`.
-    NeedsLlm { cell_id: u64, calls: Vec<PendingCall> },
+    NeedsLlm {
+        /// The suspended cell, for the resume path.
+        cell_id: u64,
+        /// The sub-calls it waits for.
+        calls: Vec<PendingCall>,
+    },
 }
 
 /// The answer to one [`PendingCall`]: exactly one of `response` and `error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallResult {
+    /// The [`PendingCall::id`] this answers.
     pub id: u64,
+    /// The model's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// Why there is no answer; the code gets it as the function's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -131,12 +157,14 @@ pub struct CallResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeRequest {
+    /// One answer per pending call of the cell, in any order.
     pub results: Vec<CallResult>,
 }
 
 /// `GET /v1/sessions/{id}/variables/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VariableValue {
+    /// The variable's name.
     pub name: String,
     /// `str()` of the variable; `null` when it does not exist.
     pub value: Option<String>,
@@ -145,6 +173,7 @@ pub struct VariableValue {
 /// `GET /v1/sessions/{id}/variables`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VariableNames {
+    /// Names of the user's variables, sorted.
     pub names: Vec<String>,
 }
 
@@ -170,6 +199,7 @@ pub struct ExecuteRequest {
 /// The seed-compatible one-shot `POST /execute` answer. A user-code error is `success: false` with status 200.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteResponse {
+    /// `false` when the code raised (the traceback is in `stderr` and `error`).
     pub success: bool,
     /// With a notice at the end when output was dropped at the capture limit (see `dropped_chars`).
     pub stdout: String,
@@ -193,6 +223,7 @@ pub struct ExecuteResponse {
 /// The JSON body of every error status the sandbox service returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// What was wrong, for people.
     pub error: String,
 }
 

@@ -8,23 +8,29 @@ use crate::{CellError, ChatMessage, ContextInfo, Result, SubCallKind, Usage, Usa
 /// and the sub-call event that started it, so the tree can be rebuilt from a flat stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceEvent {
+    /// Unique id of this event.
     pub event_id: Uuid,
+    /// The run the event belongs to.
     pub run_id: Uuid,
+    /// The parent run, for a child RLM started by `rlm_query`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<Uuid>,
     /// The `sub_call` event whose child RLM this run is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_event_id: Option<Uuid>,
+    /// Nesting level of the run: 0 for the top-level run.
     pub depth: u32,
     /// Root-loop iteration (1-based) of this run the event belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iteration: Option<u32>,
     /// When the recorded thing started.
     pub ts: DateTime<Utc>,
+    /// What happened, tagged by `type`.
     #[serde(flatten)]
     pub body: EventBody,
 }
 
+/// The kinds of trace events, serialized with a `type` tag.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
@@ -61,6 +67,7 @@ pub enum FinishedBy {
 }
 
 impl FinishedBy {
+    /// The name used in traces and APIs.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Final => "final",
@@ -78,9 +85,13 @@ impl FinishedBy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKind {
+    /// The root loop ran its maximum number of iterations.
     MaxIterations,
+    /// The wall-clock limit of the run tree passed.
     Timeout,
+    /// The run tree used its sub-call budget.
     MaxSubCalls,
+    /// The run tree used its token budget.
     MaxTokens,
     /// The model sent the same reply several times in a row, despite being told to change course.
     Repetition,
@@ -89,6 +100,7 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// The limit in words, for messages: "the time limit".
     pub fn describe(self) -> &'static str {
         match self {
             Self::MaxIterations => "the maximum number of iterations",
@@ -101,9 +113,12 @@ impl LimitKind {
     }
 }
 
+/// How a run was configured: the body of its `metadata` event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunMetadata {
+    /// Version of the rlm library that ran it.
     pub rlm_version: String,
+    /// The question the run answers.
     pub query: String,
     /// Model used by this run's root loop.
     pub root_model: String,
@@ -111,7 +126,9 @@ pub struct RunMetadata {
     pub sub_model: String,
     /// The whole configuration of the run tree, as configured.
     pub config: serde_json::Value,
+    /// Which executor ran the code: `local`, `wasm`, `remote`, or `none` for a direct answer.
     pub executor: String,
+    /// Shape and size of the context.
     pub context: ContextInfo,
     /// How routing decided to answer this run (top-level runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +146,7 @@ pub enum RoutePath {
 }
 
 impl RoutePath {
+    /// The name used in traces and APIs.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Direct => "direct",
@@ -140,8 +158,9 @@ impl RoutePath {
 /// Which path a run took, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteDecision {
+    /// The path taken.
     pub path: RoutePath,
-    /// One sentence for people: the estimate against the window, or the flag that forced the path.
+    /// One sentence for people: the estimate against the window, or the route mode that chose the path.
     pub reason: String,
     /// Estimated prompt tokens of a direct call, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,6 +170,7 @@ pub struct RouteDecision {
     pub window_tokens: Option<u64>,
 }
 
+/// Why the root loop called its model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelCallPurpose {
@@ -162,58 +182,79 @@ pub enum ModelCallPurpose {
     Direct,
 }
 
+/// One call of a root loop to its model: the body of a `model_call` event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCallRecord {
+    /// Why the call was made.
     pub purpose: ModelCallPurpose,
+    /// The model asked.
     pub model: String,
     /// Messages appended to the history since this run's previous model call; the full request is the
     /// concatenation of `new_messages` over the run's model calls so far.
     pub new_messages: Vec<ChatMessage>,
     /// Number of messages sent in this request.
     pub history_len: usize,
+    /// The model's reply; `None` when the call failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// Tokens of this call.
     #[serde(default)]
     pub usage: Usage,
+    /// Wall-clock time of the call, retries included.
     pub latency_ms: f64,
+    /// Why the call failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// One executed code block: the body of a `cell` event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {
     /// 1-based number of the cell in its run, counting every cell of every iteration (like a notebook).
     pub index: u32,
+    /// The code as the model wrote it.
     pub code: String,
     /// Output as the model saw it (after truncation).
     pub stdout: String,
+    /// Standard error as the model saw it.
     pub stderr: String,
+    /// The exception the cell raised, or its interruption.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<CellError>,
+    /// Wall-clock time the cell ran.
     pub duration_ms: f64,
     /// Characters of output the model did not see (truncation plus capture limit).
     #[serde(default)]
     pub truncated_chars: u64,
 }
 
+/// One prompt sent from code: the body of a `sub_call` event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubCallRecord {
+    /// Which function sent it.
     pub kind: SubCallKind,
+    /// The model that answered.
     pub model: String,
+    /// The prompt text.
     pub prompt: String,
+    /// The answer; `None` when the call failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// Why the call failed, when it did (the code got this text instead of an answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Tokens of this call (for `rlm` calls: of the whole child tree).
     #[serde(default)]
     pub usage: Usage,
+    /// Wall-clock time of the call.
     pub latency_ms: f64,
     /// Identifies the `*_batched` call this prompt was part of, with its position and the batch size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<Uuid>,
+    /// Position of the prompt in its batch (0-based).
     #[serde(default)]
     pub batch_index: u32,
+    /// Prompts in the batch (1 for a single call).
     #[serde(default = "one")]
     pub batch_size: u32,
     /// The child run of an `rlm` call.
@@ -225,19 +266,26 @@ fn one() -> u32 {
     1
 }
 
+/// How a run ended: the body of its `final` event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalRecord {
+    /// The answer; `None` when the run ended without a usable one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// How the run ended.
     pub finished_by: FinishedBy,
+    /// Which limit ran out, when `finished_by` is `limit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitKind>,
+    /// Root-loop iterations of this run.
     pub iterations: u32,
     /// Sub-calls made by this run and its descendants.
     pub sub_calls: u64,
     /// Usage of this run and its descendants.
     pub usage: UsageReport,
+    /// Wall-clock time of the run.
     pub duration_ms: f64,
+    /// Why the run ended without an answer, or why its last answer was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -245,6 +293,7 @@ pub struct FinalRecord {
 /// Where trajectory events go. `record` must not block the RLM loop for long: sinks that talk to slow systems
 /// queue internally.
 pub trait TraceSink: Send + Sync + std::fmt::Debug {
+    /// Takes one event. Must return quickly.
     fn record(&self, event: &TraceEvent);
 
     /// Makes everything recorded so far durable (or hands it to the sink's queue), reporting the first failure.

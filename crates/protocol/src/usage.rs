@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 /// Token counts and cost of one or more model calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens of the prompts.
     pub prompt_tokens: u64,
+    /// Tokens generated.
     pub completion_tokens: u64,
     /// Prompt tokens the provider served from its cache (a subset of `prompt_tokens`).
     #[serde(default)]
@@ -31,6 +33,7 @@ fn is_zero(value: &u64) -> bool {
 }
 
 impl Usage {
+    /// Prompt and completion tokens together.
     pub fn total_tokens(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
@@ -56,11 +59,14 @@ impl AddAssign for Usage {
 /// Usage summed over a whole recursive run tree, in total and per model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageReport {
+    /// All models together.
     pub total: Usage,
+    /// Per model name.
     pub by_model: BTreeMap<String, Usage>,
 }
 
 impl UsageReport {
+    /// Counts `usage` of a call to `model`.
     pub fn add(&mut self, model: &str, usage: Usage) {
         self.total += usage;
         *self.by_model.entry(model.to_owned()).or_default() += usage;

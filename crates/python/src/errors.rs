@@ -26,6 +26,7 @@ impl From<RlmError> for Error {
     fn from(err: RlmError) -> Self {
         match err {
             RlmError::Config(message) => Self::Config(message),
+            err @ (RlmError::NoModel | RlmError::NoApiKey) => Self::Config(err.to_string()),
             RlmError::Models(err) => Self::Config(err.to_string()),
             RlmError::Trace(err) => Self::Config(format!("cannot write the trace: {err}")),
             RlmError::Protocol(err @ rlm::protocol::Error::Model { .. }) => Self::Model(err.to_string()),

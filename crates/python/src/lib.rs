@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use rlm::{CancellationToken, Context, Executor, Rlm, TraceTarget};
+use rlm::{CancellationToken, Context, Executor, Rlm, RlmBuilder, TraceTarget};
 use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
 use rlm_executor_wasm::{WasmConfig, WasmExecutor};
 use rlm_protocol::{AbortHandle, ChatMessage, ModelRequest, ReplSession, SessionSpec, SubCallHost};
@@ -177,7 +177,9 @@ impl Engine {
                 )));
             }
         };
-        let mut builder = Rlm::builder().model(model).max_iterations(max_iterations).max_depth(max_depth).route(route);
+        // The Python front is one of the edges where configuration comes from the environment.
+        let mut builder =
+            RlmBuilder::from_env().model(model).max_iterations(max_iterations).max_depth(max_depth).route(route);
         if let Some(sub) = sub_model {
             builder = builder.sub_model(sub);
         }

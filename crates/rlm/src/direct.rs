@@ -16,6 +16,7 @@ pub struct DirectHost {
 }
 
 impl DirectHost {
+    /// A host that answers sub-calls with `model`, with the sub-model, batch concurrency and output limit of `config`.
     pub fn new(model: Arc<dyn ModelClient>, config: &EngineConfig) -> Self {
         Self {
             model,
@@ -52,6 +53,6 @@ pub struct NoModelHost;
 #[async_trait]
 impl SubCallHost for NoModelHost {
     async fn sub_calls(&self, calls: Vec<SubCall>) -> Vec<SubCallResult> {
-        calls.iter().map(|_| Err("no model is configured (pass --model or set RLM_MODEL)".to_owned())).collect()
+        calls.iter().map(|_| Err("no model is configured for sub-calls".to_owned())).collect()
     }
 }

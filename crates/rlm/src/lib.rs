@@ -6,7 +6,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rlm::RlmError> {
-//! let rlm = rlm::Rlm::builder().model("gpt-4o").sub_model("gpt-4o-mini").max_depth(1).build()?;
+//! // The endpoint and key from OPENAI_BASE_URL / OPENAI_API_KEY; `Rlm::builder()` reads no environment.
+//! let rlm = rlm::RlmBuilder::from_env().model("gpt-4o").sub_model("gpt-4o-mini").max_depth(1).build()?;
 //! let completion = rlm.completion("...a very long text...", "Which city is mentioned most?").await?;
 //! println!("{} ({} iterations, trace in {:?})", completion.answer, completion.iterations, completion.trace);
 //! # Ok(()) }
@@ -14,8 +15,11 @@
 //!
 //! This mirrors the Python original's `RLM_REPL(...).completion(context, query)`.
 
+#![warn(missing_docs)]
+
 mod clients;
 mod direct;
+mod env;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +27,10 @@ use std::time::Duration;
 
 pub use direct::{DirectHost, NoModelHost};
 pub use rlm_engine::{
-    Engine, EngineConfig, Limits, ModelPlan, PromptProfile, PromptSettings, RouteMode, RunOptions, RunResult, parse,
-    prompt, route,
+    Engine, EngineConfig, Limits, ModelPlan, ParsedResponse, PromptProfile, PromptSettings, RouteMode, RunOptions,
+    RunResult, parse_response,
 };
+#[cfg(feature = "local")]
 pub use rlm_executor_local::LocalExecutor;
 pub use rlm_models::layers::CacheMode;
 pub use rlm_models::local;
@@ -41,38 +46,66 @@ pub use rlm_trace::{FanoutSink, JsonlSink, MemorySink, NullSink};
 use serde::Serialize;
 pub use tokio_util::sync::CancellationToken;
 
+/// Errors of the library API.
 #[derive(Debug, thiserror::Error)]
 pub enum RlmError {
+    /// Settings that cannot work.
     #[error("configuration: {0}")]
     Config(String),
+    /// No root model was named.
+    #[error("no model set: name the root model")]
+    NoModel,
+    /// The model is OpenAI's own endpoint, and no API key was given.
+    #[error(
+        "no API key for OpenAI: give one, or the base URL of an OpenAI-compatible server such as llama.cpp, vLLM or \
+         Ollama"
+    )]
+    NoApiKey,
+    /// The model provider could not be set up.
     #[error(transparent)]
     Models(#[from] rlm_models::ModelsError),
+    /// The trajectory could not be written.
     #[error(transparent)]
     Trace(#[from] rlm_trace::TraceError),
+    /// An executor or model failure outside a run.
     #[error("{0}")]
     Protocol(#[from] rlm_protocol::Error),
     /// The run ended without an answer (cancelled, or the model or REPL failed). The result and trace are kept.
     #[error("run {} ended by {}: {}", .completion.run_id, .completion.finished_by.as_str(), .message)]
-    Failed { message: String, completion: Box<Completion> },
+    Failed {
+        /// Why it ended.
+        message: String,
+        /// What the run did, with its trace.
+        completion: Box<Completion>,
+    },
 }
 
 /// The result of [`Rlm::completion`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Completion {
+    /// The answer (empty when the run ended without one).
     pub answer: String,
+    /// How the run ended.
     pub finished_by: FinishedBy,
+    /// Which limit ran out, when `finished_by` is `limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<LimitKind>,
+    /// Root-loop iterations of the top-level run.
     pub iterations: u32,
+    /// Sub-calls made anywhere in the tree.
     pub sub_calls: u64,
+    /// Tokens used anywhere in the tree, in total and per model.
     pub usage: UsageReport,
     /// Cost of the whole tree in US dollars (per model in `usage.by_model[..].cost_usd`); `None` when some model
     /// has no price.
     pub cost_usd: Option<f64>,
     /// The JSONL trajectory of the run, when one was written.
     pub trace: Option<PathBuf>,
+    /// The id of the top-level run in the trajectory.
     pub run_id: uuid::Uuid,
+    /// Wall-clock time of the run.
     pub duration_secs: f64,
+    /// Why the run ended without an answer, or why its last answer was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// `direct` when routing answered with one call over the whole context, else `rlm`.
@@ -102,7 +135,7 @@ impl Completion {
 /// Where the JSONL trajectories of runs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceTarget {
-    /// A new file per run in this directory (default: `rlm-traces`, or `$RLM_TRACE_DIR`).
+    /// A new file per run in this directory (default: `rlm-traces`; [`RlmBuilder::from_env`]: `$RLM_TRACE_DIR`).
     Directory(PathBuf),
     /// Every run appends to this file.
     File(PathBuf),
@@ -111,14 +144,8 @@ pub enum TraceTarget {
 }
 
 impl TraceTarget {
+    /// The directory of [`RlmBuilder`]'s default target.
     pub const DEFAULT_DIRECTORY: &'static str = "rlm-traces";
-
-    fn from_env() -> Self {
-        match std::env::var_os("RLM_TRACE_DIR") {
-            Some(dir) if !dir.is_empty() => Self::Directory(dir.into()),
-            _ => Self::Directory(Self::DEFAULT_DIRECTORY.into()),
-        }
-    }
 
     fn path_for_new_run(&self) -> Option<PathBuf> {
         match self {
@@ -133,8 +160,8 @@ impl TraceTarget {
     }
 }
 
-/// Builds an [`Rlm`]. Unset parts come from the environment: the OpenAI-compatible endpoint from
-/// `OPENAI_BASE_URL`/`OPENAI_API_KEY` (or `LLM_BASE_URL`/`LLM_API_KEY`), the model from `RLM_MODEL`/`LLM_MODEL`.
+/// Builds an [`Rlm`]. [`Rlm::builder`] starts from the defaults and reads no environment variable;
+/// [`RlmBuilder::from_env`] starts from the variables the `rlm` command and the Python package read.
 #[derive(Debug)]
 pub struct RlmBuilder {
     config: EngineConfig,
@@ -149,43 +176,51 @@ pub struct RlmBuilder {
     local_model_dir: Option<PathBuf>,
     providers: ProviderSettings,
     layers: clients::LayerSettings,
+    local_threads: Option<u32>,
 }
 
 impl Default for RlmBuilder {
     fn default() -> Self {
-        let model = ["RLM_MODEL", "LLM_MODEL"].into_iter().find_map(|name| std::env::var(name).ok());
         Self {
-            model_set: model.is_some(),
-            config: EngineConfig::new(model.unwrap_or_default()),
-            openai: OpenAiConfig::from_env(),
+            model_set: false,
+            config: EngineConfig::new(String::new()),
+            openai: OpenAiConfig::default(),
             model_client: None,
             executor: None,
-            trace: TraceTarget::from_env(),
+            trace: TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
             root_window: None,
             sub_window: None,
             sub_base_url: None,
             local_model_dir: None,
-            providers: ProviderSettings::from_env(),
+            providers: ProviderSettings::default(),
             layers: clients::LayerSettings::default(),
+            local_threads: None,
         }
     }
 }
 
 impl RlmBuilder {
-    /// Whether a root model was named (by [`RlmBuilder::model`] or the environment).
+    /// Whether a root model was named (by [`RlmBuilder::model`], or by the environment for
+    /// [`RlmBuilder::from_env`]).
     pub fn has_model(&self) -> bool {
         self.model_set && !self.config.models.root.trim().is_empty()
     }
 
     /// Whether an endpoint is configured: an API key, or a base URL other than OpenAI's.
     pub fn has_endpoint(&self) -> bool {
-        self.openai.api_key.as_deref().is_some_and(|key| !key.trim().is_empty())
+        self.openai.api_key.as_ref().is_some_and(|key| !key.expose().trim().is_empty())
             || self.openai.base_url.trim_end_matches('/') != rlm_models::DEFAULT_BASE_URL
     }
 
     /// Where `local:NAME` models are looked up (default: [`local::model_cache_dir`]).
     pub fn local_model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.local_model_dir = Some(dir.into());
+        self
+    }
+
+    /// CPU threads of a `local:` model (default: every core; benchmarks and shared machines pin them).
+    pub fn local_threads(mut self, threads: u32) -> Self {
+        self.local_threads = Some(threads);
         self
     }
 
@@ -209,13 +244,15 @@ impl RlmBuilder {
         self
     }
 
+    /// The OpenAI-compatible endpoint, including the version prefix (default: OpenAI's).
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
         self.openai.base_url = url.into();
         self
     }
 
+    /// The API key sent to the endpoint.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.openai.api_key = Some(key.into());
+        self.openai.api_key = Some(protocol::Secret::new(key.into()));
         self
     }
 
@@ -232,31 +269,37 @@ impl RlmBuilder {
         self
     }
 
+    /// All budgets of a run tree at once.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
         self
     }
 
+    /// Deepest level of child RLMs (`rlm_query`); the top-level run is depth 0.
     pub fn max_depth(mut self, depth: u32) -> Self {
         self.config.limits.max_depth = depth;
         self
     }
 
+    /// Root-loop iterations per run.
     pub fn max_iterations(mut self, iterations: u32) -> Self {
         self.config.limits.max_iterations = iterations;
         self
     }
 
+    /// Wall-clock limit of the whole run tree.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.config.limits.timeout = Some(timeout);
         self
     }
 
+    /// Sub-calls allowed in the whole run tree.
     pub fn max_sub_calls(mut self, calls: u64) -> Self {
         self.config.limits.max_sub_calls = Some(calls);
         self
     }
 
+    /// Tokens allowed in the whole run tree.
     pub fn max_tokens(mut self, tokens: u64) -> Self {
         self.config.limits.max_tokens = Some(tokens);
         self
@@ -299,16 +342,19 @@ impl RlmBuilder {
         self
     }
 
+    /// Wall-clock limit of one cell.
     pub fn cell_timeout(mut self, timeout: Duration) -> Self {
         self.config.limits.cell_timeout = timeout;
         self
     }
 
+    /// Prompts of one batched call sent at once.
     pub fn batch_concurrency(mut self, concurrency: usize) -> Self {
         self.config.limits.batch_concurrency = concurrency;
         self
     }
 
+    /// Sampling temperature of every model call.
     pub fn temperature(mut self, temperature: f32) -> Self {
         self.config.temperature = Some(temperature);
         self
@@ -320,7 +366,7 @@ impl RlmBuilder {
         self
     }
 
-    /// A system prompt replacing the profile's, with `{placeholders}` (see [`prompt::fill_template`]).
+    /// A system prompt replacing the profile's, with `{placeholders}` (see [`PromptSettings::system_template`]).
     pub fn system_prompt_template(mut self, template: impl Into<String>) -> Self {
         self.config.prompt.system_template = Some(template.into());
         self
@@ -396,14 +442,16 @@ impl RlmBuilder {
         self
     }
 
+    /// Where trajectories go (default: a new file per run in `rlm-traces`).
     pub fn trace(mut self, target: TraceTarget) -> Self {
         self.trace = target;
         self
     }
 
+    /// The configured RLM; fails without a model, or without a key for OpenAI's own endpoint.
     pub fn build(mut self) -> Result<Rlm, RlmError> {
         if !self.model_set || self.config.models.root.trim().is_empty() {
-            return Err(RlmError::Config("no model set: pass a model name (or set RLM_MODEL)".into()));
+            return Err(RlmError::NoModel);
         }
         if self.config.limits.max_iterations == 0 {
             return Err(RlmError::Config("max_iterations must be at least 1".into()));
@@ -428,12 +476,8 @@ impl RlmBuilder {
             }
             (None, None) => {
                 let hosted = self.openai.base_url.trim_end_matches('/') == rlm_models::DEFAULT_BASE_URL;
-                if openai_used && hosted && self.openai.api_key.as_deref().is_none_or(|k| k.trim().is_empty()) {
-                    return Err(RlmError::Config(
-                        "no API key for OpenAI: set OPENAI_API_KEY, or point --base-url (OPENAI_BASE_URL) at an \
-                         OpenAI-compatible server such as llama.cpp, vLLM or Ollama"
-                            .into(),
-                    ));
+                if openai_used && hosted && self.openai.api_key.as_ref().is_none_or(|k| k.expose().trim().is_empty()) {
+                    return Err(RlmError::NoApiKey);
                 }
                 let root_client: Arc<dyn ModelClient> = Arc::new(OpenAiClient::new(self.openai.clone())?);
                 let same = |url: &String| url.trim_end_matches('/') == self.openai.base_url.trim_end_matches('/');
@@ -466,7 +510,14 @@ impl RlmBuilder {
         }
         let executor: Arc<dyn Executor> = match self.executor {
             Some(executor) => executor,
+            #[cfg(feature = "local")]
             None => Arc::new(LocalExecutor::new()),
+            #[cfg(not(feature = "local"))]
+            None => {
+                return Err(RlmError::Config(
+                    "no executor given, and this build has no local one (the `local` feature)".into(),
+                ));
+            }
         };
         let base_url = match rlm_models::split_spec(&self.config.models.root).0 {
             _ if replayer => "replay (no network)".to_owned(),
@@ -494,8 +545,8 @@ impl RlmBuilder {
         let sub = self.config.models.sub_model().to_owned();
         if sub != root || self.config.models.per_depth.iter().any(|model| *model != root) {
             return Err(RlmError::Config(format!(
-                "a run with the local model {root} uses it for every call; drop --sub-model/--depth-model or use \
-                 the same model"
+                "a run with the local model {root} uses it for every call; set no other sub-model or per-depth \
+                 model"
             )));
         }
         let dir = self.local_model_dir.clone().unwrap_or_else(local::model_cache_dir);
@@ -504,8 +555,7 @@ impl RlmBuilder {
         config.name = file.spec;
         config.expected_sha256 = file.expected_sha256;
         config.n_ctx = self.root_window.and_then(|window| u32::try_from(window).ok());
-        // Threads default to every core; benchmarks and shared machines pin them.
-        config.threads = std::env::var("RLM_LOCAL_THREADS").ok().and_then(|threads| threads.trim().parse().ok());
+        config.threads = self.local_threads;
         let client = rlm_models_llama::LlamaClient::load(config).map_err(|err| RlmError::Config(err.to_string()))?;
         let window = client.context_window();
         self.root_window.get_or_insert(window);
@@ -533,14 +583,17 @@ pub struct Rlm {
 }
 
 impl Rlm {
+    /// A builder with the defaults, which reads no environment variable (see [`RlmBuilder::from_env`]).
     pub fn builder() -> RlmBuilder {
         RlmBuilder::default()
     }
 
+    /// The engine that runs the loop.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
+    /// The model provider in use.
     pub fn model_client(&self) -> &Arc<dyn ModelClient> {
         &self.model
     }
@@ -668,8 +721,11 @@ fn collect_text_files(
 /// different endpoint than the root model.
 #[derive(Debug)]
 pub struct RouteByModel {
+    /// Requests for this model go to `matched`.
     pub model: String,
+    /// The client for `model`.
     pub matched: Arc<dyn ModelClient>,
+    /// The client for every other model.
     pub rest: Arc<dyn ModelClient>,
 }
 
@@ -721,16 +777,15 @@ mod tests {
 
     #[test]
     fn openai_without_a_key_is_a_clear_error_before_any_request() {
-        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() }.model("gpt-4o-mini");
-        let err = builder.build().err();
-        assert!(err.is_some_and(|e| e.to_string().contains("OPENAI_API_KEY")));
-        let local = RlmBuilder { openai: OpenAiConfig::new("http://127.0.0.1:9/v1"), ..RlmBuilder::default() };
+        let err = Rlm::builder().model("gpt-4o-mini").build().err();
+        assert!(err.is_some_and(|e| e.to_string().contains("no API key for OpenAI")));
+        let local = Rlm::builder().base_url("http://127.0.0.1:9/v1");
         assert!(local.model("m").build().is_ok(), "a local server needs no key");
     }
 
     #[test]
     fn building_without_a_model_is_a_clear_error() {
-        let err = RlmBuilder { model_set: false, ..RlmBuilder::default() }.build().err();
+        let err = Rlm::builder().build().err();
         assert!(err.is_some_and(|e| e.to_string().contains("no model set")));
     }
 
@@ -764,10 +819,8 @@ mod tests {
 
     #[test]
     fn an_endpoint_is_a_key_or_a_base_url() {
-        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
-        assert!(!builder.has_endpoint());
-        assert!(builder.base_url("http://127.0.0.1:8080/v1").has_endpoint());
-        let builder = RlmBuilder { openai: OpenAiConfig::default(), ..RlmBuilder::default() };
-        assert!(builder.api_key("sk-x").has_endpoint());
+        assert!(!Rlm::builder().has_endpoint());
+        assert!(Rlm::builder().base_url("http://127.0.0.1:8080/v1").has_endpoint());
+        assert!(Rlm::builder().api_key("sk-x").has_endpoint());
     }
 }

@@ -20,22 +20,30 @@ use rlm::{Completion, Context, FinishedBy, ModelPlan};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::DropGuard;
+use utoipa::ToSchema;
 
-use crate::error::{ApiError, parse_json};
+use crate::error::{ApiError, ErrorBody, parse_json};
+use crate::registry::{RunEntry, RunOutcome, RunSpec, RunStatus};
 use crate::runs::{LimitsPatch, context_from_json};
-use crate::state::{AppState, RunEntry, RunOutcome, RunSpec, RunStatus};
+use crate::state::AppState;
 
 /// The model name of the server's default configuration.
 pub const MODEL_PREFIX: &str = "rlm";
 
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
+/// `POST /v1/chat/completions`: OpenAI's request; the last user message is the query.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ChatRequest {
+    /// `rlm` or `rlm:<root-model>`.
+    #[schema(required)]
     model: Option<String>,
+    /// The conversation; the last user message is the query, the earlier ones the context.
     #[serde(default)]
     messages: Vec<ChatMessage>,
+    /// Answer as `chat.completion.chunk` server-sent events.
     #[serde(default)]
     stream: bool,
     stream_options: Option<StreamOptions>,
+    /// Sampling temperature of every model call.
     temperature: Option<f32>,
     /// Extension: the context itself (a string, or any JSON value); the messages before the query are then unused.
     rlm_context: Option<Value>,
@@ -43,17 +51,23 @@ struct ChatRequest {
     rlm_limits: Option<LimitsPatch>,
 }
 
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
+/// Options of a streamed answer.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct StreamOptions {
+    /// Send a last chunk with the usage.
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
+/// One message of the conversation.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ChatMessage {
+    /// `system`, `user` or `assistant`.
     role: String,
+    /// A string, or a list of parts of which only `text` parts are accepted.
     #[serde(default)]
     content: Value,
+    /// The author's name (unused).
     name: Option<String>,
 }
 
@@ -161,6 +175,18 @@ fn run_failure(run: &RunEntry, outcome: &RunOutcome) -> ApiError {
     }
 }
 
+/// An OpenAI-compatible chat completion answered by an RLM.
+#[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatRequest, responses(
+    (status = 200, description = "A chat.completion, or with stream: chat.completion.chunk server-sent events ending in [DONE]",
+     content((serde_json::Value = "application/json"), (String = "text/event-stream"))),
+    (status = 400, description = "Invalid request", body = ErrorBody),
+    (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    (status = 413, description = "Request body too large", body = ErrorBody),
+    (status = 429, description = "All run slots are busy", body = ErrorBody),
+    (status = 503, description = "Shutting down, or the executor is unavailable", body = ErrorBody),
+    (status = 404, description = "Unknown model", body = ErrorBody),
+    (status = 500, description = "The run failed", body = ErrorBody),
+))]
 pub async fn chat_completions(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     match chat_inner(state, body).await {
         Ok(response) => response,
@@ -304,11 +330,19 @@ fn model_names(state: &AppState) -> Vec<String> {
     names
 }
 
+/// The OpenAI-compatible model list.
+#[utoipa::path(get, path = "/v1/models", responses((status = 200, description = "Models", body = serde_json::Value)))]
 pub async fn list_models(State(state): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = model_names(&state).iter().map(|name| model_object(name)).collect();
     Json(json!({"object": "list", "data": data}))
 }
 
+/// An OpenAI-compatible model object.
+#[utoipa::path(get, path = "/v1/models/{model}", params(("model" = String, Path, description = "`rlm` or `rlm:<root-model>`")),
+    responses(
+        (status = 200, description = "The model", body = serde_json::Value),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+    ))]
 pub async fn get_model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     root_model(&state, &name)?;
     Ok(Json(model_object(&name)))

@@ -1,6 +1,6 @@
-use std::fmt;
 use std::time::Duration;
 
+use rlm::protocol::Secret;
 use rlm::{Limits, OpenAiConfig, TraceTarget};
 
 /// Where model-written code runs.
@@ -13,8 +13,8 @@ pub enum ExecutorChoice {
     Remote(rlm_executor_remote::RemoteConfig),
 }
 
-/// Everything that configures the server. `Debug` never shows the API key or the access token.
-#[derive(Clone)]
+/// Everything that configures the server. `Debug` never shows the API key or the access token (both [`Secret`]s).
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The OpenAI-compatible endpoint the RLMs call (base URL, key, retries).
     pub openai: OpenAiConfig,
@@ -35,7 +35,7 @@ pub struct ServerConfig {
     /// Finished runs kept in memory for `GET /v1/runs/{id}`; the oldest finished run is evicted first.
     pub max_stored_runs: usize,
     /// When set, every endpoint except `/health` and `/ready` needs `Authorization: Bearer <token>`.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret<String>>,
     /// JSONL trajectories of runs (default: none; runs keep their events in memory either way).
     pub trace: TraceTarget,
     /// Also store every run's events in PostgreSQL/TimescaleDB (`RLM_TRACE_DB`), through one shared writer.
@@ -104,28 +104,6 @@ impl ServerConfig {
             self.sub_openai = Some(OpenAiConfig { base_url, ..self.openai.clone() });
         }
         self
-    }
-}
-
-impl fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("openai", &self.openai)
-            .field("default_model", &self.default_model)
-            .field("sub_model", &self.sub_model)
-            .field("sub_openai", &self.sub_openai)
-            .field("providers", &self.providers)
-            .field("limits", &self.limits)
-            .field("executor", &self.executor)
-            .field("max_concurrent_runs", &self.max_concurrent_runs)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("max_stored_runs", &self.max_stored_runs)
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
-            .field("trace", &self.trace)
-            .field("trace_db", &self.trace_db)
-            .field("sse_keep_alive", &self.sse_keep_alive)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .finish()
     }
 }
 

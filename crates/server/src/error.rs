@@ -2,7 +2,9 @@ use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "code"}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +55,36 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        json!({"error": {"message": self.message, "type": self.kind, "code": self.code}})
+        serde_json::to_value(self.error_body()).unwrap_or_default()
     }
+
+    fn error_body(&self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { message: self.message.clone(), kind: self.kind, code: self.code } }
+    }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in OpenAI's fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// For people.
+    pub message: String,
+    /// The class of error, e.g. `invalid_request_error`, `server_error`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// A stable code for programs, e.g. `run_not_found`, `rate_limit_exceeded`.
+    pub code: Option<&'static str>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
+        let mut response = (self.status, Json(self.error_body())).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -14,7 +14,9 @@ mod chat;
 mod config;
 mod error;
 mod metrics;
+mod openapi;
 mod ops;
+mod registry;
 mod runs;
 mod state;
 mod ui;
@@ -31,8 +33,9 @@ use axum::routing::{get, post};
 
 pub use crate::config::{ExecutorChoice, ServerConfig};
 pub use crate::error::ApiError;
-pub use crate::ops::openapi_document;
-pub use crate::state::{AppState, RunStatus, StartError};
+pub use crate::openapi::document as openapi_document;
+pub use crate::registry::RunStatus;
+pub use crate::state::{AppState, StartError};
 
 /// Every route as `(method, path)`, in OpenAPI path syntax. A test checks that each is routed and that the OpenAPI
 /// document describes exactly these. `/ui` stands for the trajectory viewer: the page, plus the assets and JSON/SSE
@@ -110,7 +113,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
             .map(str::trim);
-        if !given.is_some_and(|token| same_secret(token.as_bytes(), expected.as_bytes())) {
+        if !given.is_some_and(|token| same_secret(token.as_bytes(), expected.expose().as_bytes())) {
             let mut response = ApiError::unauthorized().into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
             return response;

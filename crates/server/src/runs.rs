@@ -13,30 +13,45 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use futures::Stream;
-use rlm::{Context, Limits, ModelPlan, TraceEvent};
-use serde::Deserialize;
+use rlm::{Context, FinishedBy, LimitKind, Limits, ModelPlan, RoutePath, TraceEvent, UsageReport};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::config::ExecutorChoice;
-use crate::error::{ApiError, parse_json};
-use crate::state::{AppState, RunEntry, RunSpec, RunStatus, is_top_level_final};
+use crate::error::{ApiError, ErrorBody, parse_json};
+use crate::registry::{RunEntry, RunSpec, RunStatus, is_top_level_final};
+use crate::state::AppState;
 
-/// Per-request overrides of the server's default limits. Times are in seconds.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// Overrides of the server's default limits; times in seconds.
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Limits)]
 pub struct LimitsPatch {
+    /// Root-loop iterations per run (at least 1).
+    #[schema(minimum = 1)]
     pub max_iterations: Option<u32>,
+    /// Deepest level of child RLMs; the top-level run is depth 0.
     pub max_depth: Option<u32>,
+    /// Wall-clock limit of the whole run tree.
     pub timeout: Option<f64>,
+    /// Sub-calls allowed in the whole run tree.
     pub max_sub_calls: Option<u64>,
+    /// Tokens allowed in the whole run tree.
     pub max_tokens: Option<u64>,
     /// US dollars for the whole run tree.
     pub max_cost: Option<f64>,
+    /// Wall-clock limit of one cell.
     pub cell_timeout: Option<f64>,
+    /// Characters of a cell's output the model sees.
     pub max_output_chars: Option<usize>,
+    /// Prompts of one batched call sent at once (at least 1).
+    #[schema(minimum = 1)]
     pub batch_concurrency: Option<usize>,
+    /// Tokens one root-model reply may have.
     pub max_output_tokens: Option<u32>,
 }
 
@@ -95,19 +110,27 @@ impl LimitsPatch {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The models of a run.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ModelsPatch {
+pub(crate) struct ModelsPatch {
+    /// The root model (default: the server's).
     root: Option<String>,
+    /// The model of `llm_query` and child RLMs (default: the root model).
     sub: Option<String>,
+    /// Root-loop model per depth (index 0 = top level).
     #[serde(default)]
     per_depth: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/runs`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RunRequest {
+pub(crate) struct RunRequest {
+    /// The question.
+    #[schema(required)]
     query: Option<String>,
+    /// A string (text context) or any JSON value (becomes a list/dict).
     #[serde(default)]
     context: Value,
     /// Shorthand for `models.root`.
@@ -116,8 +139,11 @@ struct RunRequest {
     models: ModelsPatch,
     #[serde(default)]
     limits: LimitsPatch,
+    /// `local`, `remote` or `wasm`: must match the server's executor.
     executor: Option<String>,
+    /// Sampling temperature of every model call.
     temperature: Option<f32>,
+    /// Answer at once with `202` and run in the background.
     #[serde(default)]
     background: bool,
 }
@@ -150,6 +176,16 @@ fn required_query(query: Option<String>) -> Result<String, ApiError> {
     query.filter(|q| !q.trim().is_empty()).ok_or_else(|| ApiError::bad_request("\"query\" is required"))
 }
 
+/// Start a run (synchronous, or in the background with `background: true`).
+#[utoipa::path(post, path = "/v1/runs", request_body = RunRequest, responses(
+        (status = 200, description = "The finished run (synchronous)", body = RunView),
+        (status = 202, description = "The run started (background)", body = RunStarted),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+        (status = 413, description = "Request body too large", body = ErrorBody),
+        (status = 429, description = "All run slots are busy", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the executor is unavailable", body = ErrorBody),
+))]
 pub async fn create_run(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     match create_run_inner(state, body).await {
         Ok(response) => response,
@@ -177,14 +213,18 @@ async fn create_run_inner(state: AppState, body: Result<Bytes, BytesRejection>) 
     let run = state.start_run(spec).await?;
     if request.background {
         let location = format!("/v1/runs/{}", run.id);
-        let body = json!({
-            "object": "rlm.run",
-            "run_id": run.id,
-            "status": "running",
-            "model": run.model,
-            "created_at": run.created_at,
-            "links": {"self": location, "events": format!("{location}/events"), "cancel": format!("{location}/cancel")},
-        });
+        let body = RunStarted {
+            object: RUN_OBJECT,
+            run_id: run.id,
+            status: RunStatus::Running,
+            model: run.model.clone(),
+            created_at: run.created_at,
+            links: RunLinks {
+                events: format!("{location}/events"),
+                cancel: format!("{location}/cancel"),
+                this: location.clone(),
+            },
+        };
         return Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response());
     }
     // The client going away drops this future, and the guard cancels the run.
@@ -194,42 +234,118 @@ async fn create_run_inner(state: AppState, body: Result<Bytes, BytesRejection>) 
     Ok(Json(run_view(&run, false)).into_response())
 }
 
-/// The JSON of a run: its state and, once it ended, its result.
-pub fn run_view(run: &RunEntry, with_events: bool) -> Value {
-    let outcome = run.outcome();
-    let completion = outcome.as_ref().and_then(|o| o.completion.as_ref());
-    let mut view = json!({
-        "object": "rlm.run",
-        "run_id": run.id,
-        "status": run.status(),
-        "model": run.model,
-        "created_at": run.created_at,
-        "finished_at": run.finished_at(),
-        "answer": completion.map(|c| &c.answer).filter(|_| run.status() == RunStatus::Completed),
-        "finished_by": completion.map(|c| c.finished_by),
-        "limit": completion.and_then(|c| c.limit),
-        "iterations": completion.map(|c| c.iterations),
-        "sub_calls": completion.map(|c| c.sub_calls),
-        "path": completion.map(|c| c.path),
-        "usage": completion.map(|c| &c.usage),
-        "cost_usd": completion.and_then(|c| c.cost_usd),
-        "duration_secs": completion.map_or_else(|| run.elapsed().as_secs_f64(), |c| c.duration_secs),
-        "error": outcome.as_ref().and_then(|o| o.error.clone()),
-        "root_run_id": completion.map(|c| c.run_id),
-        "trace": completion.and_then(|c| c.trace.as_ref()).map(|p| p.display().to_string()),
-    });
-    if with_events {
-        view["query"] = json!(run.query);
-        let events = run.events_from(0).0;
-        view["events"] = json!(events.iter().map(|e| &**e).collect::<Vec<&TraceEvent>>());
-    }
-    view
+/// The `object` of a run.
+const RUN_OBJECT: &str = "rlm.run";
+
+/// A run: its state and, once it ended, its result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// Always `rlm.run`.
+    #[schema(value_type = String, example = "rlm.run")]
+    object: &'static str,
+    run_id: Uuid,
+    status: RunStatus,
+    /// The root model.
+    model: String,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    /// The answer, once the run completed.
+    answer: Option<String>,
+    /// How the run ended: `final`, `final_var`, `answer`, `direct`, `limit`, `cancelled` or `error`.
+    #[schema(value_type = Option<String>)]
+    finished_by: Option<FinishedBy>,
+    /// Which limit ran out, when `finished_by` is `limit`.
+    #[schema(value_type = Option<String>)]
+    limit: Option<LimitKind>,
+    /// Root-loop iterations of the top-level run.
+    iterations: Option<u32>,
+    /// Sub-calls made anywhere in the tree.
+    sub_calls: Option<u64>,
+    /// `direct` when routing answered with one call over the whole context, else `rlm`.
+    #[schema(value_type = Option<String>)]
+    path: Option<RoutePath>,
+    /// Tokens used anywhere in the tree, in total and per model.
+    #[schema(value_type = Option<Object>)]
+    usage: Option<UsageReport>,
+    /// US dollars of the whole tree, when every model has a price.
+    cost_usd: Option<f64>,
+    /// Seconds so far, or of the whole run once it ended.
+    duration_secs: f64,
+    /// Why the run ended without an answer.
+    error: Option<String>,
+    /// `run_id` of the engine's top-level trace events.
+    root_run_id: Option<Uuid>,
+    /// The JSONL trajectory on the server, when it writes them.
+    trace: Option<String>,
+    /// The question (`GET /v1/runs/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    /// The trajectory events so far (`GET /v1/runs/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    events: Option<Vec<TraceEvent>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A run started in the background.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunStarted {
+    /// Always `rlm.run`.
+    #[schema(value_type = String, example = "rlm.run")]
+    object: &'static str,
+    run_id: Uuid,
+    status: RunStatus,
+    /// The root model.
+    model: String,
+    created_at: DateTime<Utc>,
+    links: RunLinks,
+}
+
+/// Where to follow a background run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunLinks {
+    /// The run (`GET`).
+    #[serde(rename = "self")]
+    this: String,
+    /// Its events as server-sent events.
+    events: String,
+    /// Cancels it (`POST`).
+    cancel: String,
+}
+
+/// The run as the API shows it; with the question and the trajectory when `with_events`.
+pub fn run_view(run: &RunEntry, with_events: bool) -> RunView {
+    let outcome = run.outcome();
+    let completion = outcome.as_ref().and_then(|o| o.completion.as_ref());
+    RunView {
+        object: RUN_OBJECT,
+        run_id: run.id,
+        status: run.status(),
+        model: run.model.clone(),
+        created_at: run.created_at,
+        finished_at: run.finished_at(),
+        answer: completion.map(|c| c.answer.clone()).filter(|_| run.status() == RunStatus::Completed),
+        finished_by: completion.map(|c| c.finished_by),
+        limit: completion.and_then(|c| c.limit),
+        iterations: completion.map(|c| c.iterations),
+        sub_calls: completion.map(|c| c.sub_calls),
+        path: completion.map(|c| c.path),
+        usage: completion.map(|c| c.usage.clone()),
+        cost_usd: completion.and_then(|c| c.cost_usd),
+        duration_secs: completion.map_or_else(|| run.elapsed().as_secs_f64(), |c| c.duration_secs),
+        error: outcome.as_ref().and_then(|o| o.error.clone()),
+        root_run_id: completion.map(|c| c.run_id),
+        trace: completion.and_then(|c| c.trace.as_ref()).map(|p| p.display().to_string()),
+        query: with_events.then(|| run.query.clone()),
+        events: with_events.then(|| run.events_from(0).0.iter().map(|event| (**event).clone()).collect()),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetRunParams {
     /// `false` leaves the trajectory out.
     #[serde(default = "yes")]
+    #[param(default = true)]
     events: bool,
 }
 
@@ -247,20 +363,40 @@ fn find_run(state: &AppState, id: &str) -> Result<Arc<RunEntry>, ApiError> {
     })
 }
 
+/// A run: status, result, trajectory events.
+#[utoipa::path(get, path = "/v1/runs/{id}", params(("id" = Uuid, Path, description = "The run"), GetRunParams), responses(
+    (status = 200, description = "The run", body = RunView),
+    (status = 404, description = "No such run", body = ErrorBody),
+))]
 pub async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(params): Query<GetRunParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     let run = find_run(&state, &id)?;
     Ok(Json(run_view(&run, params.events)))
 }
 
-pub async fn list_runs(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state.recent_runs().iter().map(|run| run_view(run, false)).collect();
-    Json(json!({"object": "list", "data": data}))
+/// Recent runs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    /// Always `list`.
+    #[schema(value_type = String, example = "list")]
+    object: &'static str,
+    data: Vec<RunView>,
 }
 
+/// Recent runs, newest first.
+#[utoipa::path(get, path = "/v1/runs", responses((status = 200, description = "Recent runs", body = RunList)))]
+pub async fn list_runs(State(state): State<AppState>) -> Json<RunList> {
+    Json(RunList { object: "list", data: state.recent_runs().iter().map(|run| run_view(run, false)).collect() })
+}
+
+/// Cancel a run.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", params(("id" = Uuid, Path, description = "The run")), responses(
+    (status = 200, description = "Cancellation requested", body = serde_json::Value),
+    (status = 404, description = "No such run", body = ErrorBody),
+))]
 pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let run = find_run(&state, &id)?;
     run.cancel.cancel();
@@ -317,6 +453,12 @@ fn event_stream(run: Arc<RunEntry>, from: usize) -> impl Stream<Item = Result<Ev
     })
 }
 
+/// The run's trace events as server-sent events (past ones, then live), ending after the top-level `final`.
+#[utoipa::path(get, path = "/v1/runs/{id}/events", params(("id" = Uuid, Path, description = "The run")), responses(
+    (status = 200, description = "event: metadata | model_call | cell | sub_call | final; data: the event JSON",
+     body = String, content_type = "text/event-stream"),
+    (status = 404, description = "No such run", body = ErrorBody),
+))]
 pub async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -333,12 +475,17 @@ pub async fn run_events(
 }
 
 /// The seed's request: `{"query", "context"?, "model"?, "max_depth"?}`.
-#[derive(Debug, Deserialize)]
-struct InferRequest {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct InferRequest {
+    /// The question (a string).
+    #[schema(value_type = String, required)]
     query: Option<Value>,
+    /// A string (text context) or any JSON value.
     #[serde(default)]
     context: Value,
+    /// The root model (default: the server's).
     model: Option<String>,
+    /// Deepest level of child RLMs.
     max_depth: Option<u32>,
     /// US dollars for the whole run tree.
     max_cost: Option<f64>,
@@ -349,6 +496,17 @@ fn infer_error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// `POST /infer`: `{"success": true, "answer", "model", "max_depth"}`, errors as `{"success": false, "error"}`.
+#[utoipa::path(post, path = "/infer", request_body = InferRequest, responses(
+    (status = 200, description = "The answer: success, answer, model, max_depth, run_id, finished_by, iterations, usage",
+     body = serde_json::Value),
+    (status = 400, description = "Invalid request: {success: false, error}", body = serde_json::Value),
+    (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+    (status = 413, description = "Request body too large: {success: false, error}", body = serde_json::Value),
+    (status = 429, description = "All run slots are busy: {success: false, error}", body = serde_json::Value),
+    (status = 500, description = "The run failed: {success: false, error}", body = serde_json::Value),
+    (status = 503, description = "Shutting down, or the executor is unavailable: {success: false, error}",
+     body = serde_json::Value),
+))]
 pub async fn infer(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let body = match body {
         Ok(body) => body,

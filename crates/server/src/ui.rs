@@ -9,7 +9,8 @@ use rlm_viewer::{EventOutline, MAX_EVENTS_PER_PAGE, MAX_PAGE_BYTES, Page, RunSou
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::state::{AppState, RunEntry};
+use crate::registry::RunEntry;
+use crate::state::AppState;
 
 /// The registry as a [`RunSource`]. The viewer's id of a run is its `root_run_id` (the `run_id` of its top-level
 /// trace events); runs are listed once their first event is recorded.

@@ -7,7 +7,7 @@ use sqlx::postgres::PgPool;
 
 use crate::TraceDbError;
 use crate::rows::{Batch, Converter};
-use crate::sink::read_events;
+use crate::spool::read_events;
 use crate::store;
 
 /// What an import did.

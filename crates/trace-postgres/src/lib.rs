@@ -14,13 +14,16 @@
 mod import;
 mod rows;
 mod sink;
+mod spool;
 mod stats;
 mod store;
+mod writer;
 
 pub use import::{ImportReport, import_jsonl};
 pub use rlm_models::{ModelPrice, Prices};
 pub use rows::Converter;
-pub use sink::{PostgresSink, PostgresSinkConfig, SinkStatus, read_events};
+pub use sink::{PostgresSink, PostgresSinkConfig, SinkStatus};
+pub use spool::read_events;
 pub use stats::{ModelStats, RunStats, Stats, parse_since, parse_since_now, stats};
 pub use store::{MIGRATOR, connect, has_timescaledb, migrate};
 

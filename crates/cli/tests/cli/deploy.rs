@@ -440,6 +440,20 @@ fn image(name: &str) -> Image {
     image
 }
 
+/// The `rlm` command line that runs the same code as an image's `ENTRYPOINT + args`. The sandbox image's binary,
+/// `rlm-sandbox` (crates/sandbox-cli, tested there as a binary), shares its commands with `rlm`: `rlm-sandbox
+/// serve|prepare` is `rlm sandbox serve|prepare`, `rlm-sandbox health` is `rlm health`.
+fn in_main_binary(entrypoint: &[String], args: &[String]) -> Vec<String> {
+    match entrypoint {
+        [binary] if binary == "rlm" => args.to_vec(),
+        [binary] if binary == "rlm-sandbox" => match args.first().map(String::as_str) {
+            Some("health") => args.to_vec(),
+            _ => std::iter::once("sandbox".to_owned()).chain(args.iter().cloned()).collect(),
+        },
+        _ => panic!("unknown image entrypoint {entrypoint:?}"),
+    }
+}
+
 /// `rlm ARGS... --help` must exit 0: the argument list parses (a bad flag or value before `--help` is an error).
 async fn assert_parses(args: &[String]) {
     let output = rlm(None).args(args).arg("--help").output().await.unwrap();
@@ -462,22 +476,23 @@ async fn default_port(subcommand: &[&str]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_commands_parse_and_match_the_manifests_and_the_default_ports() {
-    for (name, deployment, subcommand) in
-        [("inference", INFERENCE, vec!["serve"]), ("sandbox", SANDBOX, vec!["sandbox", "serve"])]
+    for (name, deployment, binary, subcommand) in
+        [("inference", INFERENCE, "rlm", vec!["serve"]), ("sandbox", SANDBOX, "rlm-sandbox", vec!["sandbox", "serve"])]
     {
         let image = image(name);
-        assert_eq!(image.entrypoint, ["rlm"], "{name}: the binary is /usr/local/bin/rlm, on PATH");
-        assert!(image.cmd.starts_with(&subcommand.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()));
+        assert_eq!(image.entrypoint, [binary], "{name}: the binary is /usr/local/bin/{binary}, on PATH");
+        let command = in_main_binary(&image.entrypoint, &image.cmd);
+        assert!(command.starts_with(&subcommand.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()));
         assert_eq!(flag_value(&image.cmd, "--host"), "0.0.0.0", "{name}: listen beyond loopback in a container");
         let port: u16 = flag_value(&image.cmd, "--port").parse().unwrap();
         assert_eq!(port, default_port(&subcommand).await, "{name}: the image uses the default port");
         assert_eq!(image.expose, [port]);
-        assert_eq!(image.healthcheck[..2], ["rlm", "health"]);
+        assert_eq!(image.healthcheck[..2], [binary, "health"]);
         assert_eq!(image.healthcheck.last().unwrap(), &format!("http://127.0.0.1:{port}/health"));
 
-        // ENTRYPOINT + CMD and the HEALTHCHECK command line parse with the real binary.
-        assert_parses(&image.cmd).await;
-        assert_parses(&image.healthcheck[1..]).await;
+        // ENTRYPOINT + CMD and the HEALTHCHECK command line parse with the same code.
+        assert_parses(&command).await;
+        assert_parses(&in_main_binary(&image.healthcheck[..1], &image.healthcheck[1..])).await;
 
         for (overlay, objects) in rendered() {
             let container = &named(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0];
@@ -525,8 +540,10 @@ async fn start_like_the_pod(
     extra_env: &[(&str, &str)],
     banner_on_stderr: bool,
 ) -> Service {
+    let entrypoint = image(if deployment == SANDBOX { "sandbox" } else { "inference" }).entrypoint;
     let deployment = named(objects, "Deployment", deployment);
-    let mut args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    let mut args = in_main_binary(&entrypoint, &args);
     let host = args.iter().position(|a| a == "--host").unwrap() + 1;
     args[host] = "127.0.0.1".to_owned();
     let port = args.iter().position(|a| a == "--port").unwrap() + 1;

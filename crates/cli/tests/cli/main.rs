@@ -330,5 +330,5 @@ async fn exec_without_a_model_gives_sub_calls_an_error_string_and_makes_no_reque
     let mut child = output;
     child.stdin.take().unwrap().write_all(b"print(llm_query('hi')[:40])\n").await.unwrap();
     let output = child.wait_with_output().await.unwrap();
-    assert_eq!(json(&output)["stdout"], "Error: no model is configured (pass --mo\n");
+    assert_eq!(json(&output)["stdout"], "Error: no model is configured for sub-ca\n");
 }

@@ -1,4 +1,5 @@
-//! `rlm health URL`: one HTTP GET for container health checks (the runtime images have no curl).
+//! `health URL` (`rlm health`, `rlm-sandbox health`): one HTTP GET for container health checks (the runtime images
+//! have no curl).
 //!
 //! Exit code 0 when the answer is `2xx`, 1 otherwise (another status, no answer, timeout). The status line is
 //! printed either way. Only plain `http://` is supported: a health check talks to its own container on loopback.
@@ -9,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::args::seconds;
+use crate::seconds;
 
 #[derive(Debug, Args)]
 pub struct HealthArgs {

@@ -1,5 +1,5 @@
-//! `rlm sandbox serve`: the sandbox service (see `rlm-sandbox` and docs/sandbox.md); `rlm sandbox prepare`: compile
-//! and cache the WebAssembly CPython ahead of time (for container images).
+//! `serve`: the sandbox service (see the `rlm-sandbox` library and docs/sandbox.md); `prepare`: compile and cache the
+//! WebAssembly CPython ahead of time (for container images). As `rlm-sandbox serve|prepare` and `rlm sandbox serve|prepare`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,8 +8,43 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use rlm_executor_wasm::{WasmConfig, WasmExecutor};
 use rlm_sandbox::{Sandbox, SandboxConfig};
+use std::path::PathBuf;
 
-use crate::args::{WasmArgs, seconds};
+use crate::seconds;
+
+/// Settings of the WebAssembly sandbox.
+#[derive(Debug, Clone, Args)]
+pub struct WasmArgs {
+    /// The CPython WebAssembly module (default: $RLM_PYTHON_WASM, else ~/.local/share/rlm/python-3.12.0.wasm, as
+    /// installed by scripts/fetch-python-wasm.sh).
+    #[arg(long)]
+    pub python_wasm: Option<PathBuf>,
+    /// Where the compiled module is cached (default: $XDG_CACHE_HOME/rlm or ~/.cache/rlm).
+    #[arg(long, env = "RLM_WASM_CACHE_DIR")]
+    pub wasm_cache_dir: Option<PathBuf>,
+    /// Memory limit of each sandbox, in MiB.
+    #[arg(long, env = "RLM_SANDBOX_MEMORY_MB", default_value_t = 1024)]
+    pub memory_mb: usize,
+    /// Fuel (about one unit per WebAssembly instruction) each cell may use; none by default.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Largest sub-call prompt that may leave the sandbox, in MiB.
+    #[arg(long, env = "RLM_SANDBOX_MAX_PROMPT_MB", default_value_t = 16)]
+    pub max_prompt_mb: usize,
+    /// Most prompts in one llm_query_batched / rlm_query_batched call.
+    #[arg(long, env = "RLM_SANDBOX_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+    /// Largest answer or FINAL_VAR value that may leave the sandbox, in MiB.
+    #[arg(long, env = "RLM_SANDBOX_MAX_ANSWER_MB", default_value_t = 4)]
+    pub max_answer_mb: usize,
+    /// Guests running at once; the others wait for a turn, first come, first served (default: one per core).
+    #[arg(long, env = "RLM_SANDBOX_CPU_SLOTS")]
+    pub cpu_slots: Option<usize>,
+    /// Boot CPython for every session instead of starting it from the pre-initialised snapshot (slower; for
+    /// comparison and diagnosis).
+    #[arg(long, env = "RLM_WASM_NO_SNAPSHOT")]
+    pub no_wasm_snapshot: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
@@ -21,7 +56,8 @@ pub struct SandboxArgs {
 pub enum SandboxCommand {
     /// Serve REPL sessions in WebAssembly sandboxes over HTTP. Holds no model keys: sub-calls go back to the client.
     Serve(SandboxServeArgs),
-    /// Compile the WebAssembly CPython into the cache (so a later start only loads it), then exit.
+    /// Compile the WebAssembly CPython and its pre-initialised snapshot into the cache (so a later start only maps
+    /// them), then exit.
     Prepare(WasmArgs),
 }
 

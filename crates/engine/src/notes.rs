@@ -1,0 +1,216 @@
+//! What the root model is told after each turn: its cells' output, and notes on what to do next (a refused answer, a
+//! repeat, a missing variable, a limit).
+
+use std::fmt::Write as _;
+
+use rlm_protocol::{CellOutcome, LimitKind};
+
+use crate::guard::search_terms;
+use crate::prompt::group_thousands;
+
+/// A code line that searches `context` for the most specific words of `query`.
+pub fn suggested_search(query: &str) -> String {
+    let terms = search_terms(query);
+    let words = terms.first().cloned().unwrap_or_else(|| "a word from the question".to_owned());
+    format!("print(search({words:?}))")
+}
+
+/// Why an answer was refused, and what to do instead.
+pub fn answer_before_evidence_note(query: &str) -> String {
+    format!(
+        "Your answer was not accepted: you have not seen any output of code that reads `context` yet, so it cannot \
+         be based on the text. Look first, for example:\n```repl\n{}\n```",
+        suggested_search(query)
+    )
+}
+
+pub fn unsupported_answer_note() -> String {
+    "Your answer was not accepted: it only repeats words of the question, or you wrote it next to new code and it is \
+     not in any output you have seen. Read the output above. If it shows the answer, reply with FINAL( then the \
+     answer then ) and nothing else."
+        .to_owned()
+}
+
+pub fn ungrounded_answer_note() -> String {
+    "Your answer was not accepted: it came from llm_query, and that prompt contained no text from `context`, so the \
+     model answering it never saw the data and guessed. Find the answer in `context` with code (for example \
+     search(...)), or pass the relevant slice of `context` inside the llm_query prompt."
+        .to_owned()
+}
+
+pub fn ungrounded_calls_note(count: usize) -> String {
+    let calls = if count == 1 { "1 llm_query prompt".to_owned() } else { format!("{count} llm_query prompts") };
+    format!(
+        "Warning: {calls} contained no text from `context`. The model answering never saw the data, so its answer \
+         is a guess. Include the relevant part of `context` in the prompt, e.g. llm_query(\"...\" + context[a:b])."
+    )
+}
+
+pub fn placeholder_note(answer: &str, reason: &str) -> String {
+    let shown: String = answer.chars().take(80).collect();
+    format!(
+        "FINAL({shown}) was not accepted: {reason}. Put the actual answer you found inside FINAL( ), or keep \
+         searching if you have not found it."
+    )
+}
+
+/// Said when the model sent the same reply again: what it did will not give anything new.
+pub fn repeat_note(query: &str, had_code: bool) -> String {
+    if had_code {
+        format!(
+            "You ran the same code as before, so its output is the same as before. If that output shows the answer \
+             to the question, reply with FINAL( then the answer then ). If it does not, do something different, for \
+             example:\n```repl\n{}\n```",
+            suggested_search(query)
+        )
+    } else {
+        format!(
+            "You sent the same reply as before, and it runs no code. Write a code block, for example:\n```repl\n{}\n```",
+            suggested_search(query)
+        )
+    }
+}
+
+/// Appended to every observation for small models, which lose track of the question and of how to finish.
+pub fn question_reminder(query: &str) -> String {
+    format!(
+        "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
+         does not, write another code block."
+    )
+}
+
+/// Cuts `text` to at most `max_chars` characters, appending a note on how much was cut.
+/// Returns the kept text and the number of characters cut.
+pub fn truncate(text: &str, max_chars: usize) -> (String, u64) {
+    match text.char_indices().nth(max_chars) {
+        None => (text.to_owned(), 0),
+        Some((byte_index, _)) => {
+            let cut = text[byte_index..].chars().count() as u64;
+            (format!("{}\n[... {} more characters not shown]", &text[..byte_index], group_thousands(cut)), cut)
+        }
+    }
+}
+
+/// What the model sees of one cell: output cut to the limit, then the error (always shown in full).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellView {
+    pub stdout: String,
+    pub stderr: String,
+    pub truncated_chars: u64,
+}
+
+pub fn view_cell(outcome: &CellOutcome, max_chars: usize) -> CellView {
+    let (stdout, cut_out) = truncate(&outcome.stdout, max_chars);
+    let remaining = max_chars.saturating_sub(outcome.stdout.chars().count().min(max_chars));
+    let (stderr, cut_err) = truncate(&outcome.stderr, remaining.max(1000));
+    CellView { stdout, stderr, truncated_chars: cut_out + cut_err + outcome.dropped_chars }
+}
+
+/// The observation for one turn: each executed block's output, in order.
+pub fn observation(cells: &[(CellView, &CellOutcome)], notes: &[String]) -> String {
+    let mut text = String::new();
+    for (index, (view, outcome)) in cells.iter().enumerate() {
+        if cells.len() > 1 {
+            let _ = writeln!(text, "Block {} output:", index + 1);
+        } else {
+            text.push_str("Output:\n");
+        }
+        let mut empty = true;
+        for part in [&view.stdout, &view.stderr] {
+            if !part.is_empty() {
+                text.push_str(part);
+                if !part.ends_with('\n') {
+                    text.push('\n');
+                }
+                empty = false;
+            }
+        }
+        if outcome.dropped_chars > 0 {
+            let _ =
+                writeln!(text, "[... {} more characters were not captured]", group_thousands(outcome.dropped_chars));
+        }
+        if let Some(error) = &outcome.error {
+            if !error.traceback.is_empty() {
+                text.push_str(error.traceback.trim_end());
+                text.push('\n');
+            }
+            let _ = writeln!(text, "{error}");
+            empty = false;
+        }
+        if empty {
+            text.push_str("(no output)\n");
+        }
+        text.push('\n');
+    }
+    for note in notes {
+        text.push_str(note);
+        text.push('\n');
+    }
+    text.trim_end().to_owned()
+}
+
+/// Said when a reply had neither code nor an answer.
+pub const NO_CODE_NOTE: &str = "Your reply had no ```repl block and no FINAL(...). Write a ```repl block to examine \
+                                `context`, or reply FINAL(...) with the answer if your code's output already showed it.";
+
+/// Said when a reply had neither code nor an answer: to small models, with a line of code to start from.
+pub fn small_no_code_note(query: &str) -> String {
+    format!(
+        "Your reply had no code, so nothing ran. Reply with a code block, for example:\n```repl\n{}\n```",
+        suggested_search(query)
+    )
+}
+
+pub fn rejected_final_note() -> String {
+    "Your FINAL answer was not accepted because a code block in the same reply raised an error. Fix the code and \
+     check its output first."
+        .to_owned()
+}
+
+pub fn missing_variable_note(name: &str, available: &[String]) -> String {
+    format!(
+        "FINAL_VAR({name}) failed: there is no variable called `{name}`. Variables you have defined: [{}]. Assign the \
+         answer to a variable in a ```repl block first, or reply FINAL(your answer).",
+        available.join(", ")
+    )
+}
+
+pub fn limit_message(limit: LimitKind) -> String {
+    format!(
+        "You have reached {}; no more code can run. Reply now with your best final answer, based only on what your \
+         code printed, as FINAL(...) with the answer inside the parentheses.",
+        limit.describe()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rlm_protocol::CellError;
+
+    use super::*;
+
+    #[test]
+    fn truncation_says_how_much_was_cut() {
+        assert_eq!(truncate("short", 10), ("short".to_owned(), 0));
+        let (kept, cut) = truncate(&"é".repeat(2500), 1000);
+        assert_eq!(cut, 1500);
+        assert!(kept.starts_with(&"é".repeat(1000)));
+        assert!(kept.ends_with("[... 1,500 more characters not shown]"));
+    }
+
+    #[test]
+    fn errors_are_shown_even_when_output_is_cut() {
+        let outcome = CellOutcome {
+            stdout: "x".repeat(50),
+            error: Some(CellError { kind: "ValueError".into(), message: "bad".into(), traceback: String::new() }),
+            duration: Duration::ZERO,
+            ..CellOutcome::default()
+        };
+        let view = view_cell(&outcome, 10);
+        let text = observation(&[(view, &outcome)], &[]);
+        assert!(text.contains("ValueError: bad"), "{text}");
+        assert!(text.contains("40 more characters not shown"), "{text}");
+    }
+}

@@ -1,0 +1,398 @@
+//! When a proposed answer may end a run, and what the model is told between turns: [`AnswerPolicy`].
+
+use rlm_protocol::CellOutcome;
+
+use super::tree::Scope;
+use crate::guard::{RepeatTracker, placeholder_reason};
+use crate::host::collapse_whitespace;
+use crate::notes::{self, CellView};
+use crate::prompt::PromptProfile;
+
+/// Replies in a row that repeat their predecessor before the run stops with `LimitKind::Repetition`; each one
+/// before that gets a nudge to change course.
+const MAX_REPEAT_STREAK: u32 = 3;
+
+/// The rules one run follows to accept an answer, the evidence they rest on, repeat detection, and the nudges the
+/// model gets between turns. The loop asks it; it alone knows the prompt profile.
+///
+/// * Standard rules (capable models): an answer needs code to have run, and may be computed and named in the same
+///   turn (`FINAL_VAR`).
+/// * Small rules: small models write an answer next to the code meant to find it, echo the question's key instead of
+///   its value, and ask `llm_query` questions without the data. Their answer needs printed output of code that read
+///   the context, seen in an earlier turn; an answer written next to new code must be in output already seen; an
+///   answer from an `llm_query` that was given none of the context is refused; and every observation repeats the
+///   question.
+#[derive(Debug)]
+pub(crate) struct AnswerPolicy {
+    /// Whether any cell of this run has completed without an error.
+    code_ran: bool,
+    /// Whether any cell so far has read `context` (directly or through `search`).
+    context_read: bool,
+    /// Whether code that read the context printed output in the current turn: evidence from the next turn on.
+    evidence_this_turn: bool,
+    /// Whether the model has seen printed output of code that read the context, in an earlier turn.
+    seen_output: bool,
+    repeats: RepeatTracker,
+    rules: Rules,
+}
+
+#[derive(Debug)]
+enum Rules {
+    Standard,
+    Small {
+        /// Everything the model has been shown as output so far, lower-cased with whitespace collapsed.
+        seen_text: String,
+        /// Ungrounded `llm_query` answers the model has already been warned about.
+        ungrounded_noted: usize,
+    },
+}
+
+/// Why a proposed answer does not end the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    Placeholder(&'static str),
+    /// It came from an `llm_query` that was given none of the context.
+    Ungrounded,
+    /// No code had run (small models: no output of code that read the context had been seen).
+    NoEvidence,
+    /// It only repeats words of the question.
+    EchoesQuestion,
+    /// Written next to new code, and not in any output seen.
+    Unsupported,
+}
+
+impl Refusal {
+    /// What the model is told, with what to do instead.
+    pub fn note(self, answer: &str, query: &str) -> String {
+        match self {
+            Self::Placeholder(reason) => notes::placeholder_note(answer, reason),
+            Self::Ungrounded => notes::ungrounded_answer_note(),
+            Self::NoEvidence => notes::answer_before_evidence_note(query),
+            Self::EchoesQuestion | Self::Unsupported => notes::unsupported_answer_note(),
+        }
+    }
+
+    /// Why, for the run's error when a limit ends on a refused answer.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Placeholder(reason) => reason,
+            Self::Ungrounded => "it came from an llm_query that was given none of the context",
+            Self::NoEvidence => "no code had shown it any evidence yet",
+            Self::EchoesQuestion => "it only repeats words of the question",
+            Self::Unsupported => "it was written next to new code and is in no output seen",
+        }
+    }
+}
+
+impl AnswerPolicy {
+    /// The rules for the root model's prompt profile.
+    pub fn for_profile(profile: PromptProfile) -> Self {
+        match profile {
+            PromptProfile::Small => Self::small(),
+            PromptProfile::Auto | PromptProfile::Standard => Self::standard(),
+        }
+    }
+
+    pub fn standard() -> Self {
+        Self::with_rules(Rules::Standard)
+    }
+
+    pub fn small() -> Self {
+        Self::with_rules(Rules::Small { seen_text: String::new(), ungrounded_noted: 0 })
+    }
+
+    fn with_rules(rules: Rules) -> Self {
+        Self {
+            code_ran: false,
+            context_read: false,
+            evidence_this_turn: false,
+            seen_output: false,
+            repeats: RepeatTracker::default(),
+            rules,
+        }
+    }
+
+    /// Whether `llm_query` prompts are checked for text of the context (the run then keeps a copy of a text context;
+    /// answers of prompts without any are guesses, never evidence).
+    pub fn checks_grounding(&self) -> bool {
+        matches!(self.rules, Rules::Small { .. })
+    }
+
+    /// Records a reply; whether it repeats the previous one. What runs is what counts: the same code with different
+    /// prose around it is still a repeat.
+    pub fn observe_reply(&mut self, reply: &str, code_blocks: &[String]) -> bool {
+        if code_blocks.is_empty() { self.repeats.observe(reply) } else { self.repeats.observe(&code_blocks.concat()) }
+    }
+
+    /// Records the cells a turn ran, before the answer it proposes is checked.
+    pub fn observe_cells<'c>(&mut self, cells: impl IntoIterator<Item = (&'c str, &'c CellOutcome)>) {
+        for (code, outcome) in cells {
+            self.context_read |= reads_context(code);
+            if outcome.error.is_none() {
+                self.code_ran = true;
+                // Output is evidence once code has read the data: `SHOW_VARS()` printing "no variables" is not.
+                self.evidence_this_turn |= self.context_read && !outcome.stdout.trim().is_empty();
+            }
+        }
+    }
+
+    /// Why `answer` cannot end the run yet; `None` when it can. `with_code`: the same reply also ran code.
+    pub fn refusal(&self, answer: &str, query: &str, with_code: bool, scope: &Scope) -> Option<Refusal> {
+        if let Some(reason) = placeholder_reason(answer) {
+            return Some(Refusal::Placeholder(reason));
+        }
+        match &self.rules {
+            Rules::Standard => (!self.code_ran).then_some(Refusal::NoEvidence),
+            Rules::Small { seen_text, .. } => {
+                if scope.is_ungrounded(answer) {
+                    Some(Refusal::Ungrounded)
+                } else if !self.seen_output {
+                    Some(Refusal::NoEvidence)
+                } else if !query.to_lowercase().contains(" or ") && !adds_to(answer, query) {
+                    // Small models echo the question: the key instead of its value. ("A or B?" questions excepted.)
+                    Some(Refusal::EchoesQuestion)
+                } else if with_code && !supported_by(answer, seen_text) {
+                    // An answer next to new code is usually a guess; it stands when it is in output already seen.
+                    Some(Refusal::Unsupported)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// The note for a reply with neither code nor an answer.
+    pub fn no_code_note(&self, query: &str) -> String {
+        match self.rules {
+            Rules::Standard => notes::NO_CODE_NOTE.to_owned(),
+            Rules::Small { .. } => notes::small_no_code_note(query),
+        }
+    }
+
+    /// Ends a turn whose cells showed `views`: their output becomes evidence for the turns after it. Adds a warning
+    /// about `llm_query` prompts without context data since the last one, when the rules check that.
+    pub fn end_turn<'v>(
+        &mut self,
+        views: impl IntoIterator<Item = &'v CellView>,
+        scope: &Scope,
+        notes: &mut Vec<String>,
+    ) {
+        self.seen_output |= std::mem::take(&mut self.evidence_this_turn);
+        if let Rules::Small { seen_text, ungrounded_noted } = &mut self.rules {
+            for view in views {
+                seen_text.push(' ');
+                seen_text.push_str(&collapse_whitespace(&view.stdout).to_lowercase());
+            }
+            let ungrounded = scope.ungrounded_count();
+            if ungrounded > *ungrounded_noted {
+                notes.push(notes::ungrounded_calls_note(ungrounded - *ungrounded_noted));
+                *ungrounded_noted = ungrounded;
+            }
+        }
+    }
+
+    /// After a reply that repeated its predecessor: the nudge to do something else, or `None` when the streak is
+    /// long enough to stop the run.
+    pub fn repeat_nudge(&self, query: &str, had_code: bool) -> Option<String> {
+        (self.repeats.streak < MAX_REPEAT_STREAK).then(|| notes::repeat_note(query, had_code))
+    }
+
+    /// Appended to every observation.
+    pub fn reminder(&self, query: &str) -> Option<String> {
+        match self.rules {
+            Rules::Standard => None,
+            Rules::Small { .. } => Some(notes::question_reminder(query)),
+        }
+    }
+}
+
+/// The words of an answer that carry meaning, lower-cased: three or more letters, or any number.
+fn answer_words(answer: &str) -> impl Iterator<Item = String> + '_ {
+    answer
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| word.chars().count() >= 3 || word.chars().any(|c| c.is_ascii_digit()))
+        .map(str::to_lowercase)
+}
+
+/// Whether every word of `answer` occurs in `seen` (lower-cased output).
+fn supported_by(answer: &str, seen: &str) -> bool {
+    let mut words = answer_words(answer).peekable();
+    words.peek().is_some() && words.all(|word| seen.contains(word.as_str()))
+}
+
+/// Whether `answer` has a word the question does not: an answer that only restates the question's words (the key
+/// instead of its value) tells nothing. A number counts as the question's only when the question has that whole
+/// number: "1" is not in "How many of the 1500 lines ...?".
+fn adds_to(answer: &str, query: &str) -> bool {
+    let query_lower = query.to_lowercase();
+    let query_numbers: Vec<&str> = query.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).collect();
+    answer_words(answer).any(|word| {
+        if word.chars().all(|c| c.is_ascii_digit()) {
+            !query_numbers.contains(&word.as_str())
+        } else {
+            !query_lower.contains(word.as_str())
+        }
+    })
+}
+
+/// Whether code reads the data: names `context` or calls the `search` helper.
+fn reads_context(code: &str) -> bool {
+    code.contains("context") || code.contains("search(")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUERY: &str = "What is the special magic number for brisk-pebble mentioned in the provided text?";
+
+    fn ran(stdout: &str) -> CellOutcome {
+        CellOutcome { stdout: stdout.to_owned(), ..CellOutcome::default() }
+    }
+
+    fn view(stdout: &str) -> CellView {
+        notes::view_cell(&ran(stdout), 10_000)
+    }
+
+    /// A policy after one turn that ran `code`, which printed `stdout`.
+    fn after_turn(mut policy: AnswerPolicy, code: &str, stdout: &str, scope: &Scope) -> AnswerPolicy {
+        let outcome = ran(stdout);
+        policy.observe_cells([(code, &outcome)]);
+        policy.end_turn([&view(stdout)], scope, &mut Vec::new());
+        policy
+    }
+
+    #[test]
+    fn answers_are_supported_only_by_output_that_contains_them() {
+        let seen = " 1 match(es) for 'olive-orchard': one of the special magic numbers for olive-orchard is: 5313471.";
+        assert!(supported_by("5313471", seen));
+        assert!(supported_by("The special magic number is 5313471.", seen));
+        assert!(!supported_by("hollow-valley mentioned in the provided text is 123.", seen));
+        assert!(!supported_by("42", seen));
+        assert!(!supported_by("", seen));
+        assert!(!adds_to(" brisk-pebble", QUERY));
+        assert!(adds_to("4473224", QUERY));
+        assert!(adds_to("The special magic number is 4473224.", QUERY));
+        assert!(
+            reads_context("print(search(\"x\"))") && reads_context("len(context)") && !reads_context("SHOW_VARS()")
+        );
+    }
+
+    #[test]
+    fn a_number_inside_a_larger_number_of_the_question_is_not_a_question_word() {
+        let query = "Among the 1500 log lines, how many have action=logout and status=error?";
+        assert!(adds_to("1", query));
+        assert!(adds_to("15", query));
+        assert!(!adds_to("1500", query), "the question's own number only repeats it");
+        assert!(!adds_to("logout error", query));
+    }
+
+    #[test]
+    fn placeholders_are_refused_by_both_rules() {
+        let scope = Scope::top_level();
+        for policy in [AnswerPolicy::standard(), AnswerPolicy::small()] {
+            let policy = after_turn(policy, "print(context[:100])", "the text", &scope);
+            assert!(matches!(policy.refusal("your answer", QUERY, false, &scope), Some(Refusal::Placeholder(_))));
+        }
+    }
+
+    #[test]
+    fn standard_rules_need_code_to_have_run_and_accept_an_answer_computed_in_the_same_turn() {
+        let scope = Scope::top_level();
+        let mut policy = AnswerPolicy::standard();
+        assert_eq!(policy.refusal("4473224", QUERY, false, &scope), Some(Refusal::NoEvidence));
+        // A cell that failed is no evidence.
+        let error =
+            rlm_protocol::CellError { kind: "ValueError".into(), message: "x".into(), traceback: String::new() };
+        let failed = CellOutcome { error: Some(error), ..CellOutcome::default() };
+        policy.observe_cells([("x = context.split()", &failed)]);
+        assert_eq!(policy.refusal("4473224", QUERY, true, &scope), Some(Refusal::NoEvidence));
+        let outcome = ran("");
+        policy.observe_cells([("answer = compute()", &outcome)]);
+        assert_eq!(policy.refusal("4473224", QUERY, true, &scope), None, "FINAL_VAR next to its code is fine");
+        // The small rules' checks do not apply: echoing the question is the model's own business here.
+        assert_eq!(policy.refusal("brisk-pebble", QUERY, true, &scope), None);
+    }
+
+    #[test]
+    fn small_rules_need_output_of_code_that_read_the_context_in_an_earlier_turn() {
+        let scope = Scope::top_level();
+        let mut policy = AnswerPolicy::small();
+        let outcome = ran("brisk-pebble: 4473224");
+        policy.observe_cells([("print(search('brisk-pebble'))", &outcome)]);
+        assert_eq!(
+            policy.refusal("4473224", QUERY, true, &scope),
+            Some(Refusal::NoEvidence),
+            "output of this same turn is not evidence yet"
+        );
+        policy.end_turn([&view("brisk-pebble: 4473224")], &scope, &mut Vec::new());
+        assert_eq!(policy.refusal("4473224", QUERY, false, &scope), None);
+
+        let code_without_the_data = after_turn(AnswerPolicy::small(), "SHOW_VARS()", "no variables", &scope);
+        assert_eq!(code_without_the_data.refusal("4473224", QUERY, false, &scope), Some(Refusal::NoEvidence));
+    }
+
+    #[test]
+    fn small_rules_refuse_echoes_of_the_question_except_for_choices() {
+        let scope = Scope::top_level();
+        let policy = after_turn(AnswerPolicy::small(), "print(search('pebble'))", "brisk-pebble 4473224", &scope);
+        assert_eq!(policy.refusal("brisk-pebble", QUERY, false, &scope), Some(Refusal::EchoesQuestion));
+        let choice = "Is the special number for brisk-pebble odd or even?";
+        assert_eq!(policy.refusal("brisk-pebble", choice, false, &scope), None);
+    }
+
+    #[test]
+    fn small_rules_refuse_an_answer_next_to_new_code_unless_it_was_seen() {
+        let scope = Scope::top_level();
+        let policy = after_turn(AnswerPolicy::small(), "print(search('pebble'))", "brisk-pebble 4473224", &scope);
+        assert_eq!(policy.refusal("5313471", QUERY, true, &scope), Some(Refusal::Unsupported));
+        assert_eq!(policy.refusal("4473224", QUERY, true, &scope), None);
+        assert_eq!(policy.refusal("5313471", QUERY, false, &scope), None, "without new code it stands");
+    }
+
+    #[test]
+    fn small_rules_refuse_and_warn_about_llm_query_guesses() {
+        let scope = Scope::top_level();
+        let mut policy = after_turn(AnswerPolicy::small(), "print(context[:50])", "some text", &scope);
+        scope.record_ungrounded("The number is 9999999.");
+        assert_eq!(policy.refusal("9999999", QUERY, false, &scope), Some(Refusal::Ungrounded));
+        assert_eq!(policy.refusal("The number is 9999999.", QUERY, false, &scope), Some(Refusal::Ungrounded));
+        assert_eq!(policy.refusal("4473224", QUERY, false, &scope), None);
+        let mut notes = Vec::new();
+        policy.end_turn([], &scope, &mut notes);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        notes.clear();
+        policy.end_turn([], &scope, &mut notes);
+        assert!(notes.is_empty(), "warned once per guess");
+
+        let mut standard = AnswerPolicy::standard();
+        assert!(!standard.checks_grounding() && AnswerPolicy::small().checks_grounding());
+        standard.end_turn([], &scope, &mut notes);
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn repeats_get_nudges_until_the_streak_stops_the_run() {
+        let mut policy = AnswerPolicy::standard();
+        let code = vec!["print(1)".to_owned()];
+        assert!(!policy.observe_reply("first", &code));
+        assert!(policy.observe_reply("same code, other words", &code));
+        for _ in 1..MAX_REPEAT_STREAK {
+            assert!(policy.repeat_nudge(QUERY, true).is_some());
+            assert!(policy.observe_reply("again", &code));
+        }
+        assert_eq!(policy.repeat_nudge(QUERY, true), None);
+        assert!(!policy.observe_reply("new", &["print(2)".to_owned()]));
+    }
+
+    #[test]
+    fn nudges_follow_the_rules() {
+        let (standard, small) = (AnswerPolicy::standard(), AnswerPolicy::small());
+        assert_eq!(standard.reminder(QUERY), None);
+        assert!(small.reminder(QUERY).is_some_and(|text| text.contains(QUERY)));
+        assert_eq!(standard.no_code_note(QUERY), notes::NO_CODE_NOTE);
+        assert!(small.no_code_note(QUERY).contains("search("));
+        assert_eq!(AnswerPolicy::for_profile(PromptProfile::Small).reminder(QUERY), small.reminder(QUERY));
+        assert_eq!(AnswerPolicy::for_profile(PromptProfile::Auto).reminder(QUERY), None);
+    }
+}
