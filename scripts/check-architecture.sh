@@ -11,7 +11,13 @@ failed=0
 cargo machete
 
 forbidden='^(rlm-models|rlm-models-llama|rlm-engine|rlm-executor-local|rlm-executor-remote|reqwest|pyo3|sqlx|llama-cpp-2) '
-linked=$(cargo tree --locked -p rlm-sandbox-cli -e normal,build --prefix none | sort -u | grep -E "$forbidden" || true)
+# A failing `cargo tree` must fail the check, not pass as an empty tree.
+tree=$(cargo tree --locked -p rlm-sandbox-cli -e normal,build --prefix none)
+if ! grep -q '^rlm-sandbox-cli ' <<<"$tree"; then
+    echo "check-architecture: cargo tree did not list the sandbox binary's crate" >&2
+    exit 1
+fi
+linked=$(sort -u <<<"$tree" | grep -E "$forbidden" || true)
 if [ -n "$linked" ]; then
     echo "check-architecture: the sandbox binary must not link these:" >&2
     echo "$linked" >&2
