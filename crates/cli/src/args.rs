@@ -152,6 +152,10 @@ pub struct ModelArgs {
     /// The sub-model's window in tokens (default as for --context-window).
     #[arg(long)]
     pub sub_context_window: Option<u64>,
+    /// The longest direct prompt in tokens that automatic routing sends, even when the context fits the window
+    /// (default: up to the window; 8192 for local: models, which read prompts at CPU speed).
+    #[arg(long, env = "RLM_DIRECT_MAX_TOKENS")]
+    pub direct_max_tokens: Option<u64>,
     /// Seconds one model request may take before it is retried (raise it for large prompts on CPU-served models).
     #[arg(long, env = "RLM_REQUEST_TIMEOUT", default_value_t = 300.0)]
     pub request_timeout: f64,

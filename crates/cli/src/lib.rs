@@ -148,6 +148,9 @@ async fn build_rlm(
     if let Some(window) = models.context_window {
         builder = builder.context_window(window);
     }
+    if let Some(tokens) = models.direct_max_tokens {
+        builder = builder.direct_max_tokens(tokens);
+    }
     if let Some(window) = models.sub_context_window {
         builder = builder.sub_context_window(window);
     }

@@ -145,6 +145,11 @@ pub struct EngineConfig {
     /// Windows (prompt + reply, in tokens) of the models in use, by model name: routing and the prompts use them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub context_windows: BTreeMap<String, u64>,
+    /// The longest direct prompt, in tokens, worth sending even when it fits the window; larger contexts go to the
+    /// RLM. For models that read prompts slowly (a local model on a CPU reads tens of tokens a second, so a window
+    /// of context costs minutes, while the RLM reads only what its code prints). `None`: up to the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_max_tokens: Option<u64>,
 }
 
 impl EngineConfig {
@@ -157,6 +162,7 @@ impl EngineConfig {
             prompt: PromptSettings::default(),
             route: RouteMode::Auto,
             context_windows: BTreeMap::new(),
+            direct_max_tokens: None,
         }
     }
 

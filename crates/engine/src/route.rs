@@ -27,13 +27,15 @@ pub fn estimate_direct_tokens(context_chars: u64, query: &str) -> u64 {
 }
 
 /// Which path a query takes. `context_chars` is needed only by `Auto` with a known window; without it that case
-/// runs the RLM.
+/// runs the RLM. `direct_max_tokens` caps the direct prompt below the window (see
+/// [`crate::EngineConfig::direct_max_tokens`]).
 pub fn decide(
     mode: RouteMode,
     context_chars: Option<u64>,
     query: &str,
     window_tokens: Option<u64>,
     max_output_tokens: Option<u32>,
+    direct_max_tokens: Option<u64>,
 ) -> RouteDecision {
     let estimated = context_chars.map(|chars| estimate_direct_tokens(chars, query));
     let decision = |path, reason: String| RouteDecision { path, reason, estimated_tokens: estimated, window_tokens };
@@ -51,6 +53,16 @@ pub fn decide(
             let estimated = estimated.unwrap_or_default();
             let reply = max_output_tokens.map_or(DEFAULT_REPLY_TOKENS, u64::from);
             let available = window.saturating_sub(reply);
+            if let Some(max) = direct_max_tokens.filter(|&max| estimated <= available && estimated > max) {
+                return decision(
+                    RoutePath::Rlm,
+                    format!(
+                        "the context and query (about {estimated} tokens) fit the {window}-token window, but this \
+                         model reads prompts slowly: one call over more than {max} tokens would take longer than the \
+                         RLM"
+                    ),
+                );
+            }
             if estimated <= available {
                 decision(
                     RoutePath::Direct,
@@ -120,11 +132,11 @@ mod tests {
 
     #[test]
     fn auto_goes_direct_only_when_the_estimate_fits() {
-        let small = decide(RouteMode::Auto, Some(8_000), "q", Some(16_384), None);
+        let small = decide(RouteMode::Auto, Some(8_000), "q", Some(16_384), None, None);
         assert_eq!(small.path, RoutePath::Direct, "{}", small.reason);
-        let medium = decide(RouteMode::Auto, Some(32_000), "q", Some(16_384), None);
+        let medium = decide(RouteMode::Auto, Some(32_000), "q", Some(16_384), None, None);
         assert_eq!(medium.path, RoutePath::Direct, "{}", medium.reason);
-        let large = decide(RouteMode::Auto, Some(128_000), "q", Some(16_384), None);
+        let large = decide(RouteMode::Auto, Some(128_000), "q", Some(16_384), None, None);
         assert_eq!(large.path, RoutePath::Rlm);
         assert!(large.reason.contains("do not fit the 16384-token window"), "{}", large.reason);
         assert_eq!(large.estimated_tokens, Some(42_923));
@@ -133,23 +145,36 @@ mod tests {
     #[test]
     fn the_reply_budget_is_kept_free() {
         // 45,000 chars ≈ 15,257 tokens: fits 16,384 with a 1,024-token reply, not with a 4,096-token one.
-        assert_eq!(decide(RouteMode::Auto, Some(45_000), "q", Some(16_384), None).path, RoutePath::Direct);
-        assert_eq!(decide(RouteMode::Auto, Some(45_000), "q", Some(16_384), Some(4_096)).path, RoutePath::Rlm);
+        assert_eq!(decide(RouteMode::Auto, Some(45_000), "q", Some(16_384), None, None).path, RoutePath::Direct);
+        assert_eq!(decide(RouteMode::Auto, Some(45_000), "q", Some(16_384), Some(4_096), None).path, RoutePath::Rlm);
+    }
+
+    #[test]
+    fn a_slow_reader_goes_direct_only_below_its_budget() {
+        // 20,000 chars ≈ 6,923 tokens, 40,000 ≈ 13,590: both fit a 32k window.
+        let small = decide(RouteMode::Auto, Some(20_000), "q", Some(32_768), None, Some(8_192));
+        assert_eq!(small.path, RoutePath::Direct, "{}", small.reason);
+        let medium = decide(RouteMode::Auto, Some(40_000), "q", Some(32_768), None, Some(8_192));
+        assert_eq!(medium.path, RoutePath::Rlm);
+        assert!(medium.reason.contains("more than 8192 tokens"), "{}", medium.reason);
+        // The budget never sends a forced route elsewhere.
+        let forced = decide(RouteMode::Direct, Some(40_000), "q", Some(32_768), None, Some(8_192));
+        assert_eq!(forced.path, RoutePath::Direct);
     }
 
     #[test]
     fn an_unreadable_size_means_rlm() {
-        let decision = decide(RouteMode::Auto, None, "q", Some(16_384), None);
+        let decision = decide(RouteMode::Auto, None, "q", Some(16_384), None, None);
         assert_eq!((decision.path, decision.estimated_tokens), (RoutePath::Rlm, None));
     }
 
     #[test]
     fn unknown_window_means_rlm_and_flags_force_either_path() {
-        let unknown = decide(RouteMode::Auto, Some(10), "q", None, None);
+        let unknown = decide(RouteMode::Auto, Some(10), "q", None, None, None);
         assert_eq!(unknown.path, RoutePath::Rlm);
         assert!(unknown.reason.contains("unknown"));
-        assert_eq!(decide(RouteMode::Rlm, Some(10), "q", Some(1_000_000), None).path, RoutePath::Rlm);
-        assert_eq!(decide(RouteMode::Direct, Some(10_000_000), "q", Some(1_000), None).path, RoutePath::Direct);
+        assert_eq!(decide(RouteMode::Rlm, Some(10), "q", Some(1_000_000), None, None).path, RoutePath::Rlm);
+        assert_eq!(decide(RouteMode::Direct, Some(10_000_000), "q", Some(1_000), None, None).path, RoutePath::Direct);
     }
 
     #[test]

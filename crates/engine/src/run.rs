@@ -60,7 +60,8 @@ async fn route_and_run(engine: Arc<EngineInner>, tree: Arc<Tree>, context: Conte
     // the path that runs to report.
     let needs_size = config.route == RouteMode::Direct || (config.route == RouteMode::Auto && window.is_some());
     let chars = if needs_size { route::context_size_chars(&context).ok() } else { None };
-    let decision = route::decide(config.route, chars, query, window, config.max_output_tokens(profile));
+    let decision =
+        route::decide(config.route, chars, query, window, config.max_output_tokens(profile), config.direct_max_tokens);
     if decision.path == RoutePath::Direct {
         match direct::run_direct(engine.clone(), tree.clone(), &context, chars.unwrap_or(0), query, decision.clone())
             .await
