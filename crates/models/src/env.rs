@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use rlm_protocol::Secret;
+
 use crate::OpenAiConfig;
 use crate::anthropic::{ANTHROPIC_BASE_URL, ANTHROPIC_KEY_VARIABLE};
 use crate::gemini::{GEMINI_BASE_URL, GEMINI_KEY_VARIABLE};
@@ -42,9 +44,9 @@ impl ProviderSettings {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let mut settings = Self::default();
         settings.anthropic.http.base_url = get("ANTHROPIC_BASE_URL").unwrap_or_else(|| ANTHROPIC_BASE_URL.to_owned());
-        settings.anthropic.http.api_key = get(ANTHROPIC_KEY_VARIABLE);
+        settings.anthropic.http.api_key = get(ANTHROPIC_KEY_VARIABLE).map(Secret::new);
         settings.gemini.http.base_url = get("GEMINI_BASE_URL").unwrap_or_else(|| GEMINI_BASE_URL.to_owned());
-        settings.gemini.http.api_key = get(GEMINI_KEY_VARIABLE);
+        settings.gemini.http.api_key = get(GEMINI_KEY_VARIABLE).map(Secret::new);
         settings
     }
 }
@@ -60,7 +62,7 @@ mod tests {
         let settings = ProviderSettings::from_lookup(|name| {
             vars.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).to_owned())
         });
-        assert_eq!(settings.anthropic.http.api_key.as_deref(), Some("sk-ant"));
+        assert_eq!(settings.anthropic.http.api_key.as_ref().map(|key| key.expose().as_str()), Some("sk-ant"));
         assert_eq!(settings.anthropic.http.base_url, "http://127.0.0.1:1");
         assert_eq!(settings.gemini.http.api_key, None, "blank is unset");
         assert_eq!(settings.gemini.http.base_url, GEMINI_BASE_URL);

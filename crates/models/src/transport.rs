@@ -2,24 +2,24 @@
 //! Anthropic's 529, timeouts and connection errors, honouring `Retry-After`), and error messages that keep the
 //! provider's own words.
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
-use rlm_protocol::{Error, ModelResponse, Result};
+use rlm_protocol::{Error, ModelResponse, Result, Secret};
 use serde_json::Value;
 
 use crate::ModelsError;
 use crate::openai::{error_chain, install_crypto_provider, provider_message};
 use crate::retry::{parse_retry_after, retry_delay};
 
-/// Endpoint, key, timeouts and retries of a native provider client. `Debug` never shows the key.
-#[derive(Clone, PartialEq, Eq)]
+/// Endpoint, key, timeouts and retries of a native provider client. `Debug` never shows the key (a [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// The provider's base URL (for Anthropic and Gemini: without a version path, as their SDKs take it).
     pub base_url: String,
-    pub api_key: Option<String>,
+    /// The API key.
+    pub api_key: Option<Secret<String>>,
     /// Limit for one whole HTTP attempt, including reading the response.
     pub request_timeout: Duration,
     /// Limit for establishing a connection.
@@ -46,24 +46,13 @@ impl HttpConfig {
     }
 
     pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(key.into());
+        self.api_key = Some(Secret::new(key.into()));
         self
     }
 
     /// The key, unless it is unset or blank.
     pub(crate) fn key(&self) -> Option<&str> {
-        self.api_key.as_deref().map(str::trim).filter(|key| !key.is_empty())
-    }
-}
-
-impl fmt::Debug for HttpConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("request_timeout", &self.request_timeout)
-            .field("max_retries", &self.max_retries)
-            .finish_non_exhaustive()
+        self.api_key.as_ref().map(|key| key.expose().trim()).filter(|key| !key.is_empty())
     }
 }
 
