@@ -101,6 +101,10 @@ pub struct RunArgs {
     #[cfg(feature = "postgres")]
     #[command(flatten)]
     pub trace_db: crate::trace_cmd::TraceDbArgs,
+    /// JSON price table (USD per 1K tokens per model) overriding the built-in prices, for the results' `cost_usd`,
+    /// `--max-cost` and the trace store.
+    #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
+    pub prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

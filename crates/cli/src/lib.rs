@@ -197,7 +197,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
         },
     };
-    let prices = args.trace_db.prices.as_deref();
+    let prices = args.prices.as_deref();
     let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true, true, prices).await?;
     let context = rlm::context_from_path(&args.context)?;
 
@@ -212,7 +212,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let interactive = std::io::stderr().is_terminal() && !args.quiet;
     let observer: Option<Arc<dyn TraceSink>> = interactive.then(|| Arc::new(progress::Progress::new()) as _);
     #[cfg(feature = "postgres")]
-    let db_sink = trace_cmd::start_sink(&args.trace_db)?;
+    let db_sink = trace_cmd::start_sink(&args.trace_db, prices)?;
     #[cfg(feature = "postgres")]
     let observer = trace_cmd::with_sink(observer, &db_sink);
     let outcome = rlm.completion_with(context, &args.query, cancel, observer).await;

@@ -56,6 +56,11 @@ pub struct ServeArgs {
     pub trace_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub trace_db: crate::trace_cmd::TraceDbArgs,
+    /// JSON price table (USD per 1K tokens per model) overriding the built-in prices, for the results' `cost_usd`,
+    /// `--max-cost` and the trace store.
+    #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
+    pub prices: Option<std::path::PathBuf>,
+
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for running runs before cancelling them.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
@@ -112,14 +117,14 @@ impl ServeArgs {
             max_stored_runs: self.max_stored_runs.max(1),
             api_token: non_empty(self.api_token).map(Secret::new),
             trace: self.trace_dir.map_or(TraceTarget::Disabled, TraceTarget::Directory),
-            trace_db: crate::trace_cmd::sink_config(&self.trace_db)?,
+            trace_db: crate::trace_cmd::sink_config(&self.trace_db, self.prices.as_deref())?,
             shutdown_grace: seconds(self.shutdown_grace, "shutdown-grace")?,
             route: self.route.into(),
             prompt_profile: self.prompt_profile.into(),
             context_window: self.context_window,
             sub_context_window: self.sub_context_window,
             providers: rlm::ProviderSettings::from_env(),
-            prices: Some(rlm::Prices::load(self.trace_db.prices.as_deref())?),
+            prices: Some(rlm::Prices::load(self.prices.as_deref())?),
             ..ServerConfig::default()
         }
         .with_seed_env(|name| std::env::var(name).ok()))

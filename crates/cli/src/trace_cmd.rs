@@ -1,6 +1,6 @@
 //! The trajectory store from the command line: `rlm run --trace-db URL`, `rlm trace import`, `rlm stats`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +20,6 @@ pub struct TraceDbArgs {
     /// $RLM_TRACE_DIR/spool (or ./rlm-traces/spool) and are written when it answers again.
     #[arg(long = "trace-db", env = "RLM_TRACE_DB", hide_env_values = true, value_name = "URL")]
     pub url: Option<String>,
-    /// JSON price table (USD per 1K tokens per model) overriding the built-in prices, for the trace store, the
-    /// results' `cost_usd` and `--max-cost`.
-    #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
-    pub prices: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -67,11 +63,10 @@ pub struct StatsArgs {
     pub slowest: i64,
 }
 
-/// Starts the database sink of `rlm run` when a URL is given.
-/// The writer's settings, when a database is given.
-pub fn sink_config(args: &TraceDbArgs) -> Result<Option<PostgresSinkConfig>> {
+/// The writer's settings, when a database is given; costs from the built-in prices overridden by `prices`.
+pub fn sink_config(args: &TraceDbArgs, prices: Option<&Path>) -> Result<Option<PostgresSinkConfig>> {
     let Some(url) = args.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else { return Ok(None) };
-    let prices = Prices::load(args.prices.as_deref())?;
+    let prices = Prices::load(prices)?;
     let mut config = PostgresSinkConfig { prices, ..PostgresSinkConfig::new(url) };
     if let Some(dir) = std::env::var_os("RLM_TRACE_DIR").filter(|dir| !dir.is_empty()) {
         config.spool_dir = PathBuf::from(dir).join("spool");
@@ -79,8 +74,9 @@ pub fn sink_config(args: &TraceDbArgs) -> Result<Option<PostgresSinkConfig>> {
     Ok(Some(config))
 }
 
-pub fn start_sink(args: &TraceDbArgs) -> Result<Option<Arc<PostgresSink>>> {
-    let Some(config) = sink_config(args)? else { return Ok(None) };
+/// Starts the database sink of `rlm run` when a URL is given.
+pub fn start_sink(args: &TraceDbArgs, prices: Option<&Path>) -> Result<Option<Arc<PostgresSink>>> {
+    let Some(config) = sink_config(args, prices)? else { return Ok(None) };
     let sink = PostgresSink::start(config).context("cannot start the trace database writer")?;
     Ok(Some(Arc::new(sink)))
 }
