@@ -136,6 +136,24 @@ pub struct EngineConfig {
     /// Windows (prompt + reply, in tokens) of the models in use, by model name: routing and the prompts use them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub context_windows: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub compaction: CompactionSettings,
+}
+
+/// When the root conversation is summarised to stay inside the root model's window (known from
+/// `context_windows`; without a known window nothing is compacted).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CompactionSettings {
+    pub enabled: bool,
+    /// Fraction of the window the next request (prompt plus room for the reply) may fill before older turns are
+    /// summarised.
+    pub threshold: f64,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        Self { enabled: true, threshold: 0.85 }
+    }
 }
 
 impl EngineConfig {
@@ -147,6 +165,7 @@ impl EngineConfig {
             prompt: PromptSettings::default(),
             route: RouteMode::Auto,
             context_windows: BTreeMap::new(),
+            compaction: CompactionSettings::default(),
         }
     }
 

@@ -88,7 +88,7 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    fn top_level() -> Self {
+    pub(crate) fn top_level() -> Self {
         Self {
             run_id: Uuid::now_v7(),
             parent_run_id: None,
@@ -291,7 +291,7 @@ async fn run_direct(
     Ok(finish(&tree, &scope, started, ending, RoutePath::Direct))
 }
 
-fn run_metadata(
+pub(crate) fn run_metadata(
     engine: &EngineInner,
     query: &str,
     loop_model: &str,
@@ -312,7 +312,7 @@ fn run_metadata(
 }
 
 /// Records the `final` event of a run and builds its result.
-fn finish(tree: &Tree, scope: &Scope, started: Instant, ending: Ending, path: RoutePath) -> RunResult {
+pub(crate) fn finish(tree: &Tree, scope: &Scope, started: Instant, ending: Ending, path: RoutePath) -> RunResult {
     let (usage, sub_calls) = scope.own_totals();
     let duration = started.elapsed();
     let final_record = FinalRecord {
@@ -395,7 +395,7 @@ pub(crate) async fn run_one(
 
 /// How the loop of one run ended.
 #[derive(Debug)]
-struct Ending {
+pub(crate) struct Ending {
     answer: Option<String>,
     finished_by: FinishedBy,
     limit: Option<LimitKind>,
@@ -408,26 +408,26 @@ impl Ending {
         Self { answer: Some(answer), finished_by, limit: None, iterations, error: None }
     }
 
-    fn stopped(finished_by: FinishedBy, iterations: u32, error: impl Into<String>) -> Self {
+    pub(crate) fn stopped(finished_by: FinishedBy, iterations: u32, error: impl Into<String>) -> Self {
         Self { answer: None, finished_by, limit: None, iterations, error: Some(error.into()) }
     }
 }
 
 /// Why a model call produced no response.
-enum Interrupted {
+pub(crate) enum Interrupted {
     Cancelled,
     TimedOut,
     Failed(rlm_protocol::Error),
 }
 
-struct Loop<'a> {
-    engine: &'a EngineInner,
-    tree: &'a Tree,
-    scope: &'a Scope,
-    model: &'a str,
-    profile: PromptProfile,
+pub(crate) struct Loop<'a> {
+    pub(crate) engine: &'a EngineInner,
+    pub(crate) tree: &'a Tree,
+    pub(crate) scope: &'a Scope,
+    pub(crate) model: &'a str,
+    pub(crate) profile: PromptProfile,
     /// Messages already recorded in an earlier `model_call` event.
-    sent: usize,
+    pub(crate) sent: usize,
     /// Cells run so far in this run; numbers them like a notebook.
     cells_run: u32,
     /// Whether the model has seen printed output of code that read the context, in an earlier turn.
@@ -441,6 +441,9 @@ struct Loop<'a> {
     repeats: RepeatTracker,
     /// Ungrounded `llm_query` answers the model has already been warned about.
     ungrounded_noted: usize,
+    /// What a session tells the model before its query: earlier queries, contexts and variables.
+    pub(crate) intro: Option<String>,
+    pub(crate) compaction: crate::compaction::Compactor,
 }
 
 /// Why a proposed answer does not end the run.
@@ -487,7 +490,7 @@ struct Proposal {
 }
 
 impl<'a> Loop<'a> {
-    fn new(engine: &'a EngineInner, tree: &'a Tree, scope: &'a Scope, model: &'a str) -> Self {
+    pub(crate) fn new(engine: &'a EngineInner, tree: &'a Tree, scope: &'a Scope, model: &'a str) -> Self {
         Self {
             engine,
             tree,
@@ -502,10 +505,12 @@ impl<'a> Loop<'a> {
             context_read: false,
             repeats: RepeatTracker::default(),
             ungrounded_noted: 0,
+            intro: None,
+            compaction: crate::compaction::Compactor::default(),
         }
     }
 
-    async fn drive(&mut self, session: &mut dyn ReplSession, query: &str) -> Ending {
+    pub(crate) async fn drive(&mut self, session: &mut dyn ReplSession, query: &str) -> Ending {
         let limits = &self.engine.config.limits;
         let sub_model = self.engine.config.models.sub_model();
         let facts = PromptFacts {
@@ -520,6 +525,9 @@ impl<'a> Loop<'a> {
             ChatMessage::system(prompt::system_prompt_for(self.profile, template, &facts)),
             ChatMessage::user(prompt::first_user_message(self.profile, query)),
         ];
+        if let Some(intro) = &self.intro {
+            messages[1].content = format!("{intro}\n\n{}", messages[1].content);
+        }
 
         let mut iterations = 0;
         let limit = loop {
@@ -531,6 +539,9 @@ impl<'a> Loop<'a> {
             }
             iterations += 1;
             self.scope.iteration.store(iterations, Ordering::Relaxed);
+            if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, &mut messages).await {
+                return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
+            }
 
             let response = match self.call_model(&messages, ModelCallPurpose::Iteration, self.tree.deadline).await {
                 Ok(response) => response,

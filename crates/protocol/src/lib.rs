@@ -22,8 +22,8 @@ pub use exec::{
 pub use message::{ChatMessage, Role};
 pub use model::{ModelClient, ModelRequest, ModelResponse};
 pub use trace::{
-    CellRecord, EventBody, FinalRecord, FinishedBy, LimitKind, ModelCallPurpose, ModelCallRecord, RouteDecision,
-    RoutePath, RunMetadata, SubCallRecord, TraceEvent, TraceSink,
+    CellRecord, CompactionRecord, EventBody, FinalRecord, FinishedBy, LimitKind, ModelCallPurpose, ModelCallRecord,
+    RouteDecision, RoutePath, RunMetadata, SubCallRecord, TraceEvent, TraceSink,
 };
 pub use usage::{Usage, UsageReport};
 

@@ -36,6 +36,8 @@ pub enum EventBody {
     Cell(CellRecord),
     /// One prompt sent from code via `llm_query*` or `rlm_query*`.
     SubCall(SubCallRecord),
+    /// Older turns of the root conversation were replaced by a summary so that it stays inside the model's window.
+    Compaction(CompactionRecord),
     /// Last event of every run.
     Final(FinalRecord),
 }
@@ -219,6 +221,30 @@ pub struct SubCallRecord {
     /// The child run of an `rlm` call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_run_id: Option<Uuid>,
+}
+
+/// One compaction of a root conversation: which messages the summary replaced, and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionRecord {
+    pub model: String,
+    /// Messages replaced by the summary.
+    pub replaced_messages: usize,
+    /// Estimated prompt tokens of the conversation before and after.
+    pub tokens_before: u64,
+    pub tokens_after: u64,
+    /// The root model's window, and the fraction of it that triggered the compaction.
+    pub window_tokens: u64,
+    pub threshold: f64,
+    /// The summary that now stands in for the replaced messages; `None` when the summary call failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The REPL variable that holds the full messages.
+    pub history_variable: String,
+    #[serde(default)]
+    pub usage: Usage,
+    pub latency_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn one() -> u32 {

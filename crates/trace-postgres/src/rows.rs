@@ -213,6 +213,7 @@ impl Converter {
             EventBody::ModelCall(_) => "model_call",
             EventBody::Cell(_) => "cell",
             EventBody::SubCall(_) => "sub_call",
+            EventBody::Compaction(_) => "compaction",
             EventBody::Final(_) => "final",
         };
         let rows = &mut batch.events;
@@ -278,6 +279,40 @@ impl Converter {
                 m.depth.push(depth);
                 m.success.push(call.error.is_none());
                 m.error.push(call.error.clone());
+            }
+            EventBody::Compaction(record) => {
+                // The summary call is a root-model call like any other: its tokens and latency count.
+                let max_depth = self.runs.get(&event.run_id).and_then(|s| s.max_depth);
+                self.latency(
+                    batch,
+                    event,
+                    "root_model",
+                    "compaction",
+                    Some(&record.model),
+                    record.latency_ms,
+                    max_depth,
+                    &record.error,
+                );
+                let m = &mut batch.models;
+                m.time.push(event.ts);
+                m.event_id.push(event.event_id);
+                m.run_id.push(event.run_id);
+                m.call_type.push("root_model");
+                m.subtype.push("compaction");
+                m.model.push(record.model.clone());
+                m.prompt_tokens.push(int(record.usage.prompt_tokens));
+                m.completion_tokens.push(int(record.usage.completion_tokens));
+                m.cached_tokens.push(int(record.usage.cached_tokens));
+                m.cost_usd.push(self.prices.cost(&record.model, &record.usage));
+                let context_chars = self.runs.get(&event.run_id).map_or(0, |s| s.request_chars);
+                m.context_chars.push(context_chars);
+                m.history_len.push(Some(i32::try_from(record.replaced_messages).unwrap_or(i32::MAX)));
+                m.response_chars.push(chars(record.summary.as_deref().unwrap_or_default()));
+                m.latency_ms.push(record.latency_ms);
+                m.iteration.push(iteration);
+                m.depth.push(depth);
+                m.success.push(record.error.is_none());
+                m.error.push(record.error.clone());
             }
             EventBody::SubCall(call) => {
                 let subtype = match call.kind {
