@@ -7,6 +7,7 @@
 
 mod args;
 mod bench;
+mod chat;
 mod health;
 mod model_cmd;
 mod progress;
@@ -59,6 +60,7 @@ where
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Exec(args) => exec(args).await,
+            Command::Chat(args) => chat::chat(args).await,
             Command::Serve(args) => serve::serve(args).await,
             Command::View(args) => view::view(args).await,
             Command::Trace(args) => trace_cmd::trace(args).await.map(|()| ExitCode::SUCCESS),

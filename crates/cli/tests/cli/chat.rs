@@ -1,0 +1,110 @@
+//! `rlm chat` as a script uses it: queries on standard input, answers on standard output, a session file that
+//! survives the process being killed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rlm_test_support::{Reply, ScriptedServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::{repl, rlm, start, write};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_killed_mid_conversation_resumes_from_its_file_without_asking_the_model_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = write(dir.path(), "ctx.txt", "a b c");
+    let more = write(dir.path(), "more.txt", "d e");
+    let session_file = dir.path().join("chat.json");
+    let server = start(
+        ScriptedServer::builder()
+            .script(
+                "root",
+                [
+                    Reply::text(format!(
+                        "{}\nFINAL_VAR(greeting)",
+                        repl("greeting = llm_query('say hi')\nwords = context.split()")
+                    )),
+                    // Asked after the restart: `words` and `context_1` come from before it.
+                    Reply::text(format!("{}\nFINAL_VAR(n)", repl("n = len(words) + len(context_1.split())"))),
+                ],
+            )
+            .script("sub", [Reply::text("hello\nworld")]),
+    )
+    .await;
+
+    let mut first = rlm(Some(&server))
+        .args(["chat", "--model", "root", "--sub-model", "sub", "--no-trace", "--quiet", "--context"])
+        .arg(&context)
+        .arg("--session")
+        .arg(&session_file)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = first.stdin.take().unwrap();
+    let mut answers = BufReader::new(first.stdout.take().unwrap()).lines();
+    stdin.write_all(b"Greet me.\n").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(60), answers.next_line()).await.unwrap().unwrap();
+    // A multi-line answer comes out as one line.
+    assert_eq!(answer.as_deref(), Some("hello world"));
+    stdin.write_all(b"/context ").await.unwrap();
+    stdin.write_all(more.to_str().unwrap().as_bytes()).await.unwrap();
+    stdin.write_all(b"\n").await.unwrap();
+    // The file is written after the context is loaded; wait for it, then kill the process without warning.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let saved = std::fs::read_to_string(&session_file).unwrap_or_default();
+        if saved.contains("context_1") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the session file never got the context: {saved}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    let asked_before = server.requests().len();
+    assert_eq!(asked_before, 2, "one root call and one sub-call");
+
+    let mut second = rlm(Some(&server))
+        .args(["chat", "--model", "root", "--sub-model", "sub", "--no-trace", "--quiet", "--session"])
+        .arg(&session_file)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = second.stdin.take().unwrap();
+    stdin.write_all(b"How many words are there in all?\n").await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(60), second.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "5\n", "{stderr}");
+    // Replaying the first query's cells asked nobody: only the new query reached the server.
+    let requests = server.requests();
+    assert_eq!(requests.len(), asked_before + 1);
+    let asked = requests.last().unwrap().last_user_message().unwrap().to_owned();
+    assert!(asked.contains("query 2 of a session") && asked.contains("Greet me."), "{asked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_session_file_is_a_clear_error_and_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = write(dir.path(), "ctx.txt", "a b c");
+    let session_file = write(dir.path(), "chat.json", "{\"version\": 1, \"journal\": [tru");
+    let server = start(ScriptedServer::builder()).await;
+    let mut child = rlm(Some(&server))
+        .args(["chat", "--model", "root", "--no-trace", "--context"])
+        .arg(&context)
+        .arg("--session")
+        .arg(&session_file)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"anything\n").await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("is not a session file rlm can read") && stderr.contains("left unchanged"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&session_file).unwrap(), "{\"version\": 1, \"journal\": [tru");
+    assert!(server.requests().is_empty());
+}
