@@ -12,6 +12,7 @@
 
 mod chat;
 mod config;
+mod conversations;
 mod error;
 mod metrics;
 mod ops;
@@ -51,6 +52,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model}"),
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/conversations"),
+    ("GET", "/v1/conversations/{id}"),
+    ("DELETE", "/v1/conversations/{id}"),
+    ("POST", "/v1/conversations/{id}/messages"),
     ("GET", "/ui"),
 ];
 
@@ -70,6 +75,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(chat::list_models))
         .route("/v1/models/{model}", get(chat::get_model))
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/conversations", post(conversations::create))
+        .route("/v1/conversations/{id}", get(conversations::get).delete(conversations::delete))
+        .route("/v1/conversations/{id}/messages", post(conversations::ask))
         // The viewer itself is nested at `/ui` below; `/ui/` does not reach it.
         .route("/ui/", get(|| async { Redirect::permanent("../ui") }))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -161,8 +161,25 @@ pub fn openapi_document() -> Value {
             "temperature": {"type": "number"},
             "rlm_context": {"description": "Extension: the context (string or JSON); earlier messages are then unused."},
             "rlm_limits": schema_ref("Limits"),
+            "rlm_conversation": {"type": "string", "description": "Extension: answer in this conversation (its REPL state persists); earlier messages are then unused."},
         },
     });
+    let conversation = json!({
+        "type": "object",
+        "properties": {
+            "object": {"const": "rlm.conversation"},
+            "id": {"type": "string", "format": "uuid"},
+            "model": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "turns": {"type": "integer"},
+            "tokens_used": {"type": "integer"},
+            "max_tokens": {"type": ["integer", "null"]},
+            "idle_ttl_secs": {"type": "number"},
+        },
+    });
+    let conversation_id =
+        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
+    let conversation_gone = error_response("Unknown or expired conversation");
     let common_errors = |extra: &[(&str, &str)]| {
         let mut responses = serde_json::Map::new();
         responses.insert("400".into(), error_response("Invalid request"));
@@ -197,6 +214,26 @@ pub fn openapi_document() -> Value {
         ),
     );
     let not_found = error_response("No such run");
+    let mut create_conversation_responses =
+        common_errors(&[("429", "Too many open conversations, or all run slots busy")]);
+    create_conversation_responses.insert("201".into(), ok_json("The conversation", schema_ref("Conversation")));
+    let mut ask_responses = common_errors(&[
+        ("404", "Unknown or expired conversation"),
+        ("409", "The conversation is answering another query"),
+        ("429", "The conversation's token budget is used up, or all run slots are busy"),
+    ]);
+    ask_responses.insert(
+        "200".into(),
+        ok_json(
+            "The answer (null with an error when the run ended without one)",
+            json!({"type": "object", "properties": {
+                "answer": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
+                "run_id": {"type": "string"}, "finished_by": {"type": "string"}, "usage": {"type": "object"},
+                "tokens_used": {"type": "integer"}, "turns": {"type": "integer"},
+                "context_name": {"type": ["string", "null"]},
+            }}),
+        ),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -206,7 +243,7 @@ pub fn openapi_document() -> Value {
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Limits": limits, "RunRequest": run_request, "Run": run, "Error": error, "ChatRequest": chat_request},
+            "schemas": {"Limits": limits, "RunRequest": run_request, "Run": run, "Error": error, "ChatRequest": chat_request, "Conversation": conversation},
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -261,6 +298,31 @@ pub fn openapi_document() -> Value {
                 "summary": "OpenAI-compatible chat completion answered by an RLM",
                 "requestBody": json_body(schema_ref("ChatRequest")),
                 "responses": chat_responses,
+            }},
+            "/v1/conversations": {"post": {
+                "summary": "Start a conversation: one REPL over a context that answers query after query",
+                "requestBody": json_body(json!({"type": "object", "additionalProperties": false, "properties": {
+                    "context": {"description": "A string (text context) or any JSON value."},
+                    "model": {"type": "string"}, "sub_model": {"type": "string"}, "limits": schema_ref("Limits"),
+                    "max_tokens": {"type": "integer", "minimum": 1, "description": "Token budget over all queries (at most the server's)"},
+                    "executor": {"type": "string", "enum": ["local", "remote", "wasm"]}, "temperature": {"type": "number"},
+                }})),
+                "responses": create_conversation_responses,
+            }},
+            "/v1/conversations/{id}": {
+                "get": {"summary": "A conversation", "parameters": [conversation_id.clone()],
+                        "responses": {"200": ok_json("The conversation", schema_ref("Conversation")), "404": conversation_gone.clone()}},
+                "delete": {"summary": "Close a conversation (cancels its running query)", "parameters": [conversation_id.clone()],
+                           "responses": {"200": ok_json("Deleted", json!({"type": "object"})), "404": conversation_gone}},
+            },
+            "/v1/conversations/{id}/messages": {"post": {
+                "summary": "Ask in a conversation; variables of earlier queries persist",
+                "parameters": [conversation_id],
+                "requestBody": json_body(json!({"type": "object", "required": ["query"], "additionalProperties": false, "properties": {
+                    "query": {"type": "string"},
+                    "context": {"description": "A context to add first: it becomes context_1, context_2, ..."},
+                }})),
+                "responses": ask_responses,
             }},
             "/ui": {"get": {
                 "summary": "The trajectory viewer: a web page showing the recent runs as trees, live",
