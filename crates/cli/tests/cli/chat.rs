@@ -108,3 +108,45 @@ async fn a_corrupt_session_file_is_a_clear_error_and_is_left_as_it_was() {
     assert_eq!(std::fs::read_to_string(&session_file).unwrap(), "{\"version\": 1, \"journal\": [tru");
     assert!(server.requests().is_empty());
 }
+
+/// Two queries in one `rlm chat` on `executor_args`; the second uses a variable the first built.
+async fn follow_up_on(executor_args: &[&str], env: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let context = write(dir.path(), "ctx.txt", "a b c a");
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [
+            Reply::text(format!("{}\nFINAL_VAR(n)", repl("words = context.split()\nn = len(words)"))),
+            Reply::text(format!("{}\nFINAL_VAR(k)", repl("k = len(set(words))"))),
+        ],
+    ))
+    .await;
+    let mut command = rlm(Some(&server));
+    command.args(["chat", "--model", "root", "--no-trace", "--quiet", "--context"]).arg(&context).args(executor_args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.stdin(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"How many words?\nHow many distinct ones?\n").await.unwrap();
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "4\n3\n", "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_in_the_wasm_sandbox_keeps_its_variables() {
+    follow_up_on(&["--executor", "wasm"], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_through_the_sandbox_service_keeps_one_sandbox_session() {
+    let sandbox = super::sandbox::SandboxProcess::start(Some("chat-token")).await;
+    follow_up_on(
+        &["--executor", "remote", "--sandbox-url", sandbox.url.as_str()],
+        &[("RLM_SANDBOX_TOKEN", "chat-token")],
+    )
+    .await;
+}
