@@ -553,6 +553,34 @@ mod tests {
     }
 
     #[test]
+    fn a_compaction_is_a_root_model_call_with_its_tokens() {
+        let run = Uuid::new_v4();
+        let mut converter = Converter::new(Prices::builtin());
+        let mut batch = Batch::default();
+        let compaction = EventBody::Compaction(rlm_protocol::CompactionRecord {
+            model: "gpt-4o".into(),
+            replaced_messages: 4,
+            tokens_before: 3000,
+            tokens_after: 1200,
+            window_tokens: 4096,
+            threshold: 0.85,
+            summary: Some("found x".into()),
+            history_variable: "history".into(),
+            usage: Usage { prompt_tokens: 900, completion_tokens: 40, calls: 1, ..Usage::default() },
+            latency_ms: 20.0,
+            error: None,
+        });
+        converter.add(&mut batch, &event(run, model_call("abc")));
+        converter.add(&mut batch, &event(run, compaction));
+        assert_eq!(batch.events.event_type, ["model_call", "compaction"]);
+        assert_eq!(batch.latency.subtype, ["iteration", "compaction"]);
+        assert_eq!(batch.models.subtype, ["iteration", "compaction"]);
+        assert_eq!(batch.models.prompt_tokens[1], 900);
+        assert_eq!(batch.models.response_chars[1], 7);
+        assert!(batch.models.cost_usd[1].is_some_and(|usd| usd > 0.0));
+    }
+
+    #[test]
     fn nul_characters_become_replacement_characters() {
         let mut converter = Converter::new(Prices::empty());
         let mut batch = Batch::default();
