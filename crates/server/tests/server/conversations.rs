@@ -21,6 +21,7 @@ async fn a_conversation_keeps_its_variables_across_queries_and_the_openai_front(
             final_var("words = context.split()\ntop = max(sorted(set(words)), key=words.count)", "top"),
             final_var("n = words.count(top) + len(context_1.split())", "n"),
             final_var("doubled = n * 2", "doubled"),
+            final_var("more = doubled + 1", "more"),
         ],
     ))
     .await;
@@ -57,6 +58,23 @@ async fn a_conversation_keeps_its_variables_across_queries_and_the_openai_front(
     assert_eq!(chat["rlm"]["conversation_id"], id.as_str());
     let asked = model_server.requests_for("root")[2].last_user_message().unwrap().to_owned();
     assert!(asked.contains("query 3 of a session") && asked.contains("`n`"), "{asked}");
+    // Streamed: the standard chunks, then [DONE].
+    let request = json!({
+        "model": "rlm",
+        "messages": [{"role": "user", "content": "Add one."}],
+        "rlm_conversation": id,
+        "stream": true,
+    });
+    let response = server.http.post(server.url("/v1/chat/completions")).json(&request).send().await.unwrap();
+    let (events, _) = super::read_sse(response).await;
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data.last(), Some(&"[DONE]"));
+    let content: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(content, "11");
 
     let deleted = server.http.delete(server.url(&format!("/v1/conversations/{id}"))).send().await.unwrap();
     assert_eq!(deleted.status(), StatusCode::OK);
