@@ -707,6 +707,9 @@ impl<'a> Loop<'a> {
         iterations: u32,
         query: &str,
     ) -> Ending {
+        if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, &mut messages).await {
+            return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
+        }
         messages.push(ChatMessage::user(prompt::limit_message(limit)));
         let deadline = Some(self.tree.deadline.unwrap_or_else(Instant::now).max(Instant::now()) + FINAL_ANSWER_GRACE);
         let mut ending =
