@@ -443,6 +443,8 @@ pub(crate) struct Loop<'a> {
     ungrounded_noted: usize,
     /// What a session tells the model before its query: earlier queries, contexts and variables.
     pub(crate) intro: Option<String>,
+    /// Variables that earlier queries of a session built from the data: reading them counts as reading the data.
+    pub(crate) data_names: Vec<String>,
     pub(crate) compaction: crate::compaction::Compactor,
 }
 
@@ -506,6 +508,7 @@ impl<'a> Loop<'a> {
             repeats: RepeatTracker::default(),
             ungrounded_noted: 0,
             intro: None,
+            data_names: Vec::new(),
             compaction: crate::compaction::Compactor::default(),
         }
     }
@@ -580,7 +583,7 @@ impl<'a> Loop<'a> {
             // Output is evidence once code has read the data: `SHOW_VARS()` printing "no variables" is not.
             let mut evidence_now = false;
             for (code, (_, outcome)) in parsed.code_blocks.iter().zip(&outcomes) {
-                self.context_read |= reads_context(code);
+                self.context_read |= reads_context(code) || crate::session::uses_any(code, &self.data_names);
                 if outcome.error.is_none() {
                     self.code_ran = true;
                     evidence_now |= self.context_read && !outcome.stdout.trim().is_empty();

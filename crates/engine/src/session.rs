@@ -276,7 +276,7 @@ impl Session {
         let started = Instant::now();
         let started_at = Utc::now();
         let loop_model = engine.config.models.loop_model(0).to_owned();
-        let intro = self.intro().await;
+        let (intro, data_names) = self.intro().await;
         let route = RouteDecision {
             path: RoutePath::Rlm,
             reason: "a session keeps one REPL across queries, so it always runs the RLM".to_owned(),
@@ -305,6 +305,7 @@ impl Session {
                 let mut journaled = Journaled { repl: repl.as_mut(), journal: &mut self.journal, host: &self.host };
                 let mut run = Loop::new(&engine, &tree, &scope, &loop_model);
                 run.intro = intro;
+                run.data_names = data_names;
                 let ending = run.drive(&mut journaled, query).await;
                 self.host.set_live(None);
                 ending
@@ -334,11 +335,15 @@ impl Session {
         result
     }
 
-    /// What the model is told before its query once the session has more than one plain query's state.
-    async fn intro(&mut self) -> Option<String> {
-        if self.turns.is_empty() && self.contexts.len() == 1 {
-            return None;
-        }
+    /// What the model is told before its query once the session has more than one plain query's state, and the
+    /// variables that exist before it (everything in the namespace was built from the data or the model's code).
+    async fn intro(&mut self) -> (Option<String>, Vec<String>) {
+        let names = match self.repl.as_mut() {
+            Some(repl) if !self.turns.is_empty() || self.contexts.len() > 1 => {
+                repl.variable_names().await.unwrap_or_default()
+            }
+            _ => return (None, Vec::new()),
+        };
         let mut text = format!(
             "This is query {} of a session: the REPL keeps every variable from earlier queries, so reuse what they \
              built instead of starting again.\nContexts: ",
@@ -365,17 +370,12 @@ impl Session {
                 text.push_str(&format!("\n{index}. {} -> {answer}", cut(&turn.query)));
             }
         }
-        if let Some(repl) = self.repl.as_mut()
-            && let Ok(names) = repl.variable_names().await
-        {
-            let own: Vec<&String> =
-                names.iter().filter(|name| !is_session_name(name)).take(INTRO_MAX_VARIABLES).collect();
-            if !own.is_empty() {
-                let list: Vec<String> = own.iter().map(|name| format!("`{name}`")).collect();
-                text.push_str(&format!("\nVariables defined so far: {}.", list.join(", ")));
-            }
+        let own: Vec<&String> = names.iter().filter(|name| !is_session_name(name)).take(INTRO_MAX_VARIABLES).collect();
+        if !own.is_empty() {
+            let list: Vec<String> = own.iter().map(|name| format!("`{name}`")).collect();
+            text.push_str(&format!("\nVariables defined so far: {}.", list.join(", ")));
         }
-        Some(text)
+        (Some(text), names)
     }
 
     /// Ends the REPL (for the remote executor: its sandbox session). Later queries fail with a clear error.
@@ -394,6 +394,14 @@ fn cut(text: &str) -> String {
     }
     let head: String = text.chars().take(INTRO_ANSWER_CHARS).collect();
     format!("{head}…")
+}
+
+/// Whether `code` names any of `names` as a whole identifier.
+pub(crate) fn uses_any(code: &str, names: &[String]) -> bool {
+    !names.is_empty()
+        && code
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| !word.is_empty() && names.iter().any(|name| name == word))
 }
 
 /// Names the session binds itself, left out of the intro's variable list.
@@ -571,6 +579,14 @@ mod tests {
         let json = serde_json::to_string(&saved)?;
         assert_eq!(serde_json::from_str::<SavedSession>(&json)?, saved);
         Ok(())
+    }
+
+    #[test]
+    fn code_uses_a_name_only_as_a_whole_identifier() {
+        let names = vec!["codes".to_owned(), "history_0".to_owned()];
+        assert!(uses_any("print(codes[0])", &names) && uses_any("len(history_0)", &names));
+        assert!(!uses_any("print(barcodes)", &names) && !uses_any("codes_2 = 1", &names));
+        assert!(!uses_any("print(codes)", &[]));
     }
 
     #[test]

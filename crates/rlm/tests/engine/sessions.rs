@@ -171,3 +171,23 @@ async fn compaction_keeps_a_long_run_going_on_a_small_window() {
     let last = requests.last().unwrap();
     assert!(last.messages[1].1.contains("summarised to save space"), "{:?}", last.messages[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_model_may_answer_a_follow_up_from_a_variable_an_earlier_query_built() {
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [
+            Reply::text(repl("codes = [line for line in context.splitlines() if 'code' in line]\nprint(codes)")),
+            Reply::text("FINAL(2)"),
+            // The follow-up reads only `codes`, built from the data by the first query: that is evidence.
+            Reply::text(repl("print(codes[1])")),
+            Reply::text("FINAL(9038)"),
+        ],
+    ))
+    .await;
+    let rlm = builder(&server, "root").prompt_profile(rlm::PromptProfile::Small).build().unwrap();
+    let mut session = rlm.session("Oslo code 4471\nweather\nPerth code 9038\n").await.unwrap();
+    assert_eq!(session.ask("How many lines have a code?").await.unwrap().answer, "2");
+    let done = session.ask("What is the code on the second of those lines?").await.unwrap();
+    assert_eq!((done.answer.as_str(), done.iterations), ("9038", 2));
+}
