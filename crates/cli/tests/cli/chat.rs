@@ -150,3 +150,77 @@ async fn a_chat_through_the_sandbox_service_keeps_one_sandbox_session() {
     )
     .await;
 }
+
+/// Reads `output` into `seen` until `expected` appears after byte `from`; returns where its match ends.
+async fn read_until(
+    output: &mut (impl tokio::io::AsyncRead + Unpin),
+    seen: &mut String,
+    from: usize,
+    expected: &str,
+) -> usize {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut buffer = [0u8; 4096];
+    loop {
+        if let Some(at) = seen.get(from..).and_then(|rest| rest.find(expected)) {
+            return from + at + expected.len();
+        }
+        let read = tokio::time::timeout_at(deadline, output.read(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("no {expected:?} in: {seen}"))
+            .unwrap();
+        assert!(read > 0, "the output ended before {expected:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_chat_prompts_edits_lines_and_shows_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let context = write(dir.path(), "ctx.txt", "a b c a");
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [
+            Reply::text(format!("{}\nFINAL_VAR(n)", repl("words = context.split()\nn = len(words)"))),
+            Reply::text(format!("{}\nFINAL_VAR(k)", repl("k = len(set(words))"))),
+        ],
+    ))
+    .await;
+    // `script` gives the chat a pseudo-terminal, as a user's shell would.
+    let chat = format!("{} chat --model root --no-trace --context {}", env!("CARGO_BIN_EXE_rlm"), context.display());
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &chat, "/dev/null"])
+        .env("OPENAI_BASE_URL", server.base_url())
+        .env("RLM_MODEL_DIR", "/nonexistent/rlm-models")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("RLM_TRACE_DIR")
+        .env_remove("RLM_EXECUTOR")
+        .env_remove("RLM_MODEL")
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let at = read_until(&mut stdout, &mut seen, 0, "rlm> ").await;
+    // A typo, erased with backspace before Enter: the line editor sends the corrected query.
+    stdin.write_all(b"How many wordz\x7fs?\r").await.unwrap();
+    let at = read_until(&mut stdout, &mut seen, at, "finished by final_var").await;
+    let first_answer = read_until(&mut stdout, &mut seen, at, "(1 iterations").await;
+    assert!(seen[at..first_answer].contains("4\r\n"), "{seen}");
+    let at = read_until(&mut stdout, &mut seen, first_answer, "rlm> ").await;
+    stdin.write_all(b"And distinct?\r").await.unwrap();
+    let second_answer = read_until(&mut stdout, &mut seen, at, "(1 iterations").await;
+    assert!(seen[at..second_answer].contains("3\r\n"), "{seen}");
+    read_until(&mut stdout, &mut seen, second_answer, "rlm> ").await;
+    stdin.write_all(b"/quit\r").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    let asked = server.requests()[0].last_user_message().unwrap().to_owned();
+    assert!(asked.contains("How many words?") && !asked.contains("wordz"), "{asked}");
+    assert!(seen.contains("iteration 1"), "live progress: {seen}");
+}
