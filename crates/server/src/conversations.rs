@@ -141,6 +141,24 @@ impl Conversations {
     }
 }
 
+impl Conversations {
+    /// Cancels every running query and closes every conversation's session, waiting at most `limit` in all.
+    pub(crate) async fn close_all_within(&self, limit: Duration) {
+        let all: Vec<Arc<Conversation>> = self.lock().open.drain().map(|(_, c)| c).collect();
+        let closing = futures::future::join_all(all.into_iter().map(|conversation| async move {
+            conversation.cancel.cancel();
+            if let Some(session) = conversation.session.lock().await.take()
+                && let Err(err) = session.close().await
+            {
+                tracing::debug!(conversation = %conversation.id, "closing a conversation's session failed: {err}");
+            }
+        }));
+        if tokio::time::timeout(limit, closing).await.is_err() {
+            tracing::warn!("some conversations' sessions did not close in time");
+        }
+    }
+}
+
 /// Closes the conversation's session once no query holds it.
 fn close_later(conversation: Arc<Conversation>) {
     tokio::spawn(async move {

@@ -155,6 +155,8 @@ pub async fn serve(
         state.cancel_all_runs();
         state.wait_idle(std::time::Duration::from_secs(5)).await;
     }
+    // Open conversations hold REPLs (with the remote executor, sandbox sessions): end them before leaving.
+    state.conversations().close_all_within(std::time::Duration::from_secs(5)).await;
     let closing = state.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close_trace_db(std::time::Duration::from_secs(30))).await;
     Ok(())
