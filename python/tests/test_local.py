@@ -117,6 +117,28 @@ def test_context_kinds_reach_the_repl(scripted):
         assert shown in json.dumps(server.requests[1]["messages"])
 
 
+def test_persistent_completions_share_one_repl(scripted):
+    server = scripted(
+        [
+            "```repl\ncount = len(context.split())\n```\nFINAL_VAR(count)",
+            # The second completion's context is context_1; `count` and the first conversation are still there.
+            "```repl\ntotal = count + len(context_1.split()) + 0 * len(history_0)\n```\nFINAL_VAR(total)",
+            "```repl\nprint('count' in globals())\n```",
+            "FINAL(fresh)",
+        ]
+    )
+    model = RLM_REPL(base_url=server.url, persistent=True)
+    assert model.completion("a b c", "How many words?") == "3"
+    assert model.completion("d e", "And with the new words?") == "5"
+    assert "query 2 of a session" in json.dumps(server.requests[1]["messages"])
+    # reset() starts a fresh REPL.
+    model.reset()
+    assert model.completion("x", "Anything left?") == "fresh"
+    assert "False" in json.dumps(server.requests[3]["messages"])
+    with pytest.raises(TypeError):
+        RLM_REPL(base_url=server.url, persistent="yes")
+
+
 def test_no_key_and_no_base_url_is_the_cli_error():
     with pytest.raises(ConfigurationError) as caught:
         RLM_REPL()

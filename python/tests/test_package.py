@@ -47,6 +47,8 @@ def test_the_original_signatures():
         ("current_depth", 0),
         ("enable_logging", False),
         ("repl_factory", None),
+        # Not in the original: the official `rlms` package's flag, added last so positional calls keep working.
+        ("persistent", False),
     ]
     assert parameters(rlm.local.RLM_REPL.completion) == [("context", empty), ("query", None)]
     assert parameters(rlm.local.REPLEnv) == [

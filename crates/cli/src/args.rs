@@ -22,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Answer a query over a context.
     Run(RunArgs),
+    /// A conversation: query after query in one REPL, `/context FILE` to add a context, `--session FILE` to resume
+    /// after a restart. On a pipe: one query per line in, one answer per line out.
+    Chat(crate::chat::ChatArgs),
     /// Run one Python snippet in a fresh REPL and print {"stdout", "stderr", "error", "duration_ms"} as JSON.
     Exec(ExecArgs),
     /// Serve RLMs over HTTP: the RLM API, an OpenAI-compatible front, streaming run events (see docs/api.md).

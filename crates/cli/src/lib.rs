@@ -7,6 +7,7 @@
 
 mod args;
 mod bench;
+mod chat;
 mod model_cmd;
 mod progress;
 #[cfg(feature = "server")]
@@ -62,6 +63,7 @@ where
         match cli.command {
             Command::Run(args) => run(args).await,
             Command::Exec(args) => exec(args).await,
+            Command::Chat(args) => chat::chat(args).await,
             #[cfg(feature = "server")]
             Command::Serve(args) => serve::serve(args).await,
             #[cfg(feature = "viewer")]

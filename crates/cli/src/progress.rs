@@ -113,6 +113,24 @@ impl Progress {
                 }
                 text
             }
+            EventBody::Compaction(record) => {
+                state.tokens += record.usage.total_tokens();
+                let mut text = self.paint(
+                    yellow,
+                    &format!(
+                        "{indent}⇣ compacted: {} earlier messages summarised, ~{} → ~{} tokens of a {}-token window                          (full messages in `{}`)\n",
+                        record.replaced_messages,
+                        record.tokens_before,
+                        record.tokens_after,
+                        record.window_tokens,
+                        record.history_variable
+                    ),
+                );
+                if let Some(error) = &record.error {
+                    text.push_str(&self.paint(red, &format!("{indent}  {error}\n")));
+                }
+                text
+            }
             EventBody::SubCall(_) => {
                 state.sub_calls += 1;
                 state.sub_calls_since_cell += 1;

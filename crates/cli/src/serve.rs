@@ -60,7 +60,15 @@ pub struct ServeArgs {
     /// `--max-cost` and the trace store.
     #[arg(long, env = "RLM_PRICES", value_name = "FILE")]
     pub prices: Option<std::path::PathBuf>,
-
+    /// Seconds a conversation (/v1/conversations) may stay idle before it is closed.
+    #[arg(long, default_value_t = 1800.0)]
+    pub conversation_ttl: f64,
+    /// Tokens one conversation may use over all its queries (default: no limit).
+    #[arg(long)]
+    pub conversation_max_tokens: Option<u64>,
+    /// Conversations open at once.
+    #[arg(long, default_value_t = 100)]
+    pub max_conversations: usize,
     /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for running runs before cancelling them.
     #[arg(long, default_value_t = 30.0)]
     pub shutdown_grace: f64,
@@ -125,6 +133,9 @@ impl ServeArgs {
             sub_context_window: self.sub_context_window,
             providers: rlm::ProviderSettings::from_env(),
             prices: Some(rlm::Prices::load(self.prices.as_deref())?),
+            conversation_idle_ttl: seconds(self.conversation_ttl, "conversation-ttl")?,
+            conversation_max_tokens: self.conversation_max_tokens,
+            max_conversations: self.max_conversations.max(1),
             ..ServerConfig::default()
         }
         .with_seed_env(|name| std::env::var(name).ok()))

@@ -150,6 +150,26 @@ pub struct EngineConfig {
     /// of context costs minutes, while the RLM reads only what its code prints). `None`: up to the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_max_tokens: Option<u64>,
+    /// When the root conversation is summarised to stay inside the root model's window.
+    #[serde(default)]
+    pub compaction: CompactionSettings,
+}
+
+/// When the root conversation is summarised to stay inside the root model's window (known from
+/// `context_windows`; without a known window nothing is compacted).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CompactionSettings {
+    /// Whether compaction runs at all.
+    pub enabled: bool,
+    /// Fraction of the window the next request (prompt plus room for the reply) may fill before older turns are
+    /// summarised.
+    pub threshold: f64,
+}
+
+impl Default for CompactionSettings {
+    fn default() -> Self {
+        Self { enabled: true, threshold: 0.85 }
+    }
 }
 
 impl EngineConfig {
@@ -163,6 +183,7 @@ impl EngineConfig {
             route: RouteMode::Auto,
             context_windows: BTreeMap::new(),
             direct_max_tokens: None,
+            compaction: CompactionSettings::default(),
         }
     }
 

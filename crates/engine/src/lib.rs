@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+mod compaction;
 mod config;
 mod guard;
 mod host;
@@ -14,6 +15,7 @@ mod parse;
 mod prompt;
 mod route;
 mod run;
+mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +25,13 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use config::{EngineConfig, Limits, ModelPlan, PromptSettings, RouteMode};
+pub use compaction::{HISTORY_VARIABLE, estimate_tokens};
+pub use config::{CompactionSettings, EngineConfig, Limits, ModelPlan, PromptSettings, RouteMode};
 pub use parse::{ParsedResponse, parse_response};
 pub use prompt::PromptProfile;
+pub use session::{
+    JournalEntry, RecordedSubCall, SAVED_SESSION_VERSION, SavedContext, SavedSession, Session, SessionTurn,
+};
 
 /// Runs RLMs. Cheap to clone; one engine serves any number of concurrent runs.
 #[derive(Debug, Clone)]
@@ -108,5 +114,15 @@ impl Engine {
     /// Answers `query` over `context`.
     pub async fn run(&self, context: Context, query: &str, options: RunOptions) -> RunResult {
         run::run_tree(self.inner.clone(), context, query, options).await
+    }
+
+    /// Starts a session over `context`: one REPL that answers query after query (see [`Session`]).
+    pub async fn start_session(&self, context: Context) -> Result<Session, rlm_protocol::Error> {
+        Session::start(self.inner.clone(), context).await
+    }
+
+    /// Restores a saved session by running its journal again; recorded sub-call answers stand in for the models.
+    pub async fn resume_session(&self, saved: SavedSession) -> Result<Session, rlm_protocol::Error> {
+        Session::resume(self.inner.clone(), saved).await
     }
 }

@@ -16,6 +16,7 @@ use rlm_protocol::{
 };
 
 pub(crate) use tree::{Scope, Tree, cancellable, with_deadline};
+pub(crate) use turns::{Interrupted, Loop};
 
 use crate::config::RouteMode;
 use crate::host::{TreeHost, collapse_whitespace};

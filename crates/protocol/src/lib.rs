@@ -26,8 +26,8 @@ pub use message::{ChatMessage, Role};
 pub use model::{ModelClient, ModelRequest, ModelResponse};
 pub use secret::Secret;
 pub use trace::{
-    CellRecord, EventBody, FinalRecord, FinishedBy, LimitKind, ModelCallPurpose, ModelCallRecord, RouteDecision,
-    RoutePath, RunMetadata, SubCallRecord, TraceEvent, TraceSink,
+    CellRecord, CompactionRecord, EventBody, FinalRecord, FinishedBy, LimitKind, ModelCallPurpose, ModelCallRecord,
+    RouteDecision, RoutePath, RunMetadata, SubCallRecord, TraceEvent, TraceSink,
 };
 pub use usage::{Usage, UsageReport};
 

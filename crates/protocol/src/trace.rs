@@ -42,6 +42,8 @@ pub enum EventBody {
     Cell(CellRecord),
     /// One prompt sent from code via `llm_query*` or `rlm_query*`.
     SubCall(SubCallRecord),
+    /// Older turns of the root conversation were replaced by a summary so that it stays inside the model's window.
+    Compaction(CompactionRecord),
     /// Last event of every run.
     Final(FinalRecord),
 }
@@ -260,6 +262,36 @@ pub struct SubCallRecord {
     /// The child run of an `rlm` call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child_run_id: Option<Uuid>,
+}
+
+/// One compaction of a root conversation: which messages the summary replaced, and what it cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionRecord {
+    /// The root model, which wrote the summary.
+    pub model: String,
+    /// Messages replaced by the summary.
+    pub replaced_messages: usize,
+    /// Estimated prompt tokens of the conversation before the compaction.
+    pub tokens_before: u64,
+    /// Estimated prompt tokens of the conversation after it.
+    pub tokens_after: u64,
+    /// The root model's window.
+    pub window_tokens: u64,
+    /// The fraction of the window that triggered the compaction.
+    pub threshold: f64,
+    /// The summary that now stands in for the replaced messages; `None` when the summary call failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// The REPL variable that holds the full messages.
+    pub history_variable: String,
+    /// Tokens of the summary call.
+    #[serde(default)]
+    pub usage: Usage,
+    /// How long the summary call took.
+    pub latency_ms: f64,
+    /// Why the summary or the `history` variable failed, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn one() -> u32 {

@@ -13,6 +13,7 @@
 //! [`SIGNAL_POLL`] to let Python handle signals: a `KeyboardInterrupt` cancels the run through its cancellation token
 //! and is re-raised once the engine has stopped (or after [`CANCEL_GRACE`]).
 
+mod conversation;
 mod errors;
 mod logging;
 
@@ -423,7 +424,9 @@ fn _rlm(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Engine>()?;
     m.add_class::<Session>()?;
     m.add_class::<CancelToken>()?;
+    m.add_class::<conversation::Conversation>()?;
     m.add_function(wrap_pyfunction!(open_session, m)?)?;
+    m.add_function(wrap_pyfunction!(conversation::start_conversation, m)?)?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(logging::install_log_bridge, m)?)?;
     Ok(())

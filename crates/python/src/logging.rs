@@ -138,6 +138,14 @@ impl rlm::TraceSink for RunLog {
                 call.model,
                 call.latency_ms
             ),
+            rlm::EventBody::Compaction(record) => tracing::info!(
+                target: "rlm.run",
+                "depth {depth} iteration {iteration}: {} earlier messages summarised ({} -> {} tokens of a {}-token window)",
+                record.replaced_messages,
+                record.tokens_before,
+                record.tokens_after,
+                record.window_tokens
+            ),
             rlm::EventBody::Final(end) => tracing::info!(
                 target: "rlm.run",
                 "depth {depth}: finished by {} after {} iterations, {} sub-calls: {}",

@@ -27,8 +27,9 @@ use std::time::Duration;
 
 pub use direct::{DirectHost, NoModelHost};
 pub use rlm_engine::{
-    Engine, EngineConfig, Limits, ModelPlan, ParsedResponse, PromptProfile, PromptSettings, RouteMode, RunOptions,
-    RunResult, parse_response,
+    CompactionSettings, Engine, EngineConfig, JournalEntry, Limits, ModelPlan, ParsedResponse, PromptProfile,
+    PromptSettings, RouteMode, RunOptions, RunResult, SAVED_SESSION_VERSION, SavedContext, SavedSession, SessionTurn,
+    parse_response,
 };
 #[cfg(feature = "local")]
 pub use rlm_executor_local::LocalExecutor;
@@ -393,6 +394,12 @@ impl RlmBuilder {
         self
     }
 
+    /// When the root conversation is summarised to stay inside the root model's window (default: at 85% of it).
+    pub fn compaction(mut self, settings: CompactionSettings) -> Self {
+        self.config.compaction = settings;
+        self
+    }
+
     /// The sub-model's window in tokens (default as for [`RlmBuilder::context_window`]).
     pub fn sub_context_window(mut self, tokens: u64) -> Self {
         self.sub_window = Some(tokens);
@@ -630,6 +637,17 @@ impl Rlm {
         cancel: CancellationToken,
         observer: Option<Arc<dyn TraceSink>>,
     ) -> Result<Completion, RlmError> {
+        let (options, trace_path) = self.run_options(cancel, observer)?;
+        let result = self.engine.run(context, query, options).await;
+        completion_or_error(result, trace_path)
+    }
+
+    /// The options of one run: its trace file (if any), the observer, and its own budget.
+    fn run_options(
+        &self,
+        cancel: CancellationToken,
+        observer: Option<Arc<dyn TraceSink>>,
+    ) -> Result<(RunOptions, Option<PathBuf>), RlmError> {
         let trace_path = self.trace.path_for_new_run();
         let mut sinks: Vec<Arc<dyn TraceSink>> = Vec::new();
         if let Some(path) = &trace_path {
@@ -641,28 +659,92 @@ impl Rlm {
             Arc::new(rlm_models::layers::Budget::new(self.model.clone(), self.prices.clone(), max_usd))
                 as Arc<dyn ModelClient>
         });
-        let options = RunOptions { trace: Arc::new(FanoutSink::new(sinks)), cancel, model: budget };
-        let result = self.engine.run(context, query, options).await;
-        let answered = result.answer.is_some();
-        let completion = Completion::from_result(result, trace_path);
-        match completion.finished_by {
-            FinishedBy::Cancelled | FinishedBy::Error => Err(RlmError::Failed {
-                message: completion.error.clone().unwrap_or_else(|| "no answer".into()),
-                completion: Box::new(completion),
-            }),
-            // A limit ran out and the model's last answer was refused (a placeholder, or nothing found yet).
-            _ if !answered => Err(RlmError::Failed {
-                message: completion.error.clone().unwrap_or_else(|| "no answer".into()),
-                completion: Box::new(completion),
-            }),
-            _ => Ok(completion),
-        }
+        Ok((RunOptions { trace: Arc::new(FanoutSink::new(sinks)), cancel, model: budget }, trace_path))
+    }
+
+    /// Starts a conversation over `context`: one REPL that answers query after query (see [`RlmSession`]).
+    pub async fn session(&self, context: impl Into<Context>) -> Result<RlmSession, RlmError> {
+        let session = self.engine.start_session(context.into()).await?;
+        Ok(RlmSession { rlm: self.clone(), session })
+    }
+
+    /// Restores a conversation saved with [`RlmSession::saved`]: its cells run again with the recorded sub-call
+    /// answers, so no model is asked again.
+    pub async fn resume_session(&self, saved: SavedSession) -> Result<RlmSession, RlmError> {
+        let session = self.engine.resume_session(saved).await?;
+        Ok(RlmSession { rlm: self.clone(), session })
     }
 
     /// Runs one snippet in a fresh REPL of this RLM's executor. Sub-calls go straight to the model.
     pub async fn exec(&self, context: Context, code: &str, cell_timeout: Duration) -> Result<CellOutcome, RlmError> {
         let host = Arc::new(DirectHost::new(self.model.clone(), self.engine.config()));
         exec_with(self.engine.executor(), context, code, cell_timeout, host).await
+    }
+}
+
+/// A finished run as the caller sees it: an answer, or [`RlmError::Failed`] with the result kept.
+fn completion_or_error(result: RunResult, trace_path: Option<PathBuf>) -> Result<Completion, RlmError> {
+    let answered = result.answer.is_some();
+    let completion = Completion::from_result(result, trace_path);
+    match completion.finished_by {
+        FinishedBy::Cancelled | FinishedBy::Error => Err(RlmError::Failed {
+            message: completion.error.clone().unwrap_or_else(|| "no answer".into()),
+            completion: Box::new(completion),
+        }),
+        // A limit ran out and the model's last answer was refused (a placeholder, or nothing found yet).
+        _ if !answered => Err(RlmError::Failed {
+            message: completion.error.clone().unwrap_or_else(|| "no answer".into()),
+            completion: Box::new(completion),
+        }),
+        _ => Ok(completion),
+    }
+}
+
+/// A conversation with an [`Rlm`]: one REPL answers query after query, so variables built by one query are there
+/// for the next. Contexts added later are `context_1`, `context_2`, … (`context` stays the first); earlier
+/// conversations are `history_0`, `history_1`, …. Each query writes its own trace.
+#[derive(Debug)]
+pub struct RlmSession {
+    rlm: Rlm,
+    session: rlm_engine::Session,
+}
+
+impl RlmSession {
+    /// Answers `query` in this conversation.
+    pub async fn ask(&mut self, query: &str) -> Result<Completion, RlmError> {
+        self.ask_with(query, CancellationToken::new(), None).await
+    }
+
+    /// Like [`RlmSession::ask`], with a cancellation token and an extra sink that sees every event live.
+    pub async fn ask_with(
+        &mut self,
+        query: &str,
+        cancel: CancellationToken,
+        observer: Option<Arc<dyn TraceSink>>,
+    ) -> Result<Completion, RlmError> {
+        let (options, trace_path) = self.rlm.run_options(cancel, observer)?;
+        let result = self.session.ask(query, options).await;
+        completion_or_error(result, trace_path)
+    }
+
+    /// Adds a context; returns its variable name (`context_1`, `context_2`, …).
+    pub async fn add_context(&mut self, context: impl Into<Context>) -> Result<String, RlmError> {
+        Ok(self.session.add_context(context.into()).await?)
+    }
+
+    /// The queries answered so far.
+    pub fn turns(&self) -> &[SessionTurn] {
+        self.session.turns()
+    }
+
+    /// What [`Rlm::resume_session`] needs to restore this conversation.
+    pub fn saved(&self) -> SavedSession {
+        self.session.saved()
+    }
+
+    /// Ends the REPL (with the remote executor, its sandbox session).
+    pub async fn close(mut self) -> Result<(), RlmError> {
+        Ok(self.session.close().await?)
     }
 }
 

@@ -15,6 +15,8 @@ use rlm_test_support::{RecordedRequest, Reply, ScriptedServer, ScriptedServerBui
 
 #[path = "engine/providers.rs"]
 mod providers;
+#[path = "engine/sessions.rs"]
+mod sessions;
 #[path = "engine/small_models.rs"]
 mod small_models;
 
@@ -462,6 +464,7 @@ async fn the_trace_records_every_step_and_never_the_api_key() {
             EventBody::ModelCall(_) => "model_call",
             EventBody::Cell(_) => "cell",
             EventBody::SubCall(_) => "sub_call",
+            EventBody::Compaction(_) => "compaction",
             EventBody::Final(_) => "final",
         })
         .collect();

@@ -49,6 +49,9 @@ pub(crate) struct ChatRequest {
     rlm_context: Option<Value>,
     /// Extension: limits of this run (same fields as `limits` of `POST /v1/runs`).
     rlm_limits: Option<LimitsPatch>,
+    /// Extension: answer in this conversation (`POST /v1/conversations`), whose REPL keeps its state across turns.
+    /// The earlier messages are then unused; `rlm_context` is added to the conversation as a new context.
+    rlm_conversation: Option<String>,
 }
 
 /// Options of a streamed answer.
@@ -198,6 +201,17 @@ async fn chat_inner(state: AppState, body: Result<Bytes, BytesRejection>) -> Res
     let request: ChatRequest = parse_json(&body?)?;
     let model_name = request.model.ok_or_else(|| ApiError::bad_request("\"model\" is required"))?;
     let root = root_model(&state, &model_name)?;
+    if let Some(conversation) = &request.rlm_conversation {
+        return conversation_turn(
+            &state,
+            conversation,
+            &model_name,
+            &request.messages,
+            request.rlm_context,
+            request.stream,
+        )
+        .await;
+    }
     let (query, context) = query_and_context(&request.messages, request.rlm_context)?;
     let limits = request.rlm_limits.unwrap_or_default().apply(&state.config().limits)?;
     let spec = RunSpec { context, query, models: ModelPlan::new(root), limits, temperature: request.temperature };
@@ -230,6 +244,67 @@ async fn chat_inner(state: AppState, body: Result<Bytes, BytesRejection>) -> Res
         }],
         "usage": usage_json(completion),
         "rlm": rlm_extension(&run, completion),
+    }))
+    .into_response())
+}
+
+/// One turn of a conversation through the OpenAI-compatible front: the last user message is the query.
+async fn conversation_turn(
+    state: &AppState,
+    id: &str,
+    model_name: &str,
+    messages: &[ChatMessage],
+    context: Option<Value>,
+    stream: bool,
+) -> Result<Response, ApiError> {
+    let conversation = crate::conversations::find_for_chat(state, id)?;
+    let (query, _) = query_and_context(messages, Some(Value::Null))?;
+    let (outcome, _) = crate::conversations::ask_in(state, &conversation, &query, context).await?;
+    let completion = match outcome {
+        Ok(completion) => completion,
+        Err((completion, message)) => {
+            return Err(ApiError::internal(format!("run {} failed: {message}", completion.run_id)));
+        }
+    };
+    let id = format!("chatcmpl-{}", completion.run_id.simple());
+    let created = unix_now();
+    let extension = json!({
+        "run_id": completion.run_id,
+        "conversation_id": conversation.id,
+        "finished_by": completion.finished_by,
+        "limit": completion.limit,
+        "iterations": completion.iterations,
+        "sub_calls": completion.sub_calls,
+        "path": completion.path,
+    });
+    if stream {
+        // The answer is whole before the first chunk: role, content and finish reason come at once.
+        let chunk = |choices: Value| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_name, "choices": choices})
+                .to_string()
+        };
+        let events = vec![
+            chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])),
+            chunk(json!([{"index": 0, "delta": {"content": completion.answer}, "finish_reason": null}])),
+            chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish_reason(&completion)}])),
+            "[DONE]".to_owned(),
+        ];
+        let events =
+            futures::stream::iter(events.into_iter().map(|data| Ok::<_, Infallible>(Event::default().data(data))));
+        return Ok(Sse::new(events).into_response());
+    }
+    Ok(Json(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model_name,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": completion.answer},
+            "finish_reason": finish_reason(&completion),
+        }],
+        "usage": usage_json(&completion),
+        "rlm": extension,
     }))
     .into_response())
 }

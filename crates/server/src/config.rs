@@ -56,6 +56,12 @@ pub struct ServerConfig {
     pub providers: rlm::ProviderSettings,
     /// Prices for costs and `max_cost` budgets (default: the built-in table).
     pub prices: Option<rlm::Prices>,
+    /// A conversation (`/v1/conversations`) idle for longer is closed; later requests to it get `404`.
+    pub conversation_idle_ttl: Duration,
+    /// Tokens one conversation may use over all its queries (requests may ask for less).
+    pub conversation_max_tokens: Option<u64>,
+    /// Conversations open at once; more get `429`.
+    pub max_conversations: usize,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +87,9 @@ impl Default for ServerConfig {
             trace_db: None,
             sse_keep_alive: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
+            conversation_idle_ttl: Duration::from_secs(30 * 60),
+            conversation_max_tokens: None,
+            max_conversations: 100,
         }
     }
 }

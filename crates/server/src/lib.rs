@@ -12,6 +12,7 @@
 
 mod chat;
 mod config;
+mod conversations;
 mod error;
 mod metrics;
 mod openapi;
@@ -54,6 +55,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model}"),
     ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/conversations"),
+    ("GET", "/v1/conversations/{id}"),
+    ("DELETE", "/v1/conversations/{id}"),
+    ("POST", "/v1/conversations/{id}/messages"),
     ("GET", "/ui"),
 ];
 
@@ -73,6 +78,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(chat::list_models))
         .route("/v1/models/{model}", get(chat::get_model))
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/conversations", post(conversations::create))
+        .route("/v1/conversations/{id}", get(conversations::get).delete(conversations::delete))
+        .route("/v1/conversations/{id}/messages", post(conversations::ask))
         // The viewer itself is nested at `/ui` below; `/ui/` does not reach it.
         .route("/ui/", get(|| async { Redirect::permanent("../ui") }))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -150,6 +158,8 @@ pub async fn serve(
         state.cancel_all_runs();
         state.wait_idle(std::time::Duration::from_secs(5)).await;
     }
+    // Open conversations hold REPLs (with the remote executor, sandbox sessions): end them before leaving.
+    state.conversations().close_all_within(std::time::Duration::from_secs(5)).await;
     let closing = state.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close_trace_db(std::time::Duration::from_secs(30))).await;
     Ok(())

@@ -5,7 +5,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{chat, ops, runs};
+use crate::{chat, conversations, ops, runs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,10 @@ use crate::{chat, ops, runs};
         chat::list_models,
         chat::get_model,
         chat::chat_completions,
+        conversations::create,
+        conversations::get,
+        conversations::delete,
+        conversations::ask,
         viewer_page,
     ),
     modifiers(&BearerToken),

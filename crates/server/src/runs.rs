@@ -410,6 +410,7 @@ pub fn event_type(event: &TraceEvent) -> &'static str {
         rlm::EventBody::ModelCall(_) => "model_call",
         rlm::EventBody::Cell(_) => "cell",
         rlm::EventBody::SubCall(_) => "sub_call",
+        rlm::EventBody::Compaction(_) => "compaction",
         rlm::EventBody::Final(_) => "final",
     }
 }

@@ -44,6 +44,7 @@ pub(crate) struct Inner {
     ui_updates: UiUpdates,
     shutting_down: AtomicBool,
     started: Instant,
+    conversations: crate::conversations::Conversations,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,7 @@ impl AppState {
                 ui_channel: Mutex::new(Some(ui_channel)),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
+                conversations: crate::conversations::Conversations::default(),
             }),
         })
     }
@@ -156,6 +158,19 @@ impl AppState {
         for run in self.inner.lock_runs().by_id.values() {
             run.cancel.cancel();
         }
+        self.inner.conversations.close_all();
+    }
+
+    pub(crate) fn conversations(&self) -> &crate::conversations::Conversations {
+        &self.inner.conversations
+    }
+
+    /// A run slot for work that is not a registered run (a conversation's query); `429` when all are busy.
+    pub(crate) fn try_run_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        Arc::clone(&self.inner.slots).try_acquire_owned().map_err(|_| {
+            self.inner.metrics.run_rejected_busy();
+            ApiError::busy(self.inner.config.max_concurrent_runs)
+        })
     }
 
     /// Runs executing now.
@@ -286,7 +301,7 @@ impl AppState {
         Ok(entry)
     }
 
-    fn build_rlm(&self, spec: &RunSpec) -> Result<Rlm, ApiError> {
+    pub(crate) fn build_rlm(&self, spec: &RunSpec) -> Result<Rlm, ApiError> {
         let config = &self.inner.config;
         let mut builder = Rlm::builder()
             .model_client(Arc::clone(&self.inner.model))

@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[path = "server/conversations.rs"]
+mod conversations;
 #[path = "server/providers.rs"]
 mod providers;
 

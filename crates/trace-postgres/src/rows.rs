@@ -213,6 +213,7 @@ impl Converter {
             EventBody::ModelCall(_) => "model_call",
             EventBody::Cell(_) => "cell",
             EventBody::SubCall(_) => "sub_call",
+            EventBody::Compaction(_) => "compaction",
             EventBody::Final(_) => "final",
         };
         let rows = &mut batch.events;
@@ -278,6 +279,40 @@ impl Converter {
                 m.depth.push(depth);
                 m.success.push(call.error.is_none());
                 m.error.push(call.error.clone());
+            }
+            EventBody::Compaction(record) => {
+                // The summary call is a root-model call like any other: its tokens and latency count.
+                let max_depth = self.runs.get(&event.run_id).and_then(|s| s.max_depth);
+                self.latency(
+                    batch,
+                    event,
+                    "root_model",
+                    "compaction",
+                    Some(&record.model),
+                    record.latency_ms,
+                    max_depth,
+                    &record.error,
+                );
+                let m = &mut batch.models;
+                m.time.push(event.ts);
+                m.event_id.push(event.event_id);
+                m.run_id.push(event.run_id);
+                m.call_type.push("root_model");
+                m.subtype.push("compaction");
+                m.model.push(record.model.clone());
+                m.prompt_tokens.push(int(record.usage.prompt_tokens));
+                m.completion_tokens.push(int(record.usage.completion_tokens));
+                m.cached_tokens.push(int(record.usage.cached_tokens));
+                m.cost_usd.push(self.prices.cost(&record.model, &record.usage));
+                let context_chars = self.runs.get(&event.run_id).map_or(0, |s| s.request_chars);
+                m.context_chars.push(context_chars);
+                m.history_len.push(Some(i32::try_from(record.replaced_messages).unwrap_or(i32::MAX)));
+                m.response_chars.push(chars(record.summary.as_deref().unwrap_or_default()));
+                m.latency_ms.push(record.latency_ms);
+                m.iteration.push(iteration);
+                m.depth.push(depth);
+                m.success.push(record.error.is_none());
+                m.error.push(record.error.clone());
             }
             EventBody::SubCall(call) => {
                 let subtype = match call.kind {
@@ -515,6 +550,34 @@ mod tests {
         assert_eq!(batch.runs.cost_usd, [Some(0.0)]);
         // The run's state is dropped at its final event.
         assert!(converter.runs.is_empty());
+    }
+
+    #[test]
+    fn a_compaction_is_a_root_model_call_with_its_tokens() {
+        let run = Uuid::new_v4();
+        let mut converter = Converter::new(Prices::builtin());
+        let mut batch = Batch::default();
+        let compaction = EventBody::Compaction(rlm_protocol::CompactionRecord {
+            model: "gpt-4o".into(),
+            replaced_messages: 4,
+            tokens_before: 3000,
+            tokens_after: 1200,
+            window_tokens: 4096,
+            threshold: 0.85,
+            summary: Some("found x".into()),
+            history_variable: "history".into(),
+            usage: Usage { prompt_tokens: 900, completion_tokens: 40, calls: 1, ..Usage::default() },
+            latency_ms: 20.0,
+            error: None,
+        });
+        converter.add(&mut batch, &event(run, model_call("abc")));
+        converter.add(&mut batch, &event(run, compaction));
+        assert_eq!(batch.events.event_type, ["model_call", "compaction"]);
+        assert_eq!(batch.latency.subtype, ["iteration", "compaction"]);
+        assert_eq!(batch.models.subtype, ["iteration", "compaction"]);
+        assert_eq!(batch.models.prompt_tokens[1], 900);
+        assert_eq!(batch.models.response_chars[1], 7);
+        assert!(batch.models.cost_usd[1].is_some_and(|usd| usd > 0.0));
     }
 
     #[test]

@@ -490,7 +490,7 @@ function renderHead() {
   if (scale) scale.textContent = duration != null ? `timeline · ${fmtMs(duration)}` : 'timeline';
 }
 
-const ICON = { run: 'RLM', metadata: 'meta', iteration: 'iter', model_call: 'model', cell: 'cell', batch: 'batch', sub_call: 'call', final: 'final' };
+const ICON = { run: 'RLM', metadata: 'meta', iteration: 'iter', model_call: 'model', cell: 'cell', batch: 'batch', sub_call: 'call', compaction: 'compact', final: 'final' };
 
 function label(n) {
   const ev = n.ev || {};
@@ -506,6 +506,7 @@ function label(n) {
     case 'batch': return `${ev.call_kind === 'rlm' ? 'rlm_query_batched' : 'llm_query_batched'} × ${n.size}`;
     case 'sub_call': return `${ev.call_kind === 'rlm' ? 'rlm_query' : 'llm_query'}${ev.batch_size > 1 ? ` [${ev.batch_index}]` : ''} → ${esc(ev.model || '')} · ${esc(ev.preview || '')}`;
     case 'final': return `${esc(ev.finished_by || '')} · ${esc(ev.preview || '')}`;
+    case 'compaction': return `compaction · ${esc(ev.preview || '')}`;
     default: return esc(ev.type || n.kind);
   }
 }
@@ -522,7 +523,7 @@ function badges(n) {
     if (failed) out.push(`<span class="badge error">${failed} failed</span>`);
   }
   if (n.kind === 'run' && n.fin && n.fin.error) out.push('<span class="badge error">error</span>');
-  const tokens = n.kind === 'run' ? n.fin && n.fin.tokens : ['model_call', 'sub_call'].includes(n.kind) ? ev.tokens : null;
+  const tokens = n.kind === 'run' ? n.fin && n.fin.tokens : ['model_call', 'sub_call', 'compaction'].includes(n.kind) ? ev.tokens : null;
   if (tokens) out.push(`<span class="tok">${fmtNum(tokens)} tok</span>`);
   if (ev.cost != null && n.kind !== 'iteration') out.push(`<span class="tok">${fmtCost(ev.cost)}</span>`);
   return out.join('');
@@ -750,6 +751,14 @@ async function showDetail(n) {
           (full.error ? `<div class="errbox">${esc(full.error)}</div>` : '') +
           `<h4>prompt</h4>${clip(full.prompt, 'out sub-prompt')}` +
           (full.response != null ? `<h4>response</h4>${clip(full.response, 'out sub-response')}` : '');
+      } else if (n.kind === 'compaction') {
+        body = kv([['model', esc(full.model)], ['messages replaced', fmtNum(full.replaced_messages)],
+          ['estimated tokens', `${fmtNum(full.tokens_before)} → ${fmtNum(full.tokens_after)}`],
+          ['window', `${fmtNum(full.window_tokens)} tokens (compacts at ${Math.round((full.threshold || 0) * 100)}%)`],
+          ['full messages in', `<code>${esc(full.history_variable)}</code>`], ['latency', fmtMs(full.latency_ms)],
+          ['tokens', usageLine(full.usage)]]) +
+          (full.error ? `<div class="errbox">${esc(full.error)}</div>` : '') +
+          (full.summary != null ? `<h4>summary</h4>${clip(full.summary, 'out compaction-summary')}` : '');
       } else if (n.kind === 'final') body = finalHtml(full);
       else if (n.kind === 'metadata') body = metadataHtml(full);
       else body = `<pre class="out">${esc(JSON.stringify(full, null, 2))}</pre>`;

@@ -51,6 +51,11 @@ struct Probe {
     batch_index: Option<u32>,
     batch_size: Option<u32>,
     child_run_id: Option<Uuid>,
+    // compaction
+    summary: Option<String>,
+    replaced_messages: Option<u64>,
+    tokens_before: Option<u64>,
+    tokens_after: Option<u64>,
     // final
     answer: Option<String>,
     finished_by: Option<String>,
@@ -128,6 +133,13 @@ pub(crate) fn outline_line(line: &[u8]) -> Option<EventOutline> {
         "cell" => probe.code.as_deref().map(one_line),
         "sub_call" => probe.prompt.as_deref().map(one_line),
         "final" => probe.answer.as_deref().map(|a| one_line_of(a, SUMMARY_CHARS)),
+        "compaction" => Some(one_line(&format!(
+            "{} messages summarised, ~{} → ~{} tokens · {}",
+            probe.replaced_messages.unwrap_or(0),
+            probe.tokens_before.unwrap_or(0),
+            probe.tokens_after.unwrap_or(0),
+            probe.summary.as_deref().unwrap_or("(no summary)")
+        ))),
         _ => None,
     };
     let usage = probe.usage.as_ref();
@@ -320,5 +332,19 @@ fn summarize(tree: &mut Tree, event: &EventOutline, top_level: bool) {
         if let (Some(start), Some(last)) = (summary.started_ms, tree.last_ts_ms) {
             summary.duration_ms = Some(last - start);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compaction_line_gets_a_preview_with_its_numbers_and_summary() {
+        let line = br#"{"type":"compaction","event_id":"01890000-0000-7000-8000-000000000001","run_id":"01890000-0000-7000-8000-000000000002","depth":0,"iteration":4,"ts":"2026-12-01T10:00:00Z","model":"root","replaced_messages":6,"tokens_before":3100,"tokens_after":1200,"window_tokens":4096,"threshold":0.85,"summary":"Found chunks 0-3.","history_variable":"history","usage":{"prompt_tokens":900,"completion_tokens":40},"latency_ms":12.5}"#;
+        let outline = outline_line(line).unwrap_or_else(|| panic!("a JSON object gives an outline"));
+        assert_eq!(outline.kind, "compaction");
+        assert_eq!(outline.preview.as_deref(), Some("6 messages summarised, ~3100 → ~1200 tokens · Found chunks 0-3."));
+        assert_eq!((outline.tokens, outline.ms, outline.iteration), (Some(940), Some(12.5), Some(4)));
     }
 }

@@ -34,6 +34,7 @@ impl RunTree {
                 EventBody::ModelCall(_) => "model_call",
                 EventBody::Cell(_) => "cell",
                 EventBody::SubCall(_) => "sub_call",
+                EventBody::Compaction(_) => "compaction",
                 EventBody::Final(_) => "final",
             };
             EventOutline {

@@ -735,3 +735,66 @@ async fn the_page_and_api_work_when_nested_under_a_prefix() {
     let missing = http.get(format!("{base}/ui/api/runs/{}/events", Uuid::new_v4())).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+// ------------------------------------------------------------------------------------------------ a compaction
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_shows_in_its_iteration_with_its_summary() {
+    let _one = BROWSER.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("compacted.jsonl");
+    // A 4,096-token model that explores for six turns, 1,500 characters of output each: the engine compacts.
+    let turn = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let server = ScriptedServer::builder()
+        .rule(move |request| {
+            if request.system_message().is_some_and(|s| s.contains("condense the working notes")) {
+                return Some(Reply::text("Chunks 0 to 3 were printed; nothing found yet."));
+            }
+            let n = turn.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(Reply::text(if n < 6 {
+                repl(&format!("print('{n} ' + 'data ' * 300)"))
+            } else {
+                "FINAL(done)".to_owned()
+            }))
+        })
+        .start()
+        .await
+        .unwrap();
+    let rlm = Rlm::builder()
+        .openai_config(OpenAiConfig::new(server.base_url()))
+        .model("root")
+        .context_window(4096)
+        .route(rlm::RouteMode::Rlm)
+        .trace(TraceTarget::File(path.clone()))
+        .build()
+        .unwrap();
+    rlm.completion("ctx", "Read every chunk.").await.unwrap();
+
+    let (url, _source) = start_viewer(vec![path]).await;
+    let browser = Browser::start().await;
+    browser.goto(&url).await;
+    browser.wait_for("the run list", "document.querySelectorAll('tr.run').length === 1", Duration::from_secs(20)).await;
+    browser.click("tr.run td.q a").await;
+    browser
+        .wait_for(
+            "a compaction row",
+            "document.querySelector('#rows .row[data-kind=compaction]')",
+            Duration::from_secs(20),
+        )
+        .await;
+    let label = browser.js("return document.querySelector('#rows .row[data-kind=compaction] .lbl').innerText;").await;
+    assert!(label.as_str().unwrap().contains("messages summarised"), "{label}");
+    browser.click("#rows .row[data-kind=compaction] .lbl").await;
+    let summary = browser
+        .wait_for(
+            "the summary",
+            "document.querySelector('#detail .compaction-summary')?.innerText",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(summary.as_str().unwrap(), "Chunks 0 to 3 were printed; nothing found yet.");
+    let detail = browser.js("return document.querySelector('#detail').innerText;").await;
+    assert!(detail.as_str().unwrap().contains("history"), "{detail}");
+    browser.screenshot(&screenshot_path("compaction.png")).await;
+    browser.quit().await;
+}

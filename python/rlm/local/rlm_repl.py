@@ -17,6 +17,11 @@ class RLM_REPL(RLM):
     sub-model from ``LLM_RECURSIVE_MODEL`` (else ``gpt-5-mini``). With ``repl_factory`` (a
     :class:`rlm.remote.RemoteREPLFactory`) the model's code runs in that sandbox service; sub-calls still come back
     to this process, which holds the key.
+
+    With ``persistent=True`` (as in the official ``rlms`` package) every :meth:`completion` answers in the same REPL:
+    variables built by one query are there for the next; the first call's context is ``context`` (also
+    ``context_0``), each later call's context is added as ``context_1``, ``context_2``, …; earlier conversations are
+    ``history_0``, ``history_1``, … (lists of ``{"role", "content"}`` dicts). :meth:`reset` starts a fresh REPL.
     """
 
     def __init__(
@@ -31,6 +36,7 @@ class RLM_REPL(RLM):
         current_depth: int = 0,
         enable_logging: bool = False,
         repl_factory: Any = None,
+        persistent: bool = False,
     ) -> None:
         key = _util.api_key(api_key)
         self.model = _util.check_str("model", model) or _util.env("LLM_MODEL") or _util.DEFAULT_MODEL
@@ -44,6 +50,10 @@ class RLM_REPL(RLM):
         if not isinstance(enable_logging, bool):
             raise TypeError(f"enable_logging must be a bool, not {type(enable_logging).__name__}")
         self.enable_logging = enable_logging
+        if not isinstance(persistent, bool):
+            raise TypeError(f"persistent must be a bool, not {type(persistent).__name__}")
+        self.persistent = persistent
+        self._conversation: Any = None
         executor, sandbox_url = "local", None
         if repl_factory is not None:
             sandbox_url = getattr(repl_factory, "wasm_service_url", None)
@@ -106,7 +116,14 @@ class RLM_REPL(RLM):
         if query is None:
             query = "Answer the question or follow the instructions contained in the context."
         _util.check_str("query", query, optional=False)
-        result = RLMResult.from_json(self._engine.completion(kind, text, query, cancel=token))
+        if self.persistent:
+            if self._conversation is None:
+                self._conversation = _rlm.start_conversation(self._engine, kind, text)
+            else:
+                self._conversation.add_context(kind, text)
+            result = RLMResult.from_json(self._conversation.ask(query, cancel=token))
+        else:
+            result = RLMResult.from_json(self._engine.completion(kind, text, query, cancel=token))
         self._results.append(result)
         return result
 
@@ -126,6 +143,9 @@ class RLM_REPL(RLM):
         return {"runs": len(self._results), "total": totals, "by_model": by_model}
 
     def reset(self) -> None:
-        """Forgets previous runs (their costs). Each run starts with a fresh REPL anyway."""
+        """Forgets previous runs (their costs); with ``persistent=True`` the next completion starts a fresh REPL."""
         self._results.clear()
+        conversation, self._conversation = self._conversation, None
+        if conversation is not None:
+            conversation.close()
 

@@ -11,13 +11,13 @@ use tokio::process::Child;
 use super::{json, repl, rlm, start, write};
 
 /// A running `rlm sandbox serve` on a free port.
-struct SandboxProcess {
+pub(super) struct SandboxProcess {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl SandboxProcess {
-    async fn start(token: Option<&str>) -> Self {
+    pub(super) async fn start(token: Option<&str>) -> Self {
         let mut command = rlm(None);
         command.args(["sandbox", "serve", "--port", "0", "--idle-ttl", "60"]);
         if let Some(token) = token {

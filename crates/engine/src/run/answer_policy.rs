@@ -28,6 +28,8 @@ pub(crate) struct AnswerPolicy {
     code_ran: bool,
     /// Whether any cell so far has read `context` (directly or through `search`).
     context_read: bool,
+    /// Variables that earlier queries of a session built from the data: reading them counts as reading the data.
+    data_names: Vec<String>,
     /// Whether code that read the context printed output in the current turn: evidence from the next turn on.
     evidence_this_turn: bool,
     /// Whether the model has seen printed output of code that read the context, in an earlier turn.
@@ -105,6 +107,7 @@ impl AnswerPolicy {
         Self {
             code_ran: false,
             context_read: false,
+            data_names: Vec::new(),
             evidence_this_turn: false,
             seen_output: false,
             repeats: RepeatTracker::default(),
@@ -118,6 +121,11 @@ impl AnswerPolicy {
         matches!(self.rules, Rules::Small { .. })
     }
 
+    /// Names of variables an earlier query of the session built from the data: code that reads them reads the data.
+    pub fn treat_as_data(&mut self, names: Vec<String>) {
+        self.data_names = names;
+    }
+
     /// Records a reply; whether it repeats the previous one. What runs is what counts: the same code with different
     /// prose around it is still a repeat.
     pub fn observe_reply(&mut self, reply: &str, code_blocks: &[String]) -> bool {
@@ -127,7 +135,7 @@ impl AnswerPolicy {
     /// Records the cells a turn ran, before the answer it proposes is checked.
     pub fn observe_cells<'c>(&mut self, cells: impl IntoIterator<Item = (&'c str, &'c CellOutcome)>) {
         for (code, outcome) in cells {
-            self.context_read |= reads_context(code);
+            self.context_read |= reads_context(code) || crate::session::uses_any(code, &self.data_names);
             if outcome.error.is_none() {
                 self.code_ran = true;
                 // Output is evidence once code has read the data: `SHOW_VARS()` printing "no variables" is not.

@@ -21,25 +21,29 @@ use crate::prompt::{self, PromptFacts, PromptProfile};
 const FINAL_ANSWER_GRACE: Duration = Duration::from_secs(60);
 
 /// Why a model call produced no response.
-pub(super) enum Interrupted {
+pub(crate) enum Interrupted {
     Cancelled,
     TimedOut,
     Failed(rlm_protocol::Error),
 }
 
-pub(super) struct Loop<'a> {
-    engine: &'a EngineInner,
-    tree: &'a Tree,
-    scope: &'a Scope,
-    model: &'a str,
+pub(crate) struct Loop<'a> {
+    pub(crate) engine: &'a EngineInner,
+    pub(crate) tree: &'a Tree,
+    pub(crate) scope: &'a Scope,
+    pub(crate) model: &'a str,
     /// Which instructions the model gets.
-    profile: PromptProfile,
+    pub(crate) profile: PromptProfile,
     /// When an answer ends the run, and the nudges between turns.
     policy: AnswerPolicy,
     /// Messages already recorded in an earlier `model_call` event.
-    sent: usize,
+    pub(crate) sent: usize,
     /// Cells run so far in this run; numbers them like a notebook.
     cells_run: u32,
+    /// What a session tells the model before its query: earlier queries, contexts and variables.
+    pub(crate) intro: Option<String>,
+    /// What compaction has replaced so far (see [`crate::compaction`]).
+    pub(crate) compaction: crate::compaction::Compactor,
 }
 
 /// An answer the model proposed in one turn, before the checks.
@@ -51,7 +55,23 @@ struct Proposal {
 impl<'a> Loop<'a> {
     pub fn new(engine: &'a EngineInner, tree: &'a Tree, scope: &'a Scope, model: &'a str) -> Self {
         let profile = engine.config.prompt.profile.resolve(model);
-        Self { engine, tree, scope, model, profile, policy: AnswerPolicy::for_profile(profile), sent: 0, cells_run: 0 }
+        Self {
+            engine,
+            tree,
+            scope,
+            model,
+            profile,
+            policy: AnswerPolicy::for_profile(profile),
+            sent: 0,
+            cells_run: 0,
+            intro: None,
+            compaction: crate::compaction::Compactor::default(),
+        }
+    }
+
+    /// Variables an earlier query of the session built from the data: reading them counts as reading the data.
+    pub fn treat_as_data(&mut self, names: Vec<String>) {
+        self.policy.treat_as_data(names);
     }
 
     /// Whether the answer rules check `llm_query` prompts for text of the context (see [`TreeHost`]).
@@ -76,6 +96,9 @@ impl<'a> Loop<'a> {
             ChatMessage::system(prompt::system_prompt_for(self.profile, template, &facts)),
             ChatMessage::user(prompt::first_user_message(self.profile, query)),
         ];
+        if let Some(intro) = &self.intro {
+            messages[1].content = format!("{intro}\n\n{}", messages[1].content);
+        }
 
         let mut iterations = 0;
         let limit = loop {
@@ -87,6 +110,9 @@ impl<'a> Loop<'a> {
             }
             iterations += 1;
             self.scope.iteration.store(iterations, Ordering::Relaxed);
+            if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, &mut messages).await {
+                return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
+            }
 
             let response = match self.call_model(&messages, ModelCallPurpose::Iteration, self.tree.deadline).await {
                 Ok(response) => response,
@@ -196,6 +222,9 @@ impl<'a> Loop<'a> {
         iterations: u32,
         query: &str,
     ) -> Ending {
+        if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, &mut messages).await {
+            return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
+        }
         messages.push(ChatMessage::user(notes::limit_message(limit)));
         let deadline = Some(self.tree.deadline.unwrap_or_else(Instant::now).max(Instant::now()) + FINAL_ANSWER_GRACE);
         let mut ending =

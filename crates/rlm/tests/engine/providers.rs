@@ -40,6 +40,7 @@ fn shape(events: &[TraceEvent]) -> Vec<String> {
             EventBody::ModelCall(call) => format!("model_call {} {:?}", call.model, call.usage),
             EventBody::Cell(cell) => format!("cell {}", cell.code),
             EventBody::SubCall(sub) => format!("sub_call {} {:?}", sub.model, sub.response),
+            EventBody::Compaction(record) => format!("compaction {}", record.replaced_messages),
             EventBody::Final(done) => format!("final {:?} {:?}", done.answer, done.finished_by),
         })
         .collect()
