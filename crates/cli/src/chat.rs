@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
-use rlm::{CancellationToken, RlmError, RlmSession, SavedSession, TraceSink, TraceTarget};
+use rlm::{CancellationToken, RlmError, RlmSession, SavedSession, TraceSink};
 use tokio::sync::mpsc;
 
 use crate::args::{ExecutorArgs, ModelArgs};
@@ -59,14 +59,7 @@ pub async fn chat(args: ChatArgs) -> Result<ExitCode> {
         Some(path) if path.exists() => Some(read_session(path)?),
         _ => None,
     };
-    let trace = match (&args.trace, args.no_trace) {
-        (_, true) => TraceTarget::Disabled,
-        (Some(path), false) => TraceTarget::File(path.clone()),
-        (None, false) => match std::env::var_os("RLM_TRACE_DIR") {
-            Some(dir) if !dir.is_empty() => TraceTarget::Directory(dir.into()),
-            _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
-        },
-    };
+    let trace = crate::trace_target(args.trace.as_deref(), args.no_trace);
     let interactive = std::io::stdin().is_terminal();
     let notes = !args.quiet;
     let rlm = crate::build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true, true, None).await?;

@@ -190,15 +190,21 @@ async fn build_rlm(
     })
 }
 
-async fn run(args: RunArgs) -> Result<ExitCode> {
-    let trace = match (&args.trace, args.no_trace) {
+/// Where trajectories go: `--trace FILE`, nowhere with `--no-trace`, else a new file per run in `$RLM_TRACE_DIR` (or
+/// ./rlm-traces).
+fn trace_target(file: Option<&std::path::Path>, no_trace: bool) -> TraceTarget {
+    match (file, no_trace) {
         (_, true) => TraceTarget::Disabled,
-        (Some(path), false) => TraceTarget::File(path.clone()),
+        (Some(path), false) => TraceTarget::File(path.to_path_buf()),
         (None, false) => match std::env::var_os("RLM_TRACE_DIR") {
             Some(dir) if !dir.is_empty() => TraceTarget::Directory(dir.into()),
             _ => TraceTarget::Directory(TraceTarget::DEFAULT_DIRECTORY.into()),
         },
-    };
+    }
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    let trace = trace_target(args.trace.as_deref(), args.no_trace);
     let prices = args.prices.as_deref();
     let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true, true, prices).await?;
     let context = rlm::context_from_path(&args.context)?;
