@@ -13,6 +13,10 @@ import pytest
 
 from rlm.local import RLM_REPL
 
+# Replies that differ every turn: the engine stops a run that repeats itself, and these runs must last until the
+# interrupt or cancellation under test stops them (60 turns at 0.3 s each).
+DISTINCT_CELLS = [f"```repl\nprint({turn})\n```" for turn in range(60)]
+
 TWO_TURNS = ["```repl\nprint(len(context))\n```", "FINAL(done)"]
 
 
@@ -48,7 +52,7 @@ def test_two_completions_run_at_once_from_two_threads(scripted):
 
 
 def test_keyboard_interrupt_cancels_the_run(scripted):
-    server = scripted(default="```repl\nprint(1)\n```", delay=0.3)
+    server = scripted(DISTINCT_CELLS, delay=0.3)
     model = RLM_REPL(base_url=server.url, max_iterations=100)
     timer = threading.Timer(0.5, _thread.interrupt_main)
     started = time.monotonic()
@@ -63,7 +67,7 @@ def test_keyboard_interrupt_cancels_the_run(scripted):
 
 
 def test_ctrl_c_in_a_script_stops_it(scripted):
-    server = scripted(default="```repl\nprint(1)\n```", delay=0.3)
+    server = scripted(DISTINCT_CELLS, delay=0.3)
     code = (
         "from rlm.local import RLM_REPL\n"
         f"print('started', flush=True)\nRLM_REPL(base_url={server.url!r}, max_iterations=100).completion('c', 'q')\n"
@@ -83,7 +87,7 @@ def test_ctrl_c_in_a_script_stops_it(scripted):
 
 
 def test_ctrl_c_in_the_console_script_run_exits_130(scripted, tmp_path):
-    server = scripted(default="```repl\nprint(1)\n```", delay=0.3)
+    server = scripted(DISTINCT_CELLS, delay=0.3)
     context = tmp_path / "context.txt"
     context.write_text("some text")
     script = str(Path(sys.executable).parent / "rlm")
@@ -100,7 +104,7 @@ def test_ctrl_c_in_the_console_script_run_exits_130(scripted, tmp_path):
 
 
 def test_cancelling_the_async_task_cancels_the_run(scripted):
-    server = scripted(default="```repl\nprint(1)\n```", delay=0.3)
+    server = scripted(DISTINCT_CELLS, delay=0.3)
     model = RLM_REPL(base_url=server.url, max_iterations=100)
 
     async def main():

@@ -139,10 +139,13 @@ def test_persistent_completions_share_one_repl(scripted):
         RLM_REPL(base_url=server.url, persistent="yes")
 
 
-def test_no_key_and_no_base_url_is_the_cli_error():
+def test_no_key_and_no_base_url_is_a_clear_error_in_each_front():
     with pytest.raises(ConfigurationError) as caught:
         RLM_REPL()
     assert isinstance(caught.value, ValueError)
+    # Each front names its own way to give a key or an endpoint.
+    assert "no API key for OpenAI" in str(caught.value)
+    assert "api_key=" in str(caught.value) and "OPENAI_API_KEY" in str(caught.value)
     cli = subprocess.run(
         [sys.executable, "-m", "rlm.cli", "run", "--context", "-", "--query", "q", "--model", "gpt-5"]
         + ["--route", "rlm"],
@@ -152,7 +155,7 @@ def test_no_key_and_no_base_url_is_the_cli_error():
         timeout=60,
     )
     assert cli.returncode != 0
-    assert str(caught.value) in cli.stderr
+    assert "no API key for OpenAI" in cli.stderr and "--base-url" in cli.stderr
     with pytest.raises(ValueError):
         REPLEnv()
     with pytest.raises(ValueError):

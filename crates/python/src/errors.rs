@@ -26,7 +26,13 @@ impl From<RlmError> for Error {
     fn from(err: RlmError) -> Self {
         match err {
             RlmError::Config(message) => Self::Config(message),
-            err @ (RlmError::NoModel | RlmError::NoApiKey) => Self::Config(err.to_string()),
+            // The library's message names no front's settings; this front's are arguments and variables.
+            RlmError::NoApiKey => Self::Config(
+                "no API key for OpenAI: pass api_key= or set OPENAI_API_KEY, or point base_url= (LLM_BASE_URL) at an \
+                 OpenAI-compatible server such as llama.cpp, vLLM or Ollama"
+                    .to_owned(),
+            ),
+            err @ RlmError::NoModel => Self::Config(err.to_string()),
             RlmError::Models(err) => Self::Config(err.to_string()),
             RlmError::Trace(err) => Self::Config(format!("cannot write the trace: {err}")),
             RlmError::Protocol(err @ rlm::protocol::Error::Model { .. }) => Self::Model(err.to_string()),
