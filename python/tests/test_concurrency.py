@@ -17,6 +17,20 @@ from rlm.local import RLM_REPL
 # interrupt or cancellation under test stops them (60 turns at 0.3 s each).
 DISTINCT_CELLS = [f"```repl\nprint({turn})\n```" for turn in range(60)]
 
+
+@pytest.fixture
+def default_ctrl_c():
+    """Ctrl-C as a program started from a terminal has it, whatever this test process inherited (a job started in
+    the background by a non-interactive shell starts with SIGINT ignored, and Python then installs no handler)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _terminal_like_sigint() -> None:
+    """In a child: SIGINT at its default disposition, so that Python installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 TWO_TURNS = ["```repl\nprint(len(context))\n```", "FINAL(done)"]
 
 
@@ -51,7 +65,7 @@ def test_two_completions_run_at_once_from_two_threads(scripted):
     assert len(ticks) > 20, f"another Python thread ran only {len(ticks)} times"
 
 
-def test_keyboard_interrupt_cancels_the_run(scripted):
+def test_keyboard_interrupt_cancels_the_run(scripted, default_ctrl_c):
     server = scripted(DISTINCT_CELLS, delay=0.3)
     model = RLM_REPL(base_url=server.url, max_iterations=100)
     timer = threading.Timer(0.5, _thread.interrupt_main)
@@ -72,7 +86,13 @@ def test_ctrl_c_in_a_script_stops_it(scripted):
         "from rlm.local import RLM_REPL\n"
         f"print('started', flush=True)\nRLM_REPL(base_url={server.url!r}, max_iterations=100).completion('c', 'q')\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_terminal_like_sigint,
+    )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "started"
     deadline = time.monotonic() + 30
@@ -92,7 +112,9 @@ def test_ctrl_c_in_the_console_script_run_exits_130(scripted, tmp_path):
     context.write_text("some text")
     script = str(Path(sys.executable).parent / "rlm")
     command = [script, "run", "-c", str(context), "-q", "q", "--model", "m", "--base-url", server.url, "--route", "rlm"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_terminal_like_sigint
+    )
     deadline = time.monotonic() + 30
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.05)
