@@ -11,7 +11,7 @@ use rlm_protocol::{ChatMessage, Error, ModelClient, ModelRequest, ModelResponse,
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::retry::{parse_retry_after, retry_delay};
+use crate::retry::{Failure, RetryPolicy, parse_retry_after, with_retries};
 use crate::{ModelsError, OpenAiConfig, TokenLimitField};
 
 /// Longest excerpt of a non-JSON error body quoted in an error message.
@@ -166,33 +166,12 @@ impl ModelClient for OpenAiClient {
         // The body holds the messages now; a sub-call prompt of megabytes need not stay in memory twice while the
         // model answers.
         let ModelRequest { model, .. } = request;
-        let mut retries = 0;
-        loop {
-            let failure = match self.attempt(&body, &model).await {
-                Ok(response) => return Ok(response),
-                Err(failure) => failure,
-            };
-            if !failure.retryable || retries >= self.config.max_retries {
-                let message = if failure.retryable && retries > 0 {
-                    format!("{} (gave up after {} attempts)", failure.message, retries + 1)
-                } else {
-                    failure.message
-                };
-                return Err(Error::model(failure.status, message, failure.retryable));
-            }
-            let delay = retry_delay(retries, self.config.initial_backoff, self.config.max_backoff, failure.retry_after);
-            retries += 1;
-            tracing::warn!(
-                model = %model,
-                status = ?failure.status,
-                retry = retries,
-                max_retries = self.config.max_retries,
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error = %failure.message,
-                "model request failed; retrying",
-            );
-            tokio::time::sleep(delay).await;
-        }
+        let policy = RetryPolicy {
+            max_retries: self.config.max_retries,
+            initial_backoff: self.config.initial_backoff,
+            max_backoff: self.config.max_backoff,
+        };
+        with_retries(policy, "openai", &model, || self.attempt(&body, &model)).await
     }
 }
 
@@ -207,15 +186,6 @@ struct RequestBody<'a> {
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
-}
-
-/// Why one attempt failed.
-#[derive(Debug)]
-struct Failure {
-    status: Option<u16>,
-    message: String,
-    retryable: bool,
-    retry_after: Option<Duration>,
 }
 
 pub(crate) fn install_crypto_provider() {

@@ -1,6 +1,68 @@
 //! Backoff between attempts and `Retry-After` parsing.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rlm_protocol::{Error, ModelResponse, Result};
+
+/// Why one attempt of a model request failed.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub status: Option<u16>,
+    pub message: String,
+    pub retryable: bool,
+    pub retry_after: Option<Duration>,
+}
+
+/// How often and how patiently a client retries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the retries are used up, waiting [`retry_delay`] between
+/// attempts. `provider` and `model` name the request in the warnings.
+pub(crate) async fn with_retries<F, Fut>(
+    policy: RetryPolicy,
+    provider: &str,
+    model: &str,
+    mut attempt: F,
+) -> Result<ModelResponse>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<ModelResponse, Failure>>,
+{
+    let mut retries = 0;
+    loop {
+        let failure = match attempt().await {
+            Ok(response) => return Ok(response),
+            Err(failure) => failure,
+        };
+        if !failure.retryable || retries >= policy.max_retries {
+            let message = if failure.retryable && retries > 0 {
+                format!("{} (gave up after {} attempts)", failure.message, retries + 1)
+            } else {
+                failure.message
+            };
+            return Err(Error::model(failure.status, message, failure.retryable));
+        }
+        let delay = retry_delay(retries, policy.initial_backoff, policy.max_backoff, failure.retry_after);
+        retries += 1;
+        tracing::warn!(
+            provider,
+            model,
+            status = ?failure.status,
+            retry = retries,
+            max_retries = policy.max_retries,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            error = %failure.message,
+            "model request failed; retrying",
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
 
 /// Wait before retry number `retry` (0-based): the server's `Retry-After` if given, otherwise exponential backoff with
 /// full jitter — uniformly random in `[0, min(max, initial * 2^retry)]`. Never more than `max`.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::ModelsError;
 use crate::openai::{error_chain, install_crypto_provider, provider_message};
-use crate::retry::{parse_retry_after, retry_delay};
+use crate::retry::{Failure, RetryPolicy, parse_retry_after, with_retries};
 
 /// Endpoint, key, timeouts and retries of a native provider client. `Debug` never shows the key (a [`Secret`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,43 +98,15 @@ pub(crate) struct Exchange<'a> {
     pub model: &'a str,
 }
 
-struct Failure {
-    status: Option<u16>,
-    message: String,
-    retryable: bool,
-    retry_after: Option<Duration>,
-}
-
 impl Exchange<'_> {
     /// Posts the body until it succeeds, fails for good, or the retries are used up.
     pub async fn send(&self, parse: impl Fn(&[u8], &str) -> Result<ModelResponse, String>) -> Result<ModelResponse> {
-        let mut retries = 0;
-        loop {
-            let failure = match self.attempt(&parse).await {
-                Ok(response) => return Ok(response),
-                Err(failure) => failure,
-            };
-            if !failure.retryable || retries >= self.config.max_retries {
-                let message = if failure.retryable && retries > 0 {
-                    format!("{} (gave up after {} attempts)", failure.message, retries + 1)
-                } else {
-                    failure.message
-                };
-                return Err(Error::model(failure.status, message, failure.retryable));
-            }
-            let delay = retry_delay(retries, self.config.initial_backoff, self.config.max_backoff, failure.retry_after);
-            retries += 1;
-            tracing::warn!(
-                provider = self.provider,
-                model = %self.model,
-                status = ?failure.status,
-                retry = retries,
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error = %failure.message,
-                "model request failed; retrying",
-            );
-            tokio::time::sleep(delay).await;
-        }
+        let policy = RetryPolicy {
+            max_retries: self.config.max_retries,
+            initial_backoff: self.config.initial_backoff,
+            max_backoff: self.config.max_backoff,
+        };
+        with_retries(policy, self.provider, self.model, || self.attempt(&parse)).await
     }
 
     async fn attempt(
