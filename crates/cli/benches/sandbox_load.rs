@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rlm::{Context, Executor, NoModelHost, SessionSpec};
 use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
 use rlm_executor_wasm::{WasmConfig, WasmExecutor};
-use rlm_sandbox::{Sandbox, SandboxConfig};
+use rlm_sandbox_service::{Sandbox, SandboxConfig};
 
 const SESSIONS: usize = 64;
 const CELL: &str = "total = sum(i * i for i in range(2000))";
@@ -96,7 +96,7 @@ async fn start_service(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(rlm_sandbox::serve(listener, Sandbox::new(executor, config), async {
+    let server = tokio::spawn(rlm_sandbox_service::serve(listener, Sandbox::new(executor, config), async {
         let _ = stopped.await;
     }));
     (url, stop, server)

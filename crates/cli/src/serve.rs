@@ -1,4 +1,4 @@
-//! `rlm serve`: the inference service (see `rlm-server` and docs/api.md).
+//! `rlm serve`: the inference service (see `rlm-inference-service` and docs/api.md).
 
 use std::process::ExitCode;
 
@@ -7,7 +7,7 @@ use clap::Args;
 use rlm::protocol::Secret;
 use rlm::{OpenAiConfig, TraceTarget};
 use rlm_executor_remote::RemoteConfig;
-use rlm_server::{AppState, ExecutorChoice, ServerConfig};
+use rlm_inference_service::{AppState, ExecutorChoice, ServerConfig};
 
 use crate::args::{LimitArgs, seconds};
 
@@ -178,7 +178,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
     let local = listener.local_addr().context("cannot read the listening address")?;
     eprintln!("rlm serve: listening on http://{local} — {summary}");
-    rlm_server::serve(listener, state, crate::shutdown_signal()).await.context("server error")?;
+    rlm_inference_service::serve(listener, state, crate::shutdown_signal()).await.context("server error")?;
     eprintln!("rlm serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

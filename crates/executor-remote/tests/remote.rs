@@ -11,7 +11,7 @@ use rlm_executor_remote::{RemoteConfig, RemoteExecutor};
 use rlm_executor_wasm::{WasmConfig, WasmExecutor};
 use rlm_models::{OpenAiClient, OpenAiConfig};
 use rlm_protocol::{Context, Executor, FinishedBy, SessionSpec, SubCall, SubCallHost, SubCallKind, SubCallResult};
-use rlm_sandbox::{Sandbox, SandboxConfig};
+use rlm_sandbox_service::{Sandbox, SandboxConfig};
 use rlm_test_support::{Reply, ScriptedServer};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ async fn sandbox(config: SandboxConfig) -> String {
     let executor = Arc::new(WasmExecutor::new(WasmConfig::default()).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(rlm_sandbox::serve(listener, Sandbox::new(executor, config), std::future::pending()));
+    tokio::spawn(rlm_sandbox_service::serve(listener, Sandbox::new(executor, config), std::future::pending()));
     url
 }
 
@@ -207,7 +207,11 @@ async fn sessions_follow_the_replica_that_holds_them_behind_a_load_balancer() {
     let executor = Arc::new(WasmExecutor::new(WasmConfig::default()).unwrap());
     for (listener, url) in [(first, &urls[0]), (second, &urls[1])] {
         let config = SandboxConfig { advertise_url: Some(url.clone()), ..SandboxConfig::default() };
-        tokio::spawn(rlm_sandbox::serve(listener, Sandbox::new(executor.clone(), config), std::future::pending()));
+        tokio::spawn(rlm_sandbox_service::serve(
+            listener,
+            Sandbox::new(executor.clone(), config),
+            std::future::pending(),
+        ));
     }
     let balancer = round_robin(urls.to_vec()).await;
     // Fresh connections for every request, so the balancer really alternates.

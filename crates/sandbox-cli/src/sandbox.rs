@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use rlm_executor_wasm::{WasmConfig, WasmExecutor};
-use rlm_sandbox::{Sandbox, SandboxConfig};
+use rlm_sandbox_service::{Sandbox, SandboxConfig};
 use std::path::PathBuf;
 
 use crate::seconds;
@@ -178,7 +178,7 @@ async fn serve(args: SandboxServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let address = listener.local_addr()?;
     println!("rlm sandbox listening on http://{address} ({} sessions at most)", config.max_sessions);
-    rlm_sandbox::serve(listener, Sandbox::new(executor, config), crate::shutdown_signal()).await?;
+    rlm_sandbox_service::serve(listener, Sandbox::new(executor, config), crate::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use rlm::OpenAiConfig;
-use rlm_server::{AppState, ExecutorChoice, ServerConfig};
+use rlm_inference_service::{AppState, ExecutorChoice, ServerConfig};
 use rlm_test_support::{Reply, ScriptedServer, ScriptedServerBuilder};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,7 +60,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(rlm_server::serve(listener, state.clone(), async move {
+        let task = tokio::spawn(rlm_inference_service::serve(listener, state.clone(), async move {
             let _ = stopped.await;
         }));
         Self { base, state, http: reqwest::Client::new(), stop: Some(stop), task }
@@ -218,7 +218,7 @@ async fn the_openapi_document_describes_exactly_the_routes() {
     use tower::ServiceExt;
     let model_server = models(ScriptedServer::builder()).await;
     let state = AppState::new(config(&model_server)).unwrap();
-    let app = rlm_server::app(state);
+    let app = rlm_inference_service::app(state);
 
     let request = axum::http::Request::get("/openapi.json").body(axum::body::Body::empty()).unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
@@ -234,7 +234,7 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         }
     }
     let mut routes: Vec<(String, String)> =
-        rlm_server::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+        rlm_inference_service::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
     documented.sort();
     routes.sort();
     assert_eq!(documented, routes);
@@ -744,10 +744,10 @@ async fn runs_execute_in_the_remote_sandbox_when_one_is_configured() {
         assert!(std::process::Command::new("bash").arg(script).status().unwrap().success());
     }
     let wasm = Arc::new(rlm_executor_wasm::WasmExecutor::new(rlm_executor_wasm::WasmConfig::default()).unwrap());
-    let sandbox = rlm_sandbox::Sandbox::new(wasm, rlm_sandbox::SandboxConfig::default());
+    let sandbox = rlm_sandbox_service::Sandbox::new(wasm, rlm_sandbox_service::SandboxConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(rlm_sandbox::serve(listener, sandbox, std::future::pending()));
+    tokio::spawn(rlm_sandbox_service::serve(listener, sandbox, std::future::pending()));
 
     let code = "import sys\nn = len(context)\nwhere = sys.platform\nreply = llm_query('ping')";
     let model_server = models(
@@ -830,8 +830,8 @@ async fn shutdown_waits_for_runs_then_cancels_them_after_the_grace_period() {
     assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(10), "{took:?}");
     assert!(state.is_shutting_down());
     let status = |run: &Value| state.run(run["run_id"].as_str().unwrap().parse().unwrap()).unwrap().status();
-    assert_eq!(status(&quick), rlm_server::RunStatus::Completed);
-    assert_eq!(status(&slow), rlm_server::RunStatus::Cancelled);
+    assert_eq!(status(&quick), rlm_inference_service::RunStatus::Completed);
+    assert_eq!(status(&slow), rlm_inference_service::RunStatus::Cancelled);
     assert_eq!(state.runs_in_flight(), 0);
 }
 

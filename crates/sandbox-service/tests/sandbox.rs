@@ -13,7 +13,7 @@ use rlm_executor_wasm::{WasmConfig, WasmExecutor};
 use rlm_protocol::{
     AbortHandle, CellOutcome, ContextInfo, Executor, ReplSession, SessionSpec, SubCall, SubCallHost, SubCallKind,
 };
-use rlm_sandbox::{Sandbox, SandboxConfig};
+use rlm_sandbox_service::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, oneshot};
@@ -44,7 +44,7 @@ impl Service {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(rlm_sandbox::serve(listener, sandbox, async {
+        let task = tokio::spawn(rlm_sandbox_service::serve(listener, sandbox, async {
             let _ = stopped.await;
         }));
         Self { url, http: reqwest::Client::new(), stop: Some(stop), task }

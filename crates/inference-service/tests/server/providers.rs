@@ -1,7 +1,7 @@
 //! Provider specs, costs and dollar budgets through the server's APIs.
 
 use reqwest::StatusCode;
-use rlm_server::ServerConfig;
+use rlm_inference_service::ServerConfig;
 use rlm_test_support::{Api, Reply, ScriptedServer};
 use serde_json::json;
 

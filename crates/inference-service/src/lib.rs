@@ -3,10 +3,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use rlm_server::{AppState, ServerConfig};
+//! use rlm_inference_service::{AppState, ServerConfig};
 //! let state = AppState::new(ServerConfig { default_model: Some("gpt-4o-mini".into()), ..ServerConfig::default() })?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! rlm_server::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! rlm_inference_service::serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
 
