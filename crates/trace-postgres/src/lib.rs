@@ -11,6 +11,7 @@
 //! The schema (embedded migrations, see `docs/observability.md`) uses hypertables, compression and retention
 //! policies and a continuous aggregate when the server has TimescaleDB, and plain tables and a view otherwise.
 
+mod columns;
 mod import;
 mod rows;
 mod sink;

@@ -9,6 +9,8 @@ use rlm_protocol::{EventBody, ModelCallPurpose, SubCallKind, TraceEvent};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::columns::table_rows;
+
 /// What the converter remembers about a run between its events: its max depth (from `metadata`) and the size of
 /// the root model's request so far (the request is the concatenation of every call's `new_messages`).
 #[derive(Debug, Default, Clone)]
@@ -27,98 +29,110 @@ pub struct Converter {
     runs: HashMap<Uuid, RunState>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct EventRows {
-    pub time: Vec<DateTime<Utc>>,
-    pub event_id: Vec<Uuid>,
-    pub run_id: Vec<Uuid>,
-    pub parent_run_id: Vec<Option<Uuid>>,
-    pub parent_event_id: Vec<Option<Uuid>>,
-    pub depth: Vec<i32>,
-    pub iteration: Vec<Option<i32>>,
-    pub event_type: Vec<String>,
-    pub event: Vec<String>,
+table_rows! {
+    /// `rlm_events`: every event, whole, as jsonb.
+    EventRows => "rlm_events" {
+        time: DateTime<Utc> = "timestamptz",
+        event_id: Uuid = "uuid",
+        run_id: Uuid = "uuid",
+        parent_run_id: Option<Uuid> = "uuid",
+        parent_event_id: Option<Uuid> = "uuid",
+        depth: i32 = "int4",
+        iteration: Option<i32> = "int4",
+        event_type: String = "text",
+        event: String = "text" as "jsonb",
+    }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct LatencyRows {
-    pub time: Vec<DateTime<Utc>>,
-    pub event_id: Vec<Uuid>,
-    pub run_id: Vec<Uuid>,
-    pub parent_run_id: Vec<Option<Uuid>>,
-    pub event_type: Vec<&'static str>,
-    pub subtype: Vec<&'static str>,
-    pub model: Vec<Option<String>>,
-    pub end_time: Vec<DateTime<Utc>>,
-    pub duration_ms: Vec<f64>,
-    pub iteration: Vec<Option<i32>>,
-    pub depth: Vec<i32>,
-    pub max_depth: Vec<Option<i32>>,
-    pub success: Vec<bool>,
-    pub error: Vec<Option<String>>,
+table_rows! {
+    /// `rlm_latency_events`: one row per model call and cell, with its start (the event's time) and end.
+    LatencyRows => "rlm_latency_events" {
+        time: DateTime<Utc> = "timestamptz",
+        event_id: Uuid = "uuid",
+        run_id: Uuid = "uuid",
+        parent_run_id: Option<Uuid> = "uuid",
+        event_type: &'static str = "text",
+        subtype: &'static str = "text",
+        model: Option<String> = "text",
+        end_time: DateTime<Utc> = "timestamptz",
+        duration_ms: f64 = "float8",
+        iteration: Option<i32> = "int4",
+        depth: i32 = "int4",
+        max_depth: Option<i32> = "int4",
+        success: bool = "bool",
+        error: Option<String> = "text",
+    }
+    derived { start_time = "u.time" }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct ModelRows {
-    pub time: Vec<DateTime<Utc>>,
-    pub event_id: Vec<Uuid>,
-    pub run_id: Vec<Uuid>,
-    pub call_type: Vec<&'static str>,
-    pub subtype: Vec<&'static str>,
-    pub model: Vec<String>,
-    pub prompt_tokens: Vec<i64>,
-    pub completion_tokens: Vec<i64>,
-    pub cached_tokens: Vec<i64>,
-    pub cost_usd: Vec<Option<f64>>,
-    pub context_chars: Vec<i64>,
-    pub history_len: Vec<Option<i32>>,
-    pub response_chars: Vec<i64>,
-    pub latency_ms: Vec<f64>,
-    pub iteration: Vec<Option<i32>>,
-    pub depth: Vec<i32>,
-    pub success: Vec<bool>,
-    pub error: Vec<Option<String>>,
+table_rows! {
+    /// `rlm_model_interactions`: one row per model call, with usage and cost.
+    ModelRows => "rlm_model_interactions" {
+        time: DateTime<Utc> = "timestamptz",
+        event_id: Uuid = "uuid",
+        run_id: Uuid = "uuid",
+        call_type: &'static str = "text",
+        subtype: &'static str = "text",
+        model: String = "text",
+        prompt_tokens: i64 = "int8",
+        completion_tokens: i64 = "int8",
+        cached_tokens: i64 = "int8",
+        cost_usd: Option<f64> = "float8",
+        context_chars: i64 = "int8",
+        history_len: Option<i32> = "int4",
+        response_chars: i64 = "int8",
+        latency_ms: f64 = "float8",
+        iteration: Option<i32> = "int4",
+        depth: i32 = "int4",
+        success: bool = "bool",
+        error: Option<String> = "text",
+    }
+    derived { total_tokens = "u.prompt_tokens + u.completion_tokens" }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct CodeRows {
-    pub time: Vec<DateTime<Utc>>,
-    pub event_id: Vec<Uuid>,
-    pub run_id: Vec<Uuid>,
-    pub cell_index: Vec<i32>,
-    pub code: Vec<String>,
-    pub code_sha256: Vec<String>,
-    pub code_chars: Vec<i64>,
-    pub stdout_chars: Vec<i64>,
-    pub stderr_chars: Vec<i64>,
-    pub truncated_chars: Vec<i64>,
-    pub duration_ms: Vec<f64>,
-    pub iteration: Vec<Option<i32>>,
-    pub depth: Vec<i32>,
-    pub success: Vec<bool>,
-    pub error_kind: Vec<Option<String>>,
-    pub error_message: Vec<Option<String>>,
+table_rows! {
+    /// `rlm_code_executions`: one row per cell run.
+    CodeRows => "rlm_code_executions" {
+        time: DateTime<Utc> = "timestamptz",
+        event_id: Uuid = "uuid",
+        run_id: Uuid = "uuid",
+        cell_index: i32 = "int4",
+        code: String = "text",
+        code_sha256: String = "text",
+        code_chars: i64 = "int8",
+        stdout_chars: i64 = "int8",
+        stderr_chars: i64 = "int8",
+        truncated_chars: i64 = "int8",
+        duration_ms: f64 = "float8",
+        iteration: Option<i32> = "int4",
+        depth: i32 = "int4",
+        success: bool = "bool",
+        error_kind: Option<String> = "text",
+        error_message: Option<String> = "text",
+    }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct RunRows {
-    pub time: Vec<DateTime<Utc>>,
-    pub run_id: Vec<Uuid>,
-    pub parent_run_id: Vec<Option<Uuid>>,
-    pub parent_event_id: Vec<Option<Uuid>>,
-    pub depth: Vec<i32>,
-    pub started_at: Vec<DateTime<Utc>>,
-    pub status: Vec<&'static str>,
-    pub limit_kind: Vec<Option<String>>,
-    pub error: Vec<Option<String>>,
-    pub iterations: Vec<i32>,
-    pub sub_calls: Vec<i64>,
-    pub prompt_tokens: Vec<i64>,
-    pub completion_tokens: Vec<i64>,
-    pub cached_tokens: Vec<i64>,
-    pub cost_usd: Vec<Option<f64>>,
-    pub duration_ms: Vec<f64>,
-    pub answer_chars: Vec<Option<i64>>,
+table_rows! {
+    /// `rlm_runs`: one row per run, written at its `final` event (the per-run aggregates are refreshed separately).
+    RunRows => "rlm_runs" {
+        time: DateTime<Utc> = "timestamptz",
+        run_id: Uuid = "uuid",
+        parent_run_id: Option<Uuid> = "uuid",
+        parent_event_id: Option<Uuid> = "uuid",
+        depth: i32 = "int4",
+        started_at: DateTime<Utc> = "timestamptz",
+        status: &'static str = "text",
+        limit_kind: Option<String> = "text",
+        error: Option<String> = "text",
+        iterations: i32 = "int4",
+        sub_calls: i64 = "int8",
+        prompt_tokens: i64 = "int8",
+        completion_tokens: i64 = "int8",
+        cached_tokens: i64 = "int8",
+        cost_usd: Option<f64> = "float8",
+        duration_ms: f64 = "float8",
+        answer_chars: Option<i64> = "int8",
+    }
 }
 
 /// The rows of one batch of events.
@@ -135,7 +149,7 @@ pub(crate) struct Batch {
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.events.event_id.len()
+        self.events.len()
     }
 }
 

@@ -8,7 +8,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::TraceDbError;
-use crate::rows::Batch;
+use crate::rows::{Batch, CodeRows, EventRows, LatencyRows, ModelRows, RunRows};
 
 /// The embedded migrations (`crates/trace-postgres/migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -51,51 +51,6 @@ pub async fn has_timescaledb(pool: &PgPool) -> Result<bool, TraceDbError> {
         sqlx::query_scalar("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetch_optional(pool).await?;
     Ok(found.is_some())
 }
-
-const INSERT_EVENTS: &str = "
-INSERT INTO rlm_events (time, event_id, run_id, parent_run_id, parent_event_id, depth, iteration, event_type, event)
-SELECT t, e, r, pr, pe, d, i, ty, ev::jsonb
-FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::int4[], $7::int4[], $8::text[],
-            $9::text[]) AS u(t, e, r, pr, pe, d, i, ty, ev)
-ON CONFLICT DO NOTHING";
-
-const INSERT_LATENCY: &str = "
-INSERT INTO rlm_latency_events (time, event_id, run_id, parent_run_id, event_type, subtype, model, start_time, end_time,
-                                duration_ms, iteration, depth, max_depth, success, error)
-SELECT t, e, r, pr, ty, st, m, t, et, dur, i, d, md, ok, err
-FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
-            $8::timestamptz[], $9::float8[], $10::int4[], $11::int4[], $12::int4[], $13::bool[], $14::text[])
-     AS u(t, e, r, pr, ty, st, m, et, dur, i, d, md, ok, err)
-ON CONFLICT DO NOTHING";
-
-const INSERT_MODELS: &str = "
-INSERT INTO rlm_model_interactions (time, event_id, run_id, call_type, subtype, model, prompt_tokens, completion_tokens,
-                                    cached_tokens, total_tokens, cost_usd, context_chars, history_len, response_chars,
-                                    latency_ms, iteration, depth, success, error)
-SELECT t, e, r, ct, st, m, pt, ctk, cached, pt + ctk, cost, cc, hl, rc, lat, i, d, ok, err
-FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int8[],
-            $9::int8[], $10::float8[], $11::int8[], $12::int4[], $13::int8[], $14::float8[], $15::int4[], $16::int4[],
-            $17::bool[], $18::text[])
-     AS u(t, e, r, ct, st, m, pt, ctk, cached, cost, cc, hl, rc, lat, i, d, ok, err)
-ON CONFLICT DO NOTHING";
-
-const INSERT_CODE: &str = "
-INSERT INTO rlm_code_executions (time, event_id, run_id, cell_index, code, code_sha256, code_chars, stdout_chars,
-                                 stderr_chars, truncated_chars, duration_ms, iteration, depth, success, error_kind,
-                                 error_message)
-SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], $4::int4[], $5::text[], $6::text[], $7::int8[],
-                     $8::int8[], $9::int8[], $10::int8[], $11::float8[], $12::int4[], $13::int4[], $14::bool[],
-                     $15::text[], $16::text[])
-ON CONFLICT DO NOTHING";
-
-const INSERT_RUNS: &str = "
-INSERT INTO rlm_runs (time, run_id, parent_run_id, parent_event_id, depth, started_at, status, limit_kind, error,
-                      iterations, sub_calls, prompt_tokens, completion_tokens, cached_tokens, cost_usd, duration_ms,
-                      answer_chars)
-SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::timestamptz[], $7::text[],
-                     $8::text[], $9::text[], $10::int4[], $11::int8[], $12::int8[], $13::int8[], $14::int8[],
-                     $15::float8[], $16::float8[], $17::int8[])
-ON CONFLICT DO NOTHING";
 
 /// Brings the per-run aggregates of the summary rows up to date with the events stored so far (events of a run may
 /// arrive after its `final` event, e.g. from a spool).
@@ -140,108 +95,18 @@ pub(crate) async fn write_batch(pool: &PgPool, batch: &Batch) -> Result<u64, Tra
 }
 
 async fn insert_rows(tx: &mut Transaction<'_, Postgres>, batch: &Batch) -> Result<u64, TraceDbError> {
-    let e = &batch.events;
-    let inserted = sqlx::query(INSERT_EVENTS)
-        .bind(&e.time)
-        .bind(&e.event_id)
-        .bind(&e.run_id)
-        .bind(&e.parent_run_id)
-        .bind(&e.parent_event_id)
-        .bind(&e.depth)
-        .bind(&e.iteration)
-        .bind(&e.event_type)
-        .bind(&e.event)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    let l = &batch.latency;
-    if !l.event_id.is_empty() {
-        sqlx::query(INSERT_LATENCY)
-            .bind(&l.time)
-            .bind(&l.event_id)
-            .bind(&l.run_id)
-            .bind(&l.parent_run_id)
-            .bind(&l.event_type)
-            .bind(&l.subtype)
-            .bind(&l.model)
-            .bind(&l.end_time)
-            .bind(&l.duration_ms)
-            .bind(&l.iteration)
-            .bind(&l.depth)
-            .bind(&l.max_depth)
-            .bind(&l.success)
-            .bind(&l.error)
-            .execute(&mut **tx)
-            .await?;
+    let inserted = batch.events.bind(sqlx::query(EventRows::insert_sql())).execute(&mut **tx).await?.rows_affected();
+    if !batch.latency.is_empty() {
+        batch.latency.bind(sqlx::query(LatencyRows::insert_sql())).execute(&mut **tx).await?;
     }
-    let m = &batch.models;
-    if !m.event_id.is_empty() {
-        sqlx::query(INSERT_MODELS)
-            .bind(&m.time)
-            .bind(&m.event_id)
-            .bind(&m.run_id)
-            .bind(&m.call_type)
-            .bind(&m.subtype)
-            .bind(&m.model)
-            .bind(&m.prompt_tokens)
-            .bind(&m.completion_tokens)
-            .bind(&m.cached_tokens)
-            .bind(&m.cost_usd)
-            .bind(&m.context_chars)
-            .bind(&m.history_len)
-            .bind(&m.response_chars)
-            .bind(&m.latency_ms)
-            .bind(&m.iteration)
-            .bind(&m.depth)
-            .bind(&m.success)
-            .bind(&m.error)
-            .execute(&mut **tx)
-            .await?;
+    if !batch.models.is_empty() {
+        batch.models.bind(sqlx::query(ModelRows::insert_sql())).execute(&mut **tx).await?;
     }
-    let c = &batch.code;
-    if !c.event_id.is_empty() {
-        sqlx::query(INSERT_CODE)
-            .bind(&c.time)
-            .bind(&c.event_id)
-            .bind(&c.run_id)
-            .bind(&c.cell_index)
-            .bind(&c.code)
-            .bind(&c.code_sha256)
-            .bind(&c.code_chars)
-            .bind(&c.stdout_chars)
-            .bind(&c.stderr_chars)
-            .bind(&c.truncated_chars)
-            .bind(&c.duration_ms)
-            .bind(&c.iteration)
-            .bind(&c.depth)
-            .bind(&c.success)
-            .bind(&c.error_kind)
-            .bind(&c.error_message)
-            .execute(&mut **tx)
-            .await?;
+    if !batch.code.is_empty() {
+        batch.code.bind(sqlx::query(CodeRows::insert_sql())).execute(&mut **tx).await?;
     }
-    let r = &batch.runs;
-    if !r.run_id.is_empty() {
-        sqlx::query(INSERT_RUNS)
-            .bind(&r.time)
-            .bind(&r.run_id)
-            .bind(&r.parent_run_id)
-            .bind(&r.parent_event_id)
-            .bind(&r.depth)
-            .bind(&r.started_at)
-            .bind(&r.status)
-            .bind(&r.limit_kind)
-            .bind(&r.error)
-            .bind(&r.iterations)
-            .bind(&r.sub_calls)
-            .bind(&r.prompt_tokens)
-            .bind(&r.completion_tokens)
-            .bind(&r.cached_tokens)
-            .bind(&r.cost_usd)
-            .bind(&r.duration_ms)
-            .bind(&r.answer_chars)
-            .execute(&mut **tx)
-            .await?;
+    if !batch.runs.is_empty() {
+        batch.runs.bind(sqlx::query(RunRows::insert_sql())).execute(&mut **tx).await?;
     }
     Ok(inserted)
 }
