@@ -484,12 +484,33 @@ mod tests {
         assert!(Family::parse_list("").is_err());
     }
 
+    /// An answer that lists many candidates instead of choosing.
+    fn hedge(expected: &Expected) -> String {
+        match expected {
+            Expected::Number { value } => (value - 2..=value + 2).map(|v| v.to_string()).collect::<Vec<_>>().join(", "),
+            Expected::Label { candidates, .. } => candidates.join(", "),
+            Expected::Needle { value } => format!("{value}, 1234567, 7654321"),
+            Expected::Set { candidates, .. } => candidates.join(", "),
+            // Every pairing of the ids in the gold pairs.
+            Expected::Pairs { pairs } => {
+                let ids: Vec<&String> = pairs.iter().flat_map(|(a, b)| [a, b]).collect();
+                let mut text = String::new();
+                for (i, a) in ids.iter().enumerate() {
+                    for b in &ids[i + 1..] {
+                        text.push_str(&format!("({a}, {b})\n"));
+                    }
+                }
+                text
+            }
+        }
+    }
+
     #[test]
     fn every_family_is_deterministic_and_answers_are_scored_right() {
         for family in Family::ALL {
-            let a = generate(family, &[8_000], 3, 17);
-            let b = generate(family, &[8_000], 3, 17);
-            assert_eq!(a.len(), 3);
+            let a = generate(family, &[8_000], 6, 17);
+            let b = generate(family, &[8_000], 6, 17);
+            assert_eq!(a.len(), 6);
             for (x, y) in a.iter().zip(&b) {
                 assert_eq!((&x.id, &x.context, &x.query, &x.expected), (&y.id, &y.context, &y.query, &y.expected));
                 assert!(x.id.starts_with(family.as_str()), "{}", x.id);
@@ -499,6 +520,8 @@ mod tests {
                 assert_eq!(x.expected.score(Some(&answer)), 1.0, "{}: {answer}", x.id);
                 assert_eq!(x.expected.score(None), 0.0);
                 assert!(x.expected.score(Some("I could not find it")) < 1.0, "{}", x.id);
+                let hedge = hedge(&x.expected);
+                assert!(x.expected.score(Some(&hedge)) < 0.7, "{}: {hedge}", x.id);
             }
         }
     }

@@ -51,7 +51,7 @@ const SHARED: [(&str, &[&str]); 3] = [
 
 fn shared_value(kind: usize, rng: &mut fastrand::Rng) -> String {
     match kind {
-        0 => format!("555-{:03}-{:04}", rng.u32(..1000), rng.u32(..10_000)),
+        0 => format!("{}-{:03}-{:04}", rng.u32(200..1000), rng.u32(..1000), rng.u32(..10_000)),
         1 => format!(
             "{}{}-{:03}-{}{}",
             rng.uppercase(),

@@ -154,7 +154,7 @@ fn predicted_items(answer: &str, gold: &[String], candidates: &[String]) -> BTre
     }
 }
 
-fn f1(predicted: &BTreeSet<String>, gold: &BTreeSet<String>) -> f64 {
+fn f1<T: Ord>(predicted: &BTreeSet<T>, gold: &BTreeSet<T>) -> f64 {
     let hits = predicted.intersection(gold).count() as f64;
     if hits == 0.0 {
         return 0.0;
@@ -171,8 +171,9 @@ pub fn score_set(answer: &str, gold: &[String], candidates: &[String]) -> f64 {
 }
 
 /// The pairs named in `answer`: inside each pair of parentheses or brackets if the answer uses them, else on each
-/// line (or `;`-separated part), consecutive items form pairs. Pairs are unordered.
-pub fn pairs_in(answer: &str, item_shape: &str) -> BTreeSet<(String, String)> {
+/// line (or `;`-separated part), consecutive items form pairs. Items are tokens of one of `item_shapes` (ids of one
+/// task can differ in length); pairs are unordered.
+pub fn pairs_in(answer: &str, item_shapes: &BTreeSet<String>) -> BTreeSet<(String, String)> {
     let lower = answer.to_lowercase();
     let inside = |open: char, close: char| -> Vec<&str> {
         lower.split(open).skip(1).map(|part| part.split(close).next().unwrap_or_default()).collect()
@@ -186,7 +187,7 @@ pub fn pairs_in(answer: &str, item_shape: &str) -> BTreeSet<(String, String)> {
     };
     let mut pairs = BTreeSet::new();
     for group in grouped {
-        let items: Vec<String> = tokens(group).into_iter().filter(|t| shape(t) == item_shape).collect();
+        let items: Vec<String> = tokens(group).into_iter().filter(|t| item_shapes.contains(&shape(t))).collect();
         for pair in items.chunks_exact(2) {
             let (a, b) = (pair[0].clone(), pair[1].clone());
             if a != b {
@@ -199,7 +200,8 @@ pub fn pairs_in(answer: &str, item_shape: &str) -> BTreeSet<(String, String)> {
 
 /// F1 of the pairs named in `answer` against `gold`.
 pub fn score_pairs(answer: &str, gold: &[(String, String)]) -> f64 {
-    let Some((first, _)) = gold.first() else { return 0.0 };
+    let shapes: BTreeSet<String> =
+        gold.iter().flat_map(|(a, b)| [shape(&a.to_lowercase()), shape(&b.to_lowercase())]).collect();
     let gold_set: BTreeSet<(String, String)> = gold
         .iter()
         .map(|(a, b)| {
@@ -207,14 +209,8 @@ pub fn score_pairs(answer: &str, gold: &[(String, String)]) -> f64 {
             if a < b { (a, b) } else { (b, a) }
         })
         .collect();
-    let predicted = pairs_in(answer, &shape(&first.to_lowercase()));
-    let hits = predicted.intersection(&gold_set).count() as f64;
-    if hits == 0.0 {
-        return 0.0;
-    }
-    let precision = hits / predicted.len() as f64;
-    let recall = hits / gold_set.len() as f64;
-    2.0 * precision * recall / (precision + recall)
+    let predicted = pairs_in(answer, &shapes);
+    f1(&predicted, &gold_set)
 }
 
 #[cfg(test)]
@@ -312,5 +308,8 @@ mod tests {
         let everything = "(u1101,u1203)(u1101,u1300)(u1101,u1400)(u1203,u1300)(u1203,u1400)(u1300,u1400)";
         assert!((score_pairs(everything, &gold) - 0.5).abs() < 1e-9);
         assert_eq!(score_pairs("none", &gold), 0.0);
+        // Ids of one task may differ in length.
+        let mixed = vec![("e-99871".to_owned(), "e-100234".to_owned())];
+        assert_eq!(score_pairs("(E-100234, E-99871)", &mixed), 1.0);
     }
 }
