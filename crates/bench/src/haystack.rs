@@ -88,7 +88,7 @@ impl ValueShape {
 }
 
 /// Attributes for statements about a key that are not the one asked for.
-pub(crate) const OTHER_ATTRIBUTES: [&str; 4] = ["maintenance code", "guest code", "reset code", "previous code"];
+pub(crate) const OTHER_ATTRIBUTES: [&str; 4] = ["maintenance code", "guest code", "reset code", "alarm code"];
 
 pub(crate) const KEY_PREFIXES: [&str; 12] =
     ["vault", "locker", "gate", "account", "project", "cabinet", "dock", "bay", "server", "safe", "unit", "room"];

@@ -238,6 +238,8 @@ impl System {
 pub struct TaskResult {
     pub task: String,
     pub family: Family,
+    /// What the task drew (format, question kind, ...), as in [`Task::variant`].
+    pub variant: String,
     pub size: String,
     pub system: System,
     /// From 0 to 1 (see [`Expected::score`]).
@@ -263,6 +265,7 @@ pub async fn run_task(rlm: &Rlm, system: System, task: &Task, cancel: Cancellati
     let mut result = TaskResult {
         task: task.id.clone(),
         family: task.family,
+        variant: task.variant.clone(),
         size: task.size_label.clone(),
         system,
         score: 0.0,
@@ -435,6 +438,7 @@ mod tests {
         TaskResult {
             task: format!("{}-{size}-1", family.as_str()),
             family,
+            variant: String::new(),
             size: size.to_owned(),
             system,
             score,
