@@ -126,10 +126,12 @@ enum Question {
     MostCommon,
     CountOne,
     Compare,
+    LargestTotal,
 }
 
 impl Question {
-    const ALL: [Self; 5] = [Self::CountTwo, Self::Sum, Self::MostCommon, Self::CountOne, Self::Compare];
+    const ALL: [Self; 6] =
+        [Self::CountTwo, Self::Sum, Self::MostCommon, Self::CountOne, Self::Compare, Self::LargestTotal];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -138,6 +140,7 @@ impl Question {
             Self::MostCommon => "most_common",
             Self::CountOne => "count1",
             Self::Compare => "compare",
+            Self::LargestTotal => "largest_total",
         }
     }
 }
@@ -320,6 +323,29 @@ fn ask(
             ))
         }
         Question::CountOne => Some(count_one_with(domain, names, noun, renderer, rows, a, sample, style)),
+        Question::LargestTotal => {
+            let mut totals = vec![0u64; domain.categories[a].values.len()];
+            for row in rows {
+                totals[row.categories[a]] += u64::from(row.number);
+            }
+            let winner = unique_max(&totals)?;
+            let (field, number) = (renderer.field_name(names[a]), renderer.field_name(number_name));
+            let question = match style {
+                0 => format!("Which {field} has the largest total {number} over all {noun}?"),
+                1 => format!("Summing {number} per {field} across the {noun}, which {field} comes out highest?"),
+                _ => format!(
+                    "Over every one of the {noun}, which value of {field} accounts for the most {number} in total?"
+                ),
+            };
+            Some((
+                format!("{question} Answer with the {field} value only."),
+                Expected::Label {
+                    answer: domain.categories[a].values[winner].to_owned(),
+                    candidates: domain.categories[a].values.iter().map(|v| (*v).to_owned()).collect(),
+                },
+                kind,
+            ))
+        }
         Question::Compare => {
             let values = domain.categories[a].values;
             let first = sample.categories[a];
@@ -383,11 +409,11 @@ fn count_one_with(
     (format!("{question} {}", NUMBER_FORMAT[style]), Expected::Number { value: count as i64 }, Question::CountOne)
 }
 
-fn unique_max(counts: &[usize]) -> Option<usize> {
+fn unique_max<T: Ord + Copy + Default>(counts: &[T]) -> Option<usize> {
     let max = *counts.iter().max()?;
     let mut winners = counts.iter().enumerate().filter(|(_, c)| **c == max);
     let (winner, _) = winners.next()?;
-    (max > 0 && winners.next().is_none()).then_some(winner)
+    (max > T::default() && winners.next().is_none()).then_some(winner)
 }
 
 #[cfg(test)]
@@ -490,6 +516,7 @@ mod tests {
     /// Recounts every kind of answer from the context's text by matching whole values in each line.
     #[test]
     fn every_answer_matches_a_recount_of_the_lines() {
+        let mut kinds = std::collections::BTreeSet::new();
         for task in generate_tasks(Family::Aggregate, &[8_000], 40, 9) {
             let lines: Vec<&str> = task.context.lines().filter(|l| !l.is_empty()).collect();
             let has = |line: &str, value: &str| {
@@ -505,6 +532,7 @@ mod tests {
                 .map(|v| (*v).to_owned())
                 .collect();
             let kind = task.variant.split('/').nth(2).unwrap();
+            kinds.insert(kind.to_owned());
             match (&task.expected, kind) {
                 (Expected::Number { value }, "count1" | "count2") => {
                     let count = lines.iter().filter(|l| named.iter().all(|v| has(l, v))).count();
@@ -523,13 +551,26 @@ mod tests {
                         assert!(count(answer) > count(other), "{}: {answer} vs {other}", task.id);
                     }
                 }
+                (Expected::Label { answer, candidates }, "largest_total") => {
+                    let field = number_field(domain, &task.context);
+                    let total = |v: &str| -> i64 {
+                        if task.variant.contains("/csv/") {
+                            csv_records(&task.context)
+                                .iter()
+                                .filter(|r| r.iter().any(|(_, value)| value == v))
+                                .map(|r| r.iter().find(|(k, _)| k == field).unwrap().1.parse::<i64>().unwrap())
+                                .sum()
+                        } else {
+                            lines.iter().filter(|l| has(l, v)).map(|l| number_after(l, field)).sum()
+                        }
+                    };
+                    for other in candidates.iter().filter(|c| *c != answer) {
+                        assert!(total(answer) > total(other), "{}: {answer} vs {other}", task.id);
+                    }
+                }
                 (Expected::Number { value }, "sum") => {
                     assert_eq!(named.len(), 1, "{}", task.query);
-                    let field = domain
-                        .number_names
-                        .iter()
-                        .find(|n| task.query.contains(&n.replace('_', " ")) || task.query.contains(*n))
-                        .unwrap();
+                    let field = number_field(domain, &task.context);
                     let total: i64 = if task.variant.contains("/csv/") {
                         csv_records(&task.context)
                             .iter()
@@ -544,6 +585,18 @@ mod tests {
                 (expected, kind) => panic!("unexpected {kind} with {expected:?}"),
             }
         }
+        assert_eq!(kinds.len(), Question::ALL.len(), "{kinds:?}");
+    }
+
+    /// The number field of a context: the longest of the domain's names for it that its first record spells.
+    fn number_field<'a>(domain: &'a Domain, context: &str) -> &'a str {
+        let first = context.lines().find(|l| !l.is_empty()).unwrap();
+        let mut names: Vec<&str> = domain.number_names.to_vec();
+        names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        names
+            .into_iter()
+            .find(|n| crate::score::contains_term(first, n) || crate::score::contains_term(first, &n.replace('_', " ")))
+            .unwrap()
     }
 
     /// The number written after `field` (spelled as in records or in prose) in one line.

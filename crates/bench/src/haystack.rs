@@ -18,11 +18,15 @@ pub(crate) fn scatter(size: usize, needles: &[String], filler: Filler, rng: &mut
         sniah::fill(&mut segment, ((filler_chars as f64 * depth) as usize).saturating_sub(filled), filler, rng);
         filled += segment.len();
         text.push_str(&segment);
-        if !(text.is_empty() || text.ends_with('\n') || text.ends_with(' ')) {
+        // Statements that are not sentences (`key: attr = value`, JSON) stand on their own lines.
+        let own_line = filler == Filler::Log || !needle.ends_with('.');
+        if own_line && !(text.is_empty() || text.ends_with('\n')) {
+            text.push('\n');
+        } else if !(text.is_empty() || text.ends_with('\n') || text.ends_with(' ')) {
             text.push(' ');
         }
         text.push_str(needle);
-        text.push(if filler == Filler::Log || needle.starts_with('{') { '\n' } else { ' ' });
+        text.push(if own_line { '\n' } else { ' ' });
         last_needle_end = text.len();
     }
     let mut rest = String::new();
@@ -91,7 +95,7 @@ impl ValueShape {
 pub(crate) const OTHER_ATTRIBUTES: [&str; 4] = ["maintenance code", "guest code", "reset code", "alarm code"];
 
 pub(crate) const KEY_PREFIXES: [&str; 12] =
-    ["vault", "locker", "gate", "account", "project", "cabinet", "dock", "bay", "server", "safe", "unit", "room"];
+    ["vault", "locker", "gate", "crate", "project", "cabinet", "dock", "bay", "server", "safe", "unit", "room"];
 
 /// How keys are written in one task.
 #[derive(Debug, Clone, Copy)]

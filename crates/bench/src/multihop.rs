@@ -304,7 +304,7 @@ mod tests {
             let about_subject: Vec<&&str> =
                 statements.iter().filter(|s| crate::score::contains_term(s, &subject)).collect();
             assert_eq!(about_subject.len(), 1, "{}: {subject}: {about_subject:?}", task.id);
-            let middle = (0..400)
+            let middle = (0..800)
                 .map(|j| middle(relation, 0, j))
                 .find(|m| crate::score::contains_term(about_subject[0], m))
                 .unwrap();

@@ -102,7 +102,7 @@ pub(crate) mod tests {
     pub(crate) fn key_in(query: &str) -> String {
         for prefix in crate::haystack::KEY_PREFIXES {
             for form in [format!("{prefix}-"), format!("{prefix} #"), format!("{prefix} "), format!("{prefix}_")] {
-                if let Some(at) = query.find(&form) {
+                for (at, _) in query.match_indices(&form) {
                     let digits: String = query[at + form.len()..].chars().take_while(char::is_ascii_digit).collect();
                     if !digits.is_empty() {
                         return format!("{form}{digits}");
