@@ -127,14 +127,16 @@ fn tokens(answer: &str) -> Vec<String> {
 /// question). When the expected label holds a digit (a code, an id), any other token of its shape also counts as a
 /// second candidate, so listing a made-up code next to the right one is wrong too.
 pub fn score_label(answer: &str, expected: &str, candidates: &[String]) -> f64 {
-    let lower = answer.to_lowercase();
-    let expected = expected.to_lowercase();
+    // `on_time` may come back as `on time`.
+    let normal = |text: &str| text.to_lowercase().replace('_', " ");
+    let lower = normal(answer);
+    let expected = normal(expected);
     if !contains_term(&lower, &expected) {
         return 0.0;
     }
     let other_candidate = candidates
         .iter()
-        .map(|c| c.to_lowercase())
+        .map(|c| normal(c))
         .any(|c| c != expected && !expected.contains(&c) && contains_term(&lower, &c));
     let expected_shape = shape(&expected);
     let other_shaped = expected.chars().any(|c| c.is_ascii_digit())
@@ -276,6 +278,10 @@ mod tests {
         assert_eq!(score_label("4829301 or 7777777", "4829301", &codes), 0.0, "a made-up code is a second candidate");
         assert_eq!(score_label("Lyon", "lyon", &strings(&["Lyon", "Lisbon"])), 1.0);
         assert_eq!(score_label("Lyon (not Lisbon)", "lyon", &strings(&["Lyon", "Lisbon"])), 0.0);
+        let returns = strings(&["on_time", "late", "lost"]);
+        assert_eq!(score_label("on time", "on_time", &returns), 1.0);
+        assert_eq!(score_label("`on_time`", "on_time", &returns), 1.0);
+        assert_eq!(score_label("on time, then late", "on_time", &returns), 0.0);
     }
 
     #[test]
