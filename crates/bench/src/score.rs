@@ -180,24 +180,25 @@ pub fn pairs_in(answer: &str, item_shapes: &BTreeSet<String>) -> BTreeSet<(Strin
     let inside = |open: char, close: char| -> Vec<&str> {
         lower.split(open).skip(1).map(|part| part.split(close).next().unwrap_or_default()).collect()
     };
-    let grouped: Vec<&str> = if lower.contains('(') {
-        inside('(', ')')
-    } else if lower.contains('[') {
-        inside('[', ']')
-    } else {
-        lower.split(['\n', ';']).collect()
-    };
-    let mut pairs = BTreeSet::new();
-    for group in grouped {
-        let items: Vec<String> = tokens(group).into_iter().filter(|t| item_shapes.contains(&shape(t))).collect();
-        for pair in items.chunks_exact(2) {
-            let (a, b) = (pair[0].clone(), pair[1].clone());
-            if a != b {
-                pairs.insert(if a < b { (a, b) } else { (b, a) });
+    let pairs_of = |groups: Vec<&str>| -> BTreeSet<(String, String)> {
+        let mut pairs = BTreeSet::new();
+        for group in groups {
+            let items: Vec<String> = tokens(group).into_iter().filter(|t| item_shapes.contains(&shape(t))).collect();
+            for pair in items.chunks_exact(2) {
+                let (a, b) = (pair[0].clone(), pair[1].clone());
+                if a != b {
+                    pairs.insert(if a < b { (a, b) } else { (b, a) });
+                }
             }
         }
-    }
-    pairs
+        pairs
+    };
+    // Parentheses that hold no pair (`Pairs (by id):`) do not make the answer a list of parenthesised pairs.
+    [inside('(', ')'), inside('[', ']')]
+        .into_iter()
+        .map(pairs_of)
+        .find(|pairs| !pairs.is_empty())
+        .unwrap_or_else(|| pairs_of(lower.split(['\n', ';']).collect()))
 }
 
 /// F1 of the pairs named in `answer` against `gold`.
@@ -314,6 +315,7 @@ mod tests {
         let everything = "(u1101,u1203)(u1101,u1300)(u1101,u1400)(u1203,u1300)(u1203,u1400)(u1300,u1400)";
         assert!((score_pairs(everything, &gold) - 0.5).abs() < 1e-9);
         assert_eq!(score_pairs("none", &gold), 0.0);
+        assert_eq!(score_pairs("Pairs (by id):\nu1101, u1203\nu1300, u1400", &gold), 1.0);
         // Ids of one task may differ in length.
         let mixed = vec![("e-99871".to_owned(), "e-100234".to_owned())];
         assert_eq!(score_pairs("(E-100234, E-99871)", &mixed), 1.0);
