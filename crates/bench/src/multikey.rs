@@ -6,14 +6,17 @@ use crate::records::pick;
 use crate::sniah::Filler;
 use crate::{Expected, Generated};
 
+const STATEMENT_FORMS: usize = 7;
+
 /// A statement that `key` has `attribute` `value`, in one of several forms.
 pub(crate) fn statement(form: usize, key: &str, attribute: &str, value: &str) -> String {
-    match form % 6 {
+    match form % STATEMENT_FORMS {
         0 => format!("The {attribute} for {key} is {value}."),
         1 => format!("{key}: {attribute} = {value}"),
         2 => format!("Note that the {attribute} of {key} is {value}."),
         3 => format!("{key} -> {attribute}: {value}"),
         4 => format!("{{\"name\": \"{key}\", \"{}\": \"{value}\"}}", attribute.replace(' ', "_")),
+        5 => format!("| {key} | {attribute} | {value} |"),
         _ => format!("Remember: {key} uses the {attribute} {value}."),
     }
 }
@@ -30,7 +33,7 @@ pub(crate) fn generate(size: usize, index: usize, rng: &mut fastrand::Rng) -> Ge
     numbers.push(number);
     rng.shuffle(&mut numbers);
     // Two or three statement forms per task, mixed.
-    let forms: Vec<usize> = (0..2 + rng.usize(..2)).map(|_| rng.usize(..6)).collect();
+    let forms: Vec<usize> = (0..2 + rng.usize(..2)).map(|_| rng.usize(..STATEMENT_FORMS)).collect();
     let mut values: Vec<String> = Vec::new();
     let mut needles = Vec::new();
     let mut answer = String::new();

@@ -6,13 +6,16 @@ use crate::records::pick;
 use crate::sniah::Filler;
 use crate::{Expected, Generated};
 
+const STATEMENT_FORMS: usize = 6;
+
 /// A statement that `value` is one of the `attribute`s of `key`, in one of several forms.
 fn statement(form: usize, key: &str, attribute: &str, value: &str) -> String {
-    match form % 5 {
+    match form % STATEMENT_FORMS {
         0 => format!("One of the {attribute}s for {key} is {value}."),
         1 => format!("{key} also has the {attribute} {value}."),
         2 => format!("Another {attribute} recorded for {key}: {value}."),
         3 => format!("{{\"key\": \"{key}\", \"{}\": \"{value}\"}}", attribute.replace(' ', "_")),
+        4 => format!("{key},{},{value}", attribute.replace(' ', "_")),
         _ => format!("Add {value} to the list of {attribute}s of {key}."),
     }
 }
@@ -24,7 +27,7 @@ pub(crate) fn generate(size: usize, index: usize, rng: &mut fastrand::Rng) -> Ge
     let keys = KeyStyle::random(rng);
     let number = rng.u32(10..1000);
     let lookalikes = haystack::similar_numbers(number, (2 + size / 30_000).min(8), rng);
-    let forms: Vec<usize> = (0..2 + rng.usize(..2)).map(|_| rng.usize(..5)).collect();
+    let forms: Vec<usize> = (0..2 + rng.usize(..2)).map(|_| rng.usize(..STATEMENT_FORMS)).collect();
     let mut taken: Vec<String> = Vec::new();
     let mut needles = Vec::new();
     let mut items = Vec::new();
