@@ -336,6 +336,11 @@ class SessionCore:
                     return message
                 name = matches[0]
             key = name.strip().strip("'\"`").strip()
+            if not self.is_visible(key):
+                # FINAL_VAR(result) where `result` holds text: the text is no name, but a variable holds it.
+                holders = [k for k, v in self.user_variables().items() if v is name]
+                if holders:
+                    key = holders[0]
             if self.is_visible(key):
                 value = _safe_str(self.globals[key])
                 self.final_var = (key, value)
@@ -360,7 +365,8 @@ class SessionCore:
         # cells would not run properly.
         self.restored = {"__name__": "__main__", "__builtins__": own_builtins, **self.reserved}
         self.globals = dict(self.restored)
-        self.globals["answer"] = {"content": None, "ready": False}
+        self.answer_slot = {"content": None, "ready": False}
+        self.globals["answer"] = self.answer_slot
 
         def search(words, max_results=10, window=200):
             """Passages of `context` that contain `words` (case- and plural-insensitive; when the exact phrase is
@@ -384,14 +390,14 @@ class SessionCore:
 
     # -- namespace queries ------------------------------------------------------------------------------------------
 
+    def is_user_variable(self, name, value):
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            return False
+        # `answer` starts as the answer dict; code that stores its own result under that name made a variable of it.
+        return name not in self.baseline or (name == "answer" and value is not self.answer_slot)
+
     def user_variables(self):
-        return {
-            name: value
-            for name, value in self.globals.items()
-            if name not in self.baseline
-            and not name.startswith("_")
-            and not isinstance(value, types.ModuleType)
-        }
+        return {name: value for name, value in self.globals.items() if self.is_user_variable(name, value)}
 
     def is_visible(self, name):
         """Whether FINAL_VAR / get_variable may read `name`: any existing name except dunders."""
@@ -401,9 +407,12 @@ class SessionCore:
         return sorted(self.user_variables())
 
     def get_variable(self, name):
-        if name in self.baseline or not self.is_visible(name):
+        if not self.is_visible(name):
             return None
-        return _safe_str(self.globals[name])
+        value = self.globals[name]
+        if name in self.baseline and not self.is_user_variable(name, value):
+            return None
+        return _safe_str(value)
 
     # -- running cells ----------------------------------------------------------------------------------------------
 

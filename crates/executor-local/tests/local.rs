@@ -228,6 +228,11 @@ async fn answer_dict_sets_the_outcome_answer() -> TestResult {
     assert!(s.variable_names().await?.is_empty());
     let outcome = run_ok(&mut s, "answer = 'not a dict'").await?;
     assert_eq!(outcome.answer, None);
+    // Rebound to the model's own result, `answer` is a variable like any other, by name or by value.
+    assert_eq!(s.variable_names().await?, ["answer"]);
+    assert_eq!(s.get_variable("answer").await?, Some("not a dict".to_owned()));
+    let outcome = run_ok(&mut s, "FINAL_VAR(answer)").await?;
+    assert_eq!(outcome.final_var, Some(FinalVar { name: "answer".to_owned(), value: Some("not a dict".to_owned()) }));
     Ok(())
 }
 

@@ -68,6 +68,21 @@ async fn code_then_final_in_one_response_is_accepted_after_the_code_runs() {
     assert!(!system.contains("1 2 3 4"));
 }
 
+/// Models name their result `answer` (the name of the answer dict) and pass text variables to FINAL_VAR by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_variable_called_answer_and_final_var_of_a_text_variable_are_answers() {
+    let server = start(
+        ScriptedServer::builder()
+            .script("text", [Reply::text(format!("{}\nFINAL_VAR(answer)", repl("answer = context.split()[1]")))])
+            .script("code", [Reply::text(repl("city = context.split()[0]\nFINAL_VAR(city)"))]),
+    )
+    .await;
+    let done = builder(&server, "text").build().unwrap().completion("Paris Rome", "Which is second?").await.unwrap();
+    assert_eq!((done.answer.as_str(), done.finished_by), ("Rome", FinishedBy::FinalVar));
+    let done = builder(&server, "code").build().unwrap().completion("Paris Rome", "Which is first?").await.unwrap();
+    assert_eq!((done.answer.as_str(), done.finished_by), ("Paris", FinishedBy::FinalVar));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn final_in_a_code_block_is_ignored_and_final_after_an_error_is_refused() {
     let server = start(ScriptedServer::builder().script(
