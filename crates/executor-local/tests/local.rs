@@ -288,12 +288,12 @@ async fn sub_calls_reach_the_host() -> TestResult {
 
     let batches = host.batches();
     assert_eq!(batches.len(), 6, "{batches:?}");
-    assert_eq!(batches[0], vec![SubCall { kind: SubCallKind::Llm, prompt: "hi".to_owned(), model: None }]);
+    assert_eq!(batches[0], vec![SubCall { kind: SubCallKind::Llm, prompt: "hi".into(), model: None }]);
     assert_eq!(batches[1][0].model.as_deref(), Some("m1"));
     // The batch is ONE host call with every prompt.
     assert_eq!(batches[2].len(), 4);
     assert!(batches[2].iter().all(|c| c.kind == SubCallKind::Llm && c.model.as_deref() == Some("m2")));
-    assert_eq!(batches[3], vec![SubCall { kind: SubCallKind::Rlm, prompt: "deep".to_owned(), model: None }]);
+    assert_eq!(batches[3], vec![SubCall { kind: SubCallKind::Rlm, prompt: "deep".into(), model: None }]);
     assert_eq!(batches[4].len(), 2);
     assert_eq!(batches[4][1].kind, SubCallKind::Rlm);
     Ok(())
