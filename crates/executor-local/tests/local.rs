@@ -300,6 +300,30 @@ async fn sub_calls_reach_the_host() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_outlive_the_python_strings_they_were_read_from() -> TestResult {
+    // The host gets the str's own bytes, not a copy: they must stay valid after the code dropped every reference.
+    let host = Arc::new(EchoHost::default());
+    let mut s = session_with(SessionSpec::new(Context::text("abc".repeat(100_000))), host.clone()).await?;
+    let code = [
+        r"ps = [context[i * 1000:(i + 1) * 1000] + str(i) for i in range(3)] + ['na\u00efve \U0001F600' * 2]",
+        "llm_query_batched(ps)",
+        "del ps",
+        "import gc; gc.collect()",
+        "junk = ['x' * 1000 + str(i) for i in range(1000)]",
+    ]
+    .join("\n");
+    run_ok(&mut s, &code).await?;
+    run_ok(&mut s, "del junk").await?;
+    let batches = host.batches();
+    let prompts: Vec<String> = batches[0].iter().map(|call| call.prompt.to_string()).collect();
+    let slice = "abc".repeat(400);
+    assert_eq!(prompts[0], format!("{}0", &slice[..1000]));
+    assert_eq!(prompts[2], format!("{}2", &slice[2000 % 3..2000 % 3 + 1000]));
+    assert_eq!(prompts[3], "na\u{ef}ve \u{1F600}na\u{ef}ve \u{1F600}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_calls_release_the_gil() -> TestResult {
     let host = EchoHost::with_sleep(Duration::from_millis(300));
     let mut s = session_with(SessionSpec::new(Context::text("")), host.clone()).await?;
