@@ -11,6 +11,9 @@
 //!    RSS. `rlm run` (a new process, local executor) against the official Python `rlms` 0.1.3 driven by the same
 //!    replies from the same kind of server, in the same run. `RLM_BENCH_SKIP_FANOUT=1` skips it.
 //!
+//! 4. Process start to the first root model call of `rlm run` with a 100 MB and a 1 GB context file, against one
+//!    copy of the same file into fresh memory in the same run.
+//!
 //! Set `RLM_BENCH_SKIP_1GB=1` to skip the 1 GB case (it needs ~1 GB of disk and ~3 GB of free memory), and
 //! `RLM_BENCH_HARNESS_ROUNDS=N` to run the harness part N times instead of 3 (for profiling it).
 
@@ -36,6 +39,7 @@ fn main() {
     println!("rlm benchmark — harness overhead and context loading (min of {ROUNDS} rounds)\n");
     runtime.block_on(harness_overhead());
     context_loading();
+    runtime.block_on(first_root_call());
     if std::env::var_os("RLM_BENCH_SKIP_FANOUT").is_none() {
         runtime.block_on(fan_out());
     }
@@ -428,6 +432,60 @@ fn context_loading() {
         );
         std::fs::remove_file(&path).unwrap();
     }
+}
+
+/// Process start to the first root model call of `rlm run --context FILE` (local executor, page cache warm): the
+/// context is loaded into the REPL before the first call. Baseline in the same run: one copy of the same file into
+/// fresh memory (`std::fs::read` in this process), the floor the issue sets for loading it.
+async fn first_root_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sizes = vec![100usize];
+    if std::env::var_os("RLM_BENCH_SKIP_1GB").is_none() {
+        sizes.push(1000);
+    }
+    println!("## Start to first root call, `rlm run --context FILE` (ASCII text, warm page cache), min of {ROUNDS}");
+    println!("{:<10} {:>26} {:>26} {:>10}", "size", "start -> first call s", "one copy (fs::read) s", "ratio");
+    for mb in sizes {
+        let path = dir.path().join(format!("first-call-{mb}.txt"));
+        write_context(&path, mb * 1_000_000);
+        drop(std::fs::read(&path).unwrap()); // the page cache holds the file from here on
+        let mut best_call = f64::INFINITY;
+        let mut best_copy = f64::INFINITY;
+        for _ in 0..ROUNDS {
+            let first_call: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+            let seen = Arc::clone(&first_call);
+            let server = ScriptedServer::builder()
+                .rule(move |_| {
+                    seen.lock().unwrap().get_or_insert_with(Instant::now);
+                    Some(Reply::text(FINAL_REPLY))
+                })
+                .start()
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_rlm"))
+                .args(["run", "--executor", "local", "--no-trace", "--quiet", "-m", "root", "-q", "q"])
+                .arg("--base-url")
+                .arg(server.base_url())
+                .arg("--context")
+                .arg(&path)
+                .env("OPENAI_API_KEY", "unused")
+                .output()
+                .await
+                .unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            let called = first_call.lock().unwrap().expect("rlm run made no model call");
+            best_call = best_call.min((called - started).as_secs_f64());
+            // Interleaved with the runs above: the baseline sees the same load.
+            let started = Instant::now();
+            let copy = std::fs::read(&path).unwrap();
+            best_copy = best_copy.min(started.elapsed().as_secs_f64());
+            assert_eq!(copy.len(), mb * 1_000_000);
+        }
+        println!("{:<10} {best_call:>26.3} {best_copy:>26.3} {:>9.2}x", format!("{mb} MB"), best_call / best_copy);
+        std::fs::remove_file(&path).unwrap();
+    }
+    println!();
 }
 
 fn write_context(path: &Path, bytes: usize) {

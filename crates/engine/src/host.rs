@@ -125,7 +125,7 @@ impl TreeHost {
         let model = call.model.clone().unwrap_or_else(|| self.engine.config.models.sub_model().to_owned());
         let request = ModelRequest {
             model: model.clone(),
-            messages: vec![ChatMessage::user(call.prompt.clone())],
+            messages: vec![ChatMessage::user(call.prompt.as_str())],
             max_output_tokens: self.engine.config.max_output_tokens(self.engine.config.prompt.profile.resolve(&model)),
             temperature: self.engine.config.temperature,
         };
@@ -152,7 +152,7 @@ impl TreeHost {
             self.engine.clone(),
             self.tree.clone(),
             scope,
-            Context::Text(call.prompt.clone()),
+            Context::Text(call.prompt.to_string()),
             CHILD_QUERY,
             Some(model.clone()),
             None,

@@ -479,7 +479,7 @@ impl SubCallHost for SwitchHost {
             if let Some(recorded) = replaying.as_mut() {
                 return calls
                     .iter()
-                    .map(|call| match recorded.iter().position(|r| r.prompt == call.prompt) {
+                    .map(|call| match recorded.iter().position(|r| r.prompt == call.prompt.as_str()) {
                         Some(at) => recorded.remove(at).map_or_else(|| Err("not recorded".to_owned()), |r| r.result),
                         None => Err("this sub-call was not in the saved session, so it has no recorded answer".into()),
                     })
@@ -490,7 +490,7 @@ impl SubCallHost for SwitchHost {
         let Some(live) = live else {
             return calls.iter().map(|_| Err("no query is running in this session".to_owned())).collect();
         };
-        let prompts: Vec<String> = calls.iter().map(|call| call.prompt.clone()).collect();
+        let prompts: Vec<String> = calls.iter().map(|call| call.prompt.to_string()).collect();
         let results = live.sub_calls(calls).await;
         let mut recorded = self.recorded.lock().unwrap_or_else(PoisonError::into_inner);
         for (prompt, result) in prompts.into_iter().zip(&results) {

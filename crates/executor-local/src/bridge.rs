@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyType;
-use rlm_protocol::{SubCall, SubCallHost, SubCallKind};
+use pyo3::types::{PyString, PyType};
+use rlm_protocol::{SharedText, SubCall, SubCallHost, SubCallKind};
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
@@ -40,11 +40,48 @@ impl HostBridge {
     }
 }
 
+/// The UTF-8 text of a Python `str`, read in place: the string object is kept alive and never changes, so its bytes
+/// can go to the request body without a copy. (A compact ASCII string is its own UTF-8; for any other, CPython builds
+/// the UTF-8 form once and keeps it with the string.)
+struct PythonText {
+    _string: Py<PyString>,
+    data: *const u8,
+    len: usize,
+}
+
+// SAFETY: `data` points into memory owned by the string object, which `_string` keeps alive (a `Py` is `Send` and
+// `Sync`; dropping it without the GIL defers the decref). Python strings are immutable, and CPython never frees or
+// rewrites a string's UTF-8 form while the string lives, so the bytes can be read from any thread without the GIL.
+unsafe impl Send for PythonText {}
+// SAFETY: see `Send`; nothing here is ever written after construction.
+unsafe impl Sync for PythonText {}
+
+impl PythonText {
+    fn new(string: &Bound<'_, PyString>) -> PyResult<Self> {
+        let text = string.to_str()?;
+        Ok(Self { data: text.as_ptr(), len: text.len(), _string: string.clone().unbind() })
+    }
+}
+
+impl AsRef<str> for PythonText {
+    fn as_ref(&self) -> &str {
+        // SAFETY: `data`/`len` are the bytes of a `&str` that CPython returned for this string (valid UTF-8), alive
+        // and unchanged as long as `_string` is (see the `Send` impl).
+        unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(self.data, self.len)) }
+    }
+}
+
 #[pymethods]
 impl HostBridge {
     /// Sends all `prompts` to the host as one batch; returns one string per prompt, `"Error: ..."` for failed ones.
     #[pyo3(signature = (kind, prompts, model=None))]
-    fn call(&self, py: Python<'_>, kind: &str, prompts: Vec<String>, model: Option<String>) -> PyResult<Vec<String>> {
+    fn call(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        prompts: Vec<Bound<'_, PyString>>,
+        model: Option<String>,
+    ) -> PyResult<Vec<String>> {
         let kind = match kind {
             "llm" => SubCallKind::Llm,
             "rlm" => SubCallKind::Rlm,
@@ -54,8 +91,13 @@ impl HostBridge {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let calls: Vec<SubCall> =
-            prompts.into_iter().map(|prompt| SubCall { kind, prompt, model: model.clone() }).collect();
+        let calls = prompts
+            .iter()
+            .map(|prompt| {
+                let prompt = SharedText::from_owner(PythonText::new(prompt)?);
+                Ok(SubCall { kind, prompt, model: model.clone() })
+            })
+            .collect::<PyResult<Vec<SubCall>>>()?;
         let host = Arc::clone(&self.host);
         let handle = self.handle.clone();
         let deadline = read_deadline(&self.deadline);

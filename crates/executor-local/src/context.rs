@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::IntoPyObjectExt;
 use pyo3::ffi;
@@ -13,8 +14,9 @@ use serde_json::Value;
 
 use crate::error::{LocalError, LocalResult};
 
-/// Bytes read per `read` call when filling a string from a file.
-const READ_CHUNK: usize = 8 << 20;
+/// Bytes read per `read` call when filling a string from a file: small enough that the ASCII check that follows each
+/// read finds the bytes still in the CPU cache.
+const READ_CHUNK: usize = 256 << 10;
 
 /// Builds the Python value of `context`.
 pub(crate) fn load<'py>(py: Python<'py>, context: &Context) -> LocalResult<Bound<'py, PyAny>> {
@@ -103,25 +105,59 @@ enum AsciiRead {
     NotAscii,
 }
 
-/// Fills `buf` from `file`, chunk by chunk, checking each chunk is ASCII; the file must be exactly `buf.len()` long.
-fn read_ascii_into(file: &mut File, buf: &mut [u8]) -> std::io::Result<AsciiRead> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let end = buf.len().min(filled + READ_CHUNK);
-        let n = match file.read(&mut buf[filled..end]) {
-            Ok(0) => return Ok(AsciiRead::NotAscii), // shorter than its metadata said
-            Ok(n) => n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        if !buf[filled..filled + n].is_ascii() {
-            return Ok(AsciiRead::NotAscii);
-        }
-        filled += n;
+/// Files at least this big are read by several threads at once: the copy out of the page cache (and the faulting-in
+/// of the fresh string's pages) is the whole cost of loading a big context, and it scales with the cores.
+const PARALLEL_READ_MIN: usize = 64 << 20;
+
+/// Most threads reading one file.
+const MAX_READ_THREADS: usize = 4;
+
+/// Fills `buf` from `file`, checking the bytes are ASCII; the file must be exactly `buf.len()` long. Big files are
+/// read in parallel, each thread filling its own part of the buffer with positional reads.
+fn read_ascii_into(file: &File, buf: &mut [u8]) -> std::io::Result<AsciiRead> {
+    let threads = if buf.len() >= PARALLEL_READ_MIN {
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_READ_THREADS)
+    } else {
+        1
+    };
+    read_ascii_with_threads(file, buf, threads)
+}
+
+fn read_ascii_with_threads(file: &File, buf: &mut [u8], threads: usize) -> std::io::Result<AsciiRead> {
+    let give_up = AtomicBool::new(false);
+    let complete = if threads <= 1 {
+        read_ascii_part(file, buf, 0, &give_up)?
+    } else {
+        // Parts are whole chunks, so every read but the file's last one asks for a full chunk.
+        let part_len = buf.len().div_ceil(threads).div_ceil(READ_CHUNK) * READ_CHUNK;
+        let give_up = &give_up;
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = buf
+                .chunks_mut(part_len)
+                .enumerate()
+                .map(|(index, part)| {
+                    let offset = (index * part_len) as u64;
+                    scope.spawn(move || read_ascii_part(file, part, offset, give_up))
+                })
+                .collect();
+            let mut complete = true;
+            let mut failure = None;
+            for reader in readers {
+                match reader.join() {
+                    Ok(Ok(part_complete)) => complete &= part_complete,
+                    Ok(Err(err)) => failure = Some(err),
+                    Err(_) => failure = Some(std::io::Error::other("a context reader thread panicked")),
+                }
+            }
+            failure.map_or(Ok(complete), Err)
+        })?
+    };
+    if !complete {
+        return Ok(AsciiRead::NotAscii);
     }
     let mut probe = [0u8; 1];
     loop {
-        match file.read(&mut probe) {
+        match read_at(file, &mut probe, buf.len() as u64) {
             Ok(0) => return Ok(AsciiRead::Complete),
             Ok(_) => return Ok(AsciiRead::NotAscii), // grew while being read
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -130,11 +166,48 @@ fn read_ascii_into(file: &mut File, buf: &mut [u8]) -> std::io::Result<AsciiRead
     }
 }
 
+/// Fills `part` with the file's bytes from `offset`, chunk by chunk (each chunk checked while it is still in the
+/// cache); `false` as soon as a byte is not ASCII, the file ends early, or another part gave up.
+fn read_ascii_part(file: &File, part: &mut [u8], offset: u64, give_up: &AtomicBool) -> std::io::Result<bool> {
+    let mut filled = 0;
+    while filled < part.len() {
+        if give_up.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let end = part.len().min(filled + READ_CHUNK);
+        let n = match read_at(file, &mut part[filled..end], offset + filled as u64) {
+            Ok(0) => 0, // shorter than its metadata said
+            Ok(n) => n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                give_up.store(true, Ordering::Relaxed);
+                return Err(err);
+            }
+        };
+        if n == 0 || !part[filled..filled + n].is_ascii() {
+            give_up.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        filled += n;
+    }
+    Ok(true)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
 /// Loads a UTF-8 text file as a `str`. ASCII files (the common case for big corpora) are read directly into the
 /// buffer of a freshly allocated compact ASCII string, so the text exists once in memory; anything else is read into
 /// memory and decoded (bytes + string at the peak).
 fn load_text_file<'py>(py: Python<'py>, path: &Path) -> LocalResult<Bound<'py, PyAny>> {
-    let (mut file, len) = open_with_len(path)?;
+    let (file, len) = open_with_len(path)?;
     if len > 0 {
         let size = ffi::Py_ssize_t::try_from(len)
             .map_err(|_| LocalError::InvalidInput(format!("{} is too large", path.display())))?;
@@ -147,7 +220,7 @@ fn load_text_file<'py>(py: Python<'py>, path: &Path) -> LocalResult<Bound<'py, P
         // outlive `string`, and we only keep the object if every byte written is ASCII, as maxchar 127 promises.
         let buf = unsafe { std::slice::from_raw_parts_mut(ffi::PyUnicode_DATA(string.as_ptr()).cast::<u8>(), len) };
         // The object is private to this thread, so other Python threads may run while the disk is read.
-        let read = py.detach(|| read_ascii_into(&mut file, buf)).map_err(|e| io_error(path, e))?;
+        let read = py.detach(|| read_ascii_into(&file, buf)).map_err(|e| io_error(path, e))?;
         if let AsciiRead::Complete = read {
             return Ok(string.into_any());
         }
@@ -178,15 +251,43 @@ mod tests {
     fn ascii_reader_detects_non_ascii_and_size_changes() -> std::io::Result<()> {
         let file = write_file(b"hello")?;
         let mut buf = [0u8; 5];
-        assert!(matches!(read_ascii_into(&mut File::open(file.path())?, &mut buf)?, AsciiRead::Complete));
+        assert!(matches!(read_ascii_into(&File::open(file.path())?, &mut buf)?, AsciiRead::Complete));
         assert_eq!(&buf, b"hello");
         let mut short = [0u8; 4];
-        assert!(matches!(read_ascii_into(&mut File::open(file.path())?, &mut short)?, AsciiRead::NotAscii));
+        assert!(matches!(read_ascii_into(&File::open(file.path())?, &mut short)?, AsciiRead::NotAscii));
         let mut long = [0u8; 6];
-        assert!(matches!(read_ascii_into(&mut File::open(file.path())?, &mut long)?, AsciiRead::NotAscii));
+        assert!(matches!(read_ascii_into(&File::open(file.path())?, &mut long)?, AsciiRead::NotAscii));
         let utf8 = write_file("héllo".as_bytes())?;
         let mut buf = [0u8; 6];
-        assert!(matches!(read_ascii_into(&mut File::open(utf8.path())?, &mut buf)?, AsciiRead::NotAscii));
+        assert!(matches!(read_ascii_into(&File::open(utf8.path())?, &mut buf)?, AsciiRead::NotAscii));
+        Ok(())
+    }
+
+    #[test]
+    fn parallel_ascii_reader_fills_every_part() -> std::io::Result<()> {
+        // Several chunks per part, and a last part shorter than the others.
+        let len = 5 * READ_CHUNK + 7;
+        let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        let file = write_file(&text)?;
+        for threads in [2, 3, 4] {
+            let mut buf = vec![0u8; len];
+            assert!(matches!(
+                read_ascii_with_threads(&File::open(file.path())?, &mut buf, threads)?,
+                AsciiRead::Complete
+            ));
+            assert!(buf == text, "{threads} threads");
+            let mut short = vec![0u8; len - 1];
+            let read = read_ascii_with_threads(&File::open(file.path())?, &mut short, threads)?;
+            assert!(matches!(read, AsciiRead::NotAscii), "a longer file is not taken whole");
+            let mut long = vec![0u8; len + 1];
+            let read = read_ascii_with_threads(&File::open(file.path())?, &mut long, threads)?;
+            assert!(matches!(read, AsciiRead::NotAscii), "a shorter file is not taken whole");
+        }
+        let mut last_not_ascii = text.clone();
+        last_not_ascii[len - 2] = 0xc3;
+        let file = write_file(&last_not_ascii)?;
+        let mut buf = vec![0u8; len];
+        assert!(matches!(read_ascii_with_threads(&File::open(file.path())?, &mut buf, 3)?, AsciiRead::NotAscii));
         Ok(())
     }
 

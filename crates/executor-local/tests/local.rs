@@ -293,14 +293,38 @@ async fn sub_calls_reach_the_host() -> TestResult {
 
     let batches = host.batches();
     assert_eq!(batches.len(), 6, "{batches:?}");
-    assert_eq!(batches[0], vec![SubCall { kind: SubCallKind::Llm, prompt: "hi".to_owned(), model: None }]);
+    assert_eq!(batches[0], vec![SubCall { kind: SubCallKind::Llm, prompt: "hi".into(), model: None }]);
     assert_eq!(batches[1][0].model.as_deref(), Some("m1"));
     // The batch is ONE host call with every prompt.
     assert_eq!(batches[2].len(), 4);
     assert!(batches[2].iter().all(|c| c.kind == SubCallKind::Llm && c.model.as_deref() == Some("m2")));
-    assert_eq!(batches[3], vec![SubCall { kind: SubCallKind::Rlm, prompt: "deep".to_owned(), model: None }]);
+    assert_eq!(batches[3], vec![SubCall { kind: SubCallKind::Rlm, prompt: "deep".into(), model: None }]);
     assert_eq!(batches[4].len(), 2);
     assert_eq!(batches[4][1].kind, SubCallKind::Rlm);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_outlive_the_python_strings_they_were_read_from() -> TestResult {
+    // The host gets the str's own bytes, not a copy: they must stay valid after the code dropped every reference.
+    let host = Arc::new(EchoHost::default());
+    let mut s = session_with(SessionSpec::new(Context::text("abc".repeat(100_000))), host.clone()).await?;
+    let code = [
+        r"ps = [context[i * 1000:(i + 1) * 1000] + str(i) for i in range(3)] + ['na\u00efve \U0001F600' * 2]",
+        "llm_query_batched(ps)",
+        "del ps",
+        "import gc; gc.collect()",
+        "junk = ['x' * 1000 + str(i) for i in range(1000)]",
+    ]
+    .join("\n");
+    run_ok(&mut s, &code).await?;
+    run_ok(&mut s, "del junk").await?;
+    let batches = host.batches();
+    let prompts: Vec<String> = batches[0].iter().map(|call| call.prompt.to_string()).collect();
+    let slice = "abc".repeat(400);
+    assert_eq!(prompts[0], format!("{}0", &slice[..1000]));
+    assert_eq!(prompts[2], format!("{}2", &slice[2000 % 3..2000 % 3 + 1000]));
+    assert_eq!(prompts[3], "na\u{ef}ve \u{1F600}na\u{ef}ve \u{1F600}");
     Ok(())
 }
 

@@ -933,8 +933,10 @@ fn answer_sub_calls(caller: &mut Caller<'_, GuestState>, frame: Frame) -> wasmti
             })
         }
         Phase::Cell { .. } => {
-            let calls: Vec<SubCall> =
-                prompts.into_iter().map(|prompt| SubCall { kind, prompt, model: sub.model.clone() }).collect();
+            let calls: Vec<SubCall> = prompts
+                .into_iter()
+                .map(|prompt| SubCall { kind, prompt: prompt.into(), model: sub.model.clone() })
+                .collect();
             let results = if count == 0 { Some(Vec::new()) } else { wait_for_host(state, calls) };
             let Some(results) = results else {
                 if state.ctl.is_aborted() {

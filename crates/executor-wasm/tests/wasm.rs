@@ -312,7 +312,7 @@ async fn a_timeout_restarts_the_sandbox_and_replays_history() {
     impl SubCallHost for Slow {
         async fn sub_calls(&self, calls: Vec<SubCall>) -> Vec<SubCallResult> {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            calls.into_iter().map(|c| Ok(c.prompt)).collect()
+            calls.into_iter().map(|c| Ok(c.prompt.to_string())).collect()
         }
     }
     let mut slow = executor().start_session(spec("", Duration::from_secs(1)), Arc::new(Slow)).await.unwrap();

@@ -94,9 +94,12 @@ impl OpenAiClient {
             max_completion_tokens: limit(TokenLimitField::MaxCompletionTokens),
             temperature: request.temperature,
         };
-        serde_json::to_vec(&body)
-            .map(Bytes::from)
-            .map_err(|err| Error::model(None, format!("cannot encode the request: {err}"), false))
+        // Sized up front (text plus room for its escapes), so a big prompt is not copied again as the buffer grows.
+        let text: usize = request.messages.iter().map(|message| message.content.len() + 32).sum();
+        let mut buffer = Vec::with_capacity(text + text / 16 + request.model.len() + 128);
+        serde_json::to_writer(&mut buffer, &body)
+            .map_err(|err| Error::model(None, format!("cannot encode the request: {err}"), false))?;
+        Ok(Bytes::from(buffer))
     }
 
     /// One HTTP attempt.

@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{Context, ContextInfo, Result};
+use crate::{Context, ContextInfo, Result, SharedText};
 
 /// Which kind of sub-call code in the REPL made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -21,8 +21,8 @@ pub enum SubCallKind {
 pub struct SubCall {
     /// Which function sent it.
     pub kind: SubCallKind,
-    /// The prompt text.
-    pub prompt: String,
+    /// The prompt text (shared, not copied, on its way to the model).
+    pub prompt: SharedText,
     /// Model requested by the code (`llm_query(p, model="...")`); `None` means the configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

@@ -13,6 +13,7 @@ mod message;
 mod model;
 pub mod sandbox;
 mod secret;
+mod text;
 mod trace;
 mod usage;
 
@@ -25,6 +26,7 @@ pub use exec::{
 pub use message::{ChatMessage, Role};
 pub use model::{ModelClient, ModelRequest, ModelResponse};
 pub use secret::Secret;
+pub use text::SharedText;
 pub use trace::{
     CellRecord, CompactionRecord, EventBody, FinalRecord, FinishedBy, LimitKind, ModelCallPurpose, ModelCallRecord,
     RouteDecision, RoutePath, RunMetadata, SubCallRecord, TraceEvent, TraceSink,

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{CellOutcome, ContextInfo, SubCallKind};
+use crate::{CellOutcome, ContextInfo, SharedText, SubCallKind};
 
 /// How the bytes of an uploaded context are to be read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,7 +116,7 @@ pub struct PendingCall {
     /// Which function the code called.
     pub kind: SubCallKind,
     /// The prompt text.
-    pub prompt: String,
+    pub prompt: SharedText,
     /// The model the code asked for; `None`: the caller's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,

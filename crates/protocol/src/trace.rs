@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{CellError, ChatMessage, ContextInfo, Result, SubCallKind, Usage, UsageReport};
+use crate::{CellError, ChatMessage, ContextInfo, Result, SharedText, SubCallKind, Usage, UsageReport};
 
 /// One line of a trajectory. Every run in a recursive tree writes its own events; a child run names its parent run
 /// and the sub-call event that started it, so the tree can be rebuilt from a flat stream.
@@ -238,7 +238,7 @@ pub struct SubCallRecord {
     /// The model that answered.
     pub model: String,
     /// The prompt text.
-    pub prompt: String,
+    pub prompt: SharedText,
     /// The answer; `None` when the call failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,

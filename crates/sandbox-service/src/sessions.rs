@@ -462,7 +462,9 @@ mod tests {
     use super::*;
 
     fn pending(n: u64) -> Vec<PendingCall> {
-        (0..n).map(|id| PendingCall { id, kind: SubCallKind::Llm, prompt: format!("p{id}"), model: None }).collect()
+        (0..n)
+            .map(|id| PendingCall { id, kind: SubCallKind::Llm, prompt: format!("p{id}").into(), model: None })
+            .collect()
     }
 
     fn answer(id: u64) -> CallResult {

@@ -575,7 +575,7 @@ fn write_large_trace(path: &Path, iterations: u32, batch: u32, prompt_bytes: usi
                 EventBody::SubCall(SubCallRecord {
                     kind: SubCallKind::Llm,
                     model: "sub".into(),
-                    prompt: format!("chunk {i}/{b}: {}", &filler[..prompt_bytes]),
+                    prompt: format!("chunk {i}/{b}: {}", &filler[..prompt_bytes]).into(),
                     response: if b % 97 == 5 { None } else { Some(format!("summary {i}/{b}")) },
                     error: (b % 97 == 5).then(|| "HTTP 500 from the provider".into()),
                     usage,

@@ -126,12 +126,14 @@ impl ModelClient for Budget {
             estimate
         };
         let hashes = Self::prefix_hashes(&request);
-        let outcome = self.inner.complete(request.clone()).await;
+        // The request itself goes to the inner client: a prompt of megabytes is not copied to keep its model name.
+        let model = request.model.clone();
+        let outcome = self.inner.complete(request).await;
         let mut state = self.lock();
         state.reserved = (state.reserved - estimate).max(0.0);
         let response = outcome?;
         let cost = response.usage.cost_usd.or_else(|| {
-            let price = self.prices.get(&request.model).or_else(|| self.prices.get(&response.model));
+            let price = self.prices.get(&model).or_else(|| self.prices.get(&response.model));
             price.map(|price| price.cost(&response.usage))
         });
         // The estimate stands in for a cost nobody can compute (the price was checked before the call).
