@@ -10,7 +10,7 @@ use rlm_protocol::{Usage, UsageReport};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelsError;
-use crate::spec::split_spec;
+use crate::spec::{Provider, split_spec};
 
 /// Price of one model in USD per 1,000 tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -134,12 +134,17 @@ impl Prices {
         self.models.insert(model.into(), price);
     }
 
-    /// The price of `model`, if known.
+    /// The price of `model`, if known. A `local:` model runs on this machine and costs nothing per token, unless
+    /// the table gives it a price.
     pub fn get(&self, model: &str) -> Option<&ModelPrice> {
-        let (_, unprefixed) = split_spec(model);
-        [model, unprefixed].into_iter().find_map(|name| {
-            self.lookup(name).or_else(|| name.rsplit_once('/').and_then(|(_, bare)| self.lookup(bare)))
-        })
+        static FREE: ModelPrice = ModelPrice::new(0.0, 0.0, 0.0);
+        let (provider, unprefixed) = split_spec(model);
+        [model, unprefixed]
+            .into_iter()
+            .find_map(|name| {
+                self.lookup(name).or_else(|| name.rsplit_once('/').and_then(|(_, bare)| self.lookup(bare)))
+            })
+            .or_else(|| (provider == Provider::Local).then_some(&FREE))
     }
 
     fn lookup(&self, model: &str) -> Option<&ModelPrice> {
@@ -197,6 +202,16 @@ mod tests {
         let sonnet = Prices::builtin().get("anthropic:claude-sonnet-4-5-20250929").copied().unwrap();
         let anthropic = Usage { cache_write_tokens: 1000, ..usage(3000, 0, 1000) };
         assert!((sonnet.cost(&anthropic) - (0.003 + 0.0003 + 0.00375)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_local_model_is_free_unless_the_table_prices_it() {
+        let mut prices = Prices::builtin();
+        assert_eq!(prices.cost("local:qwen2.5-coder-1.5b", &usage(4000, 2000, 0)), Some(0.0));
+        assert_eq!(prices.cost("local:/models/any.gguf", &usage(4000, 2000, 0)), Some(0.0));
+        assert_eq!(prices.cost("qwen2.5-coder-1.5b", &usage(4000, 2000, 0)), None, "a served model has no known price");
+        prices.set("local:qwen2.5-coder-1.5b", ModelPrice::new(0.001, 0.001, 0.0));
+        assert_eq!(prices.cost("local:qwen2.5-coder-1.5b", &usage(1000, 1000, 0)), Some(0.002));
     }
 
     #[test]
