@@ -243,8 +243,7 @@ def search_text(context, words, max_results=10, window=200):
     spans = [m.span() for m in phrase.finditer(text)]
     if spans:
         found = collect(spans)
-        more = f" (showing {len(found)})" if len(spans) > len(found) else ""
-        return _Passages(found, f"{len(spans)} match(es) for {words!r}{more}:")
+        return _Passages(found, _found_summary(words, len(spans), len(found)))
 
     content = [t for t in tokens if t.lower() not in _SEARCH_STOPWORDS] or tokens
     hits = {t: [m.span() for m in re.finditer(_word_pattern(t), text, re.IGNORECASE)] for t in dict.fromkeys(content)}
@@ -264,7 +263,8 @@ def search_text(context, words, max_results=10, window=200):
             spans.append((index, index + len(needle)))
             index = lowered.find(needle, index + 1)
         if spans:
-            return _Passages(collect(spans), f"{len(spans)} match(es) for {words!r} inside longer words:")
+            found = collect(spans)
+            return _Passages(found, _found_summary(words, len(spans), len(found), " inside longer words"))
         return _Passages([], f"No match for {words!r}, nor for any of its words. Try other words.")
     scored = []
     for token, token_hits in present.items():
@@ -281,6 +281,218 @@ def search_text(context, words, max_results=10, window=200):
         found,
         f"No exact match for {words!r}. Passages with {best} of its {len(content)} words{note}:",
     )
+
+
+def _found_summary(words, total, shown, where=""):
+    """The first line of a search result. A weak model reads any number here as the answer to "how many": the line
+    says plainly that it counts places with the words, that the passages are only some of them, and how to count
+    with code. The engine recognises it by its opening ("search found "), so it must keep that opening."""
+    places = "one place" if total == 1 else f"{total} places"
+    if shown >= total:
+        return f"search found {words!r}{where} in {places}:"
+    return (
+        f"search found {words!r}{where} in {places}; only the first {shown} are shown below. That number counts "
+        f"places with these words, not what the question asks. To count, add up or compare, use code over all "
+        f"lines: lines_with() returns every line that has all the words you give it, one for each condition of "
+        f"the question, e.g. print(len(lines_with({words!r})))"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lines_with() and records(): every matching line, as text or as fields, so that code can count, add up and compare
+# (search() shows a few passages; aggregates need all of them)
+# ---------------------------------------------------------------------------------------------------------------------
+
+_SHOWN_LINES = 10
+
+
+class _Lines(list):
+    """Every line that matched; prints as a count and the first lines, so printing it never floods the output."""
+
+    def __init__(self, lines, summary):
+        super().__init__(lines)
+        self.summary = summary
+
+    def __repr__(self):
+        if not self:
+            return self.summary
+        shown = "\n".join(str(item) for item in self[:_SHOWN_LINES])
+        rest = len(self) - _SHOWN_LINES
+        more = f"\n... and {rest} more (the list holds all {len(self)})" if rest > 0 else ""
+        return f"{self.summary}\n{shown}{more}"
+
+    __str__ = __repr__
+
+
+def _term_pattern(term):
+    """`term` as written, ignoring case; at word boundaries where it begins or ends with a word character, so that
+    "user=u11" does not match "user=u1101" and "error" does not match "errors"."""
+    start = r"(?<!\w)" if re.match(r"\w", term) else ""
+    end = r"(?!\w)" if re.search(r"\w$", term) else ""
+    return re.compile(start + re.escape(term) + end, re.IGNORECASE)
+
+
+def _context_lines(context):
+    if isinstance(context, (list, tuple)):
+        lines = []
+        for item in context:
+            lines.extend(_searchable_text(item).splitlines() if isinstance(item, str) else [_safe_str(item)])
+        return lines
+    return _searchable_text(context).splitlines()
+
+
+def _patterns(terms, helper):
+    """The terms (stripped) and their patterns; a clear error for anything that is not a non-empty string."""
+    for term in terms:
+        if not isinstance(term, str) or not term.strip():
+            raise TypeError(f"{helper}() takes words as strings, e.g. {helper}(\"error\", \"user=alice\"); got {term!r}")
+    terms = [term.strip() for term in terms]
+    return terms, [_term_pattern(term) for term in terms]
+
+
+def _has_all(line, patterns):
+    return all(pattern.search(line) for pattern in patterns)
+
+
+def _count(n, noun):
+    return f"1 {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _describe_terms(terms):
+    if not terms:
+        return "in context (all non-empty lines)"
+    if len(terms) == 1:
+        return f"with {terms[0]!r}"
+    return "with all of " + ", ".join(repr(t) for t in terms)
+
+
+def lines_with_text(context, *terms):
+    """Every line of `context` that contains all of `terms` (each as written, ignoring case, at word boundaries);
+    no terms: every non-empty line."""
+    terms, patterns = _patterns(terms, "lines_with")
+    lines = [line for line in _context_lines(context) if line.strip() and _has_all(line, patterns)]
+    if not lines:
+        listed = ", ".join(repr(t) for t in terms)
+        return _Lines([], f"No line contains all of: {listed}. Check how the text writes them with search().")
+    return _Lines(lines, f"{_count(len(lines), 'line')} {_describe_terms(terms)}:")
+
+
+class _Record(dict):
+    """The fields of one line. A field the line does not have reads as None instead of raising KeyError: records of
+    one text often differ in their fields, and `r["x"] == "y"` should simply be false for those."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        return None
+
+
+_NUMBER = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d+)?")
+_PAIR = re.compile(r"""(?<![\w.-])([A-Za-z_][\w.-]*)=("[^"]*"|'[^']*'|[^\s,;]*)""")
+
+
+def _value(text):
+    """A field's text as int or float when it is written as a plain number ("007" and "1e5" stay text)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    if _NUMBER.fullmatch(text):
+        return float(text) if "." in text else int(text)
+    return text
+
+
+def _csv_header(lines):
+    """The column names when the first line is a CSV (or tab-separated) header that the next line fits."""
+    import csv
+
+    if len(lines) < 2:
+        return None, None
+    for delimiter in (",", "\t", ";", "|"):
+        head = next(csv.reader([lines[0]], delimiter=delimiter))
+        row = next(csv.reader([lines[1]], delimiter=delimiter))
+        names = [name.strip() for name in head]
+        if (
+            len(names) >= 2
+            and len(row) == len(names)
+            and all(names)
+            and len(set(names)) == len(names)
+            and not any(_NUMBER.fullmatch(name) for name in names)
+        ):
+            return names, delimiter
+    return None, None
+
+
+def _parse_record(line):
+    """The fields of a line: its JSON object (also after a prefix, as in `RECORD {...}`), else its key=value pairs."""
+    start, end = line.find("{"), line.rfind("}")
+    if 0 <= start < end:
+        try:
+            value = json.loads(line[start : end + 1])
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return _Record(value)
+    pairs = _PAIR.findall(line)
+    if pairs:
+        return _Record((key, _value(value)) for key, value in pairs)
+    return None
+
+
+def records_text(context, *terms):
+    """The lines of `context` that contain all of `terms`, each parsed into a dict of its fields: `key=value` pairs,
+    a JSON object, or the columns of a CSV whose first line names them. Numbers become int/float. Lines without
+    fields are left out. A list of dicts (a JSON file) gives its dicts."""
+    terms, patterns = _patterns(terms, "records")
+    found = []
+    if isinstance(context, (list, tuple)) and context and all(isinstance(item, dict) for item in context):
+        for item in context:
+            if _has_all(" ".join(f"{key}={value}" for key, value in item.items()), patterns):
+                found.append(_Record(item))
+    else:
+        lines = [line for line in _context_lines(context) if line.strip()]
+        names, delimiter = _csv_header(lines)
+        if names is not None:
+            import csv
+
+            for line in lines[1:]:
+                if not _has_all(line, patterns):
+                    continue
+                row = next(csv.reader([line], delimiter=delimiter))
+                if len(row) == len(names):
+                    found.append(_Record(zip(names, (_value(cell) for cell in row))))
+        else:
+            parsed = (_parse_record(line) for line in lines if _has_all(line, patterns))
+            found = [record for record in parsed if record]
+    if not found:
+        where = f"lines with {', '.join(repr(t) for t in terms)}" if terms else "lines"
+        return _Lines(
+            [],
+            f"No records: no {where} with fields (key=value pairs, JSON objects or CSV columns). "
+            "Look at a few lines with print(context[:500]).",
+        )
+    described = f"from lines {_describe_terms(terms)}" if terms else "(one per line with fields)"
+    return _Lines(found, f"{_count(len(found), 'record')} {described}:")
+
+
+def helpers_for(context):
+    """The helper functions over `context` that a session starts with. Also what the conformance tests give plain
+    python3, so all executors are compared with it on the same code."""
+
+    def search(words, max_results=10, window=200):
+        """Passages of `context` that contain `words` (case- and plural-insensitive; when the exact phrase is
+        absent, the passages with most of the words). Shows a few places; count with lines_with()."""
+        return search_text(context, words, max_results, window)
+
+    def lines_with(*words):
+        """Every line of `context` that contains all of `words` (each as written, ignoring case), as a list."""
+        return lines_with_text(context, *words)
+
+    def records(*words):
+        """The lines of `context` that contain all of `words`, each as a dict of its fields (key=value, JSON or CSV
+        columns; numbers as int/float; a missing field reads as None), as a list."""
+        return records_text(context, *words)
+
+    return {"search": search, "lines_with": lines_with, "records": records}
 
 
 class SessionCore:
@@ -362,19 +574,14 @@ class SessionCore:
         self.globals = dict(self.restored)
         self.globals["answer"] = {"content": None, "ready": False}
 
-        def search(words, max_results=10, window=200):
-            """Passages of `context` that contain `words` (case- and plural-insensitive; when the exact phrase is
-            absent, the passages with most of the words)."""
-            return search_text(context, words, max_results, window)
-
         def FINAL(value):
             """Ends the run with str(value) as the answer, like answer["content"] = value; answer["ready"] = True.
             Models often write FINAL(...) inside code, where it would otherwise be a NameError."""
             self.final_call = _safe_str(value)
 
         self.final_call = None
-        # Provided but not restored after each cell: code may define its own `search` or `FINAL`.
-        self.globals["search"] = search
+        # Provided but not restored after each cell: code may define its own `search`, `FINAL`, ... .
+        self.globals.update(helpers_for(context))
         self.globals["FINAL"] = FINAL
         # Names that exist before any user code ran are never "user variables".
         self.baseline = frozenset(self.globals)

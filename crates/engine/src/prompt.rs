@@ -141,7 +141,24 @@ pub fn small_system_prompt(facts: &PromptFacts<'_>) -> String {
          Then stop. The next message shows what the code printed.\n\n\
          Functions you can use in the code:\n\
          - search(\"words\"): finds the places in `context` that contain these words (ignoring case and plural \
-         endings) and returns those passages. Search for the most specific words of the question, like a name.\n",
+         endings) and shows the first few passages. Search for the most specific words of the question, like a \
+         name. It shows only some places, so never count what it shows.\n\
+         - lines_with(\"word\", \"other word\"): returns a list of ALL lines of `context` that contain every one \
+         of the words. Give it one word for each condition of the question. Use it to count, add up or compare, \
+         like this:\n\
+         ```repl\n\
+         rows = lines_with(\"first condition\", \"second condition\")\n\
+         print(len(rows))\n\
+         ```\n\
+         - records(\"word\"): like lines_with, but each line becomes a dict of its fields (key=value pairs, JSON \
+         or CSV columns; numbers become numbers; a missing field is None), for sums, averages and most common \
+         values, like this:\n\
+         ```repl\n\
+         from collections import Counter\n\
+         rows = records(\"a condition\")\n\
+         print(sum(r[\"a number field\"] for r in rows))\n\
+         print(Counter(r[\"a field\"] for r in rows).most_common(5))\n\
+         ```\n",
     );
     match facts.sub_prompt_chars() {
         Some(chars) => {
@@ -163,7 +180,9 @@ pub fn small_system_prompt(facts: &PromptFacts<'_>) -> String {
          1. Never guess. Answer only with what your code printed.\n\
          2. Never print all of `context`.\n\
          3. If a search finds nothing, search again with fewer or different words.\n\
-         4. When the printed output shows the answer, reply with FINAL( then the answer then ) and nothing else.\n",
+         4. Questions about how many, how much, a total, an average, the most or the least need code over all \
+         lines: lines_with or records, then len, sum, max, min or Counter. Print the result.\n\
+         5. When the printed output shows the answer, reply with FINAL( then the answer then ) and nothing else.\n",
     );
     let _ = write!(text, "You have {} replies in total.", facts.limits.max_iterations);
     text
@@ -291,7 +310,9 @@ pub(crate) fn group_thousands(n: u64) -> String {
 
 pub fn first_user_message(profile: PromptProfile, query: &str) -> String {
     match profile {
-        PromptProfile::Small => format!("Question: {query}\n\nWrite a ```repl code block that searches `context`."),
+        PromptProfile::Small => {
+            format!("Question: {query}\n\nWrite a ```repl code block that searches or counts in `context`.")
+        }
         PromptProfile::Auto | PromptProfile::Standard => format!(
             "Query: {query}\n\nYou have not looked at `context` yet. Start by writing a ```repl block that inspects \
              it; do not answer before your code has shown you the evidence."
