@@ -324,59 +324,6 @@ class _Lines(list):
     __str__ = __repr__
 
 
-def _term_pattern(term):
-    """`term` as written, ignoring case; at word boundaries where it begins or ends with a word character, so that
-    "user=u11" does not match "user=u1101" and "error" does not match "errors"."""
-    start = r"(?<!\w)" if re.match(r"\w", term) else ""
-    end = r"(?!\w)" if re.search(r"\w$", term) else ""
-    return re.compile(start + re.escape(term) + end, re.IGNORECASE)
-
-
-def _context_lines(context):
-    if isinstance(context, (list, tuple)):
-        lines = []
-        for item in context:
-            lines.extend(_searchable_text(item).splitlines() if isinstance(item, str) else [_safe_str(item)])
-        return lines
-    return _searchable_text(context).splitlines()
-
-
-def _patterns(terms, helper):
-    """The terms (stripped) and their patterns; a clear error for anything that is not a non-empty string."""
-    for term in terms:
-        if not isinstance(term, str) or not term.strip():
-            raise TypeError(f"{helper}() takes words as strings, e.g. {helper}(\"error\", \"user=alice\"); got {term!r}")
-    terms = [term.strip() for term in terms]
-    return terms, [_term_pattern(term) for term in terms]
-
-
-def _has_all(line, patterns):
-    return all(pattern.search(line) for pattern in patterns)
-
-
-def _count(n, noun):
-    return f"1 {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _describe_terms(terms):
-    if not terms:
-        return "in context (all non-empty lines)"
-    if len(terms) == 1:
-        return f"with {terms[0]!r}"
-    return "with all of " + ", ".join(repr(t) for t in terms)
-
-
-def lines_with_text(context, *terms):
-    """Every line of `context` that contains all of `terms` (each as written, ignoring case, at word boundaries);
-    no terms: every non-empty line."""
-    terms, patterns = _patterns(terms, "lines_with")
-    lines = [line for line in _context_lines(context) if line.strip() and _has_all(line, patterns)]
-    if not lines:
-        listed = ", ".join(repr(t) for t in terms)
-        return _Lines([], f"No line contains all of: {listed}. Check how the text writes them with search().")
-    return _Lines(lines, f"{_count(len(lines), 'line')} {_describe_terms(terms)}:")
-
-
 class _Record(dict):
     """The fields of one line. A field the line does not have reads as None instead of raising KeyError: records of
     one text often differ in their fields, and `r["x"] == "y"` should simply be false for those."""
@@ -388,7 +335,12 @@ class _Record(dict):
 
 
 _NUMBER = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d+)?")
-_PAIR = re.compile(r"""(?<![\w.-])([A-Za-z_][\w.-]*)=("[^"]*"|'[^']*'|[^\s,;]*)""")
+# key=value, the value quoted or running to the next space, comma, semicolon or bar.
+_EQUALS_PAIR = re.compile(r"""(?<![\w.-])([A-Za-z_][\w.-]*)\s?=\s?("[^"]*"|'[^']*'|[^\s,;|]*)""")
+# key: value, the value running to the next comma, semicolon or bar (a time such as 06:56:21 stays whole).
+_COLON_PAIR = re.compile(r"""(?<![\w.-])([A-Za-z_][\w.-]*):\s+("[^"]*"|'[^']*'|[^,;|]*[^\s,;|])""")
+# A condition written as a field and its value: "status=error", "status: error".
+_CONDITION = re.compile(r"([A-Za-z_][\w.-]*)\s*[=:]\s*(\S.*)")
 
 
 def _value(text):
@@ -402,10 +354,10 @@ def _value(text):
 
 
 def _csv_header(lines):
-    """The column names when the first line is a CSV (or tab-separated) header that the next line fits."""
+    """(column names, delimiter) when the first line is a delimited header that the next line fits, else (None, None)."""
     import csv
 
-    if len(lines) < 2:
+    if len(lines) < 2 or _parse_record(lines[0]) is not None:
         return None, None
     for delimiter in (",", "\t", ";", "|"):
         head = next(csv.reader([lines[0]], delimiter=delimiter))
@@ -423,7 +375,8 @@ def _csv_header(lines):
 
 
 def _parse_record(line):
-    """The fields of a line: its JSON object (also after a prefix, as in `RECORD {...}`), else its key=value pairs."""
+    """The fields of a line: its JSON object (also after a prefix, as in `RECORD {...}`), else its key=value pairs,
+    else its `key: value` pairs (two or more, so that a lone "Note: ..." is not a record); None when it has none."""
     start, end = line.find("{"), line.rfind("}")
     if 0 <= start < end:
         try:
@@ -432,37 +385,120 @@ def _parse_record(line):
             value = None
         if isinstance(value, dict):
             return _Record(value)
-    pairs = _PAIR.findall(line)
-    if pairs:
-        return _Record((key, _value(value)) for key, value in pairs)
-    return None
+    pairs = _EQUALS_PAIR.findall(line)
+    if not pairs:
+        pairs = _COLON_PAIR.findall(line)
+        if len(pairs) < 2:
+            return None
+    return _Record((key, _value(value)) for key, value in pairs)
 
 
-def records_text(context, *terms):
-    """The lines of `context` that contain all of `terms`, each parsed into a dict of its fields: `key=value` pairs,
-    a JSON object, or the columns of a CSV whose first line names them. Numbers become int/float. Lines without
-    fields are left out. A list of dicts (a JSON file) gives its dicts."""
-    terms, patterns = _patterns(terms, "records")
-    found = []
-    if isinstance(context, (list, tuple)) and context and all(isinstance(item, dict) for item in context):
-        for item in context:
-            if _has_all(" ".join(f"{key}={value}" for key, value in item.items()), patterns):
-                found.append(_Record(item))
-    else:
-        lines = [line for line in _context_lines(context) if line.strip()]
-        names, delimiter = _csv_header(lines)
-        if names is not None:
-            import csv
+class _Rows:
+    """The non-empty lines of a context, each with its fields (parsed when first needed)."""
 
-            for line in lines[1:]:
-                if not _has_all(line, patterns):
-                    continue
-                row = next(csv.reader([line], delimiter=delimiter))
-                if len(row) == len(names):
-                    found.append(_Record(zip(names, (_value(cell) for cell in row))))
+    def __init__(self, context):
+        if isinstance(context, (list, tuple)) and context and all(isinstance(item, dict) for item in context):
+            self.lines = [" ".join(f"{key}={value}" for key, value in item.items()) for item in context]
+            self.records = [_Record(item) for item in context]
+            self.parsed = [True] * len(context)
+            self.names, self.delimiter, self.first = None, None, 0
+            return
+        if isinstance(context, (list, tuple)):
+            lines = []
+            for item in context:
+                lines.extend(item.splitlines() if isinstance(item, str) else [_safe_str(item)])
         else:
-            parsed = (_parse_record(line) for line in lines if _has_all(line, patterns))
-            found = [record for record in parsed if record]
+            lines = _searchable_text(context).splitlines()
+        self.lines = [line for line in lines if line.strip()]
+        self.records = [None] * len(self.lines)
+        self.parsed = [False] * len(self.lines)
+        self.names, self.delimiter = _csv_header(self.lines)
+        # A CSV header names the fields; it is not a record itself.
+        self.first = 0 if self.names is None else 1
+
+    def fields(self, index):
+        if not self.parsed[index]:
+            self.parsed[index] = True
+            self.records[index] = self._parse(index)
+        return self.records[index]
+
+    def _parse(self, index):
+        line = self.lines[index]
+        if self.names is None:
+            return _parse_record(line)
+        if index == 0:
+            return None
+        import csv
+
+        row = next(csv.reader([line], delimiter=self.delimiter))
+        return _Record(zip(self.names, map(_value, row))) if len(row) == len(self.names) else None
+
+
+class _Term:
+    """One word or condition of lines_with / records: the text as written (ignoring case, at word boundaries where it
+    begins or ends with a word character, so "user=u11" is not in "user=u1101" and "error" is not in "errors"); a
+    condition `field=value` also matches a line whose field has that value in any layout (`status: error`,
+    `"status": "error"`, a CSV column)."""
+
+    def __init__(self, text, helper):
+        if not isinstance(text, str) or not text.strip():
+            raise TypeError(f"{helper}() takes words as strings, e.g. {helper}(\"error\", \"user=alice\"); got {text!r}")
+        self.text = text.strip()
+        start = r"(?<!\w)" if re.match(r"\w", self.text) else ""
+        end = r"(?!\w)" if re.search(r"\w$", self.text) else ""
+        self.pattern = re.compile(start + re.escape(self.text) + end, re.IGNORECASE)
+        condition = _CONDITION.fullmatch(self.text)
+        self.field = None
+        if condition:
+            self.field = (condition.group(1).lower(), condition.group(2).strip().strip("'\"").lower())
+
+    def matches(self, rows, index):
+        if self.pattern.search(rows.lines[index]):
+            return True
+        if self.field is None:
+            return False
+        fields = rows.fields(index)
+        if not fields:
+            return False
+        name, wanted = self.field
+        return any(str(key).lower() == name and _safe_str(value).lower() == wanted for key, value in fields.items())
+
+
+def _matching_rows(context, words, helper):
+    """The terms, the rows, and the indexes of the rows that match every term (all rows but a CSV header when none)."""
+    terms = [_Term(word, helper) for word in words]
+    rows = _Rows(context)
+    indexes = [i for i in range(rows.first, len(rows.lines)) if all(term.matches(rows, i) for term in terms)]
+    return [term.text for term in terms], rows, indexes
+
+
+def _count(n, noun):
+    return f"1 {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _describe_terms(terms):
+    if len(terms) == 1:
+        return f"with {terms[0]!r}"
+    return "with all of " + ", ".join(repr(t) for t in terms)
+
+
+def lines_with_text(context, *words):
+    """Every line of `context` that contains all of `words` (see `_Term`); no words: every non-empty line."""
+    terms, rows, indexes = _matching_rows(context, words, "lines_with")
+    if not terms:
+        return _Lines([rows.lines[i] for i in range(len(rows.lines))], f"{_count(len(rows.lines), 'line')} in context:")
+    if not indexes:
+        listed = ", ".join(repr(t) for t in terms)
+        return _Lines([], f"No line contains all of: {listed}. Check how the text writes them with search().")
+    return _Lines([rows.lines[i] for i in indexes], f"{_count(len(indexes), 'line')} {_describe_terms(terms)}:")
+
+
+def records_text(context, *words):
+    """The lines of `context` that contain all of `words`, each parsed into a dict of its fields: a JSON object,
+    `key=value` or `key: value` pairs, or the columns of a CSV whose first line names them. Numbers become int/float.
+    Lines without fields are left out. A list of dicts (a JSON file) gives its dicts."""
+    terms, rows, indexes = _matching_rows(context, words, "records")
+    found = [record for record in (rows.fields(i) for i in indexes) if record]
     if not found:
         where = f"lines with {', '.join(repr(t) for t in terms)}" if terms else "lines"
         return _Lines(

@@ -20,10 +20,14 @@ pub fn suggested_search(query: &str) -> String {
     format!("print(search({words:?}))")
 }
 
-/// A code line that prints every line of `context` with the conditions `query` names: its words that look like
-/// values (`status=error`, `api-1`, `u1101`, a name) rather than plain words, at most three; else its most specific
-/// word.
+/// A code line that prints every line of `context` with the conditions `query` names.
 pub fn suggested_lines(query: &str) -> String {
+    format!("print({})", lines_call(query))
+}
+
+/// A `lines_with(...)` call for the conditions `query` names: its words that look like values (`status=error`,
+/// `api-1`, `u1101`, a name) rather than plain words, at most three; else its most specific word.
+fn lines_call(query: &str) -> String {
     let terms = search_terms(query);
     let mut conditions: Vec<&String> = terms
         .iter()
@@ -41,7 +45,7 @@ pub fn suggested_lines(query: &str) -> String {
     } else {
         conditions.iter().map(|term| format!("{term:?}")).collect::<Vec<_>>().join(", ")
     };
-    format!("print(lines_with({words}))")
+    format!("lines_with({words})")
 }
 
 /// Why a count of `search()` places is not accepted as the answer, and how to count instead.
@@ -50,8 +54,8 @@ pub fn search_count_note(answer: &str, query: &str) -> String {
     format!(
         "FINAL({shown}) was not accepted: that number is how many places search() found with some words, and search \
          shows only the first few of them. It is not a count of what the question asks. Count with code over all \
-         lines, with one word for each condition of the question, for example:\n```repl\n{}\n```",
-        suggested_lines(query).replacen("print(lines_with(", "print(len(lines_with(", 1).replacen("))", ")))", 1)
+         lines, with one word for each condition of the question, for example:\n```repl\nprint(len({}))\n```",
+        lines_call(query)
     )
 }
 

@@ -242,6 +242,9 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
     text.push_str(
         "- `search(words, max_results=10, window=200) -> list[str]`: passages of `context` that contain the words \
          (case- and plural-insensitive; when the exact phrase is absent, the passages with most of the words).\n\
+         - `lines_with(*words) -> list[str]`: every line of `context` that contains all the words (as written, \
+         ignoring case); `records(*words) -> list[dict]`: those lines parsed into fields (key=value pairs, JSON \
+         objects or CSV columns; numbers as numbers; a missing field is None). For exact counts, sums and rankings.\n\
          - `SHOW_VARS()`: lists the variables you have defined.\n\
          - `FINAL_VAR(name)`: ends the run with `str()` of the variable called `name` as the answer.\n\n",
     );
@@ -384,6 +387,12 @@ mod tests {
         assert!(digits_runs.is_empty(), "no long bare numbers: {digits_runs:?}");
         let standard = system_prompt(&facts);
         assert!(standard.contains("reads about 36,864 characters per prompt"), "{standard}");
+        // Both profiles offer the helpers that compute; the small one shows them in use, with placeholders only.
+        for prompt in [&text, &standard] {
+            assert!(prompt.contains("lines_with(") && prompt.contains("records("), "{prompt}");
+        }
+        assert!(text.contains("print(len(rows))") && text.contains("Counter("), "{text}");
+        assert!(text.contains("never count what it shows"), "{text}");
     }
 
     #[test]

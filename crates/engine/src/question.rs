@@ -9,20 +9,23 @@
 //! correctness.
 
 /// Words and phrases that make a question an aggregate, grouped by what they ask for. Matched at word boundaries on
-/// the lower-cased question; a phrase's words may be separated by any non-word characters.
-const AGGREGATE_CUES: &[(&str, &[&str])] = &[
-    ("a count", &["how many", "how much", "how often", "number of", "count", "counts", "counted", "tally"]),
-    ("a total", &["total", "totals", "sum", "sums", "add up", "altogether", "combined", "overall"]),
-    ("a statistic", &["average", "averages", "median", "percent", "percentage", "proportion", "ratio"]),
+/// the lower-cased question; a phrase's words may be separated by any non-word characters, and `*` stands for up to
+/// three words or none ("more errors than", "more failed logins than", "more than").
+const AGGREGATE_CUES: &[(&str, &str)] = &[
+    ("a count", "how many|how much|how often|number of|count|counts|counted|tally"),
+    ("a total", "total|totals|sum|sums|add up|altogether|combined|overall"),
+    ("a statistic", "average|averages|median|percent|percentage|proportion|ratio"),
     (
         "an extreme or a ranking",
-        &[
-            "most", "least", "fewest", "highest", "lowest", "largest", "smallest", "biggest", "maximum", "minimum",
-            "max", "min", "longest", "shortest", "busiest", "rank", "ranked", "frequent", "frequently",
-        ],
+        "most|least|fewest|highest|lowest|largest|smallest|biggest|maximum|minimum|max|min|longest|shortest|busiest|\
+         rank|ranked|frequent|frequently",
     ),
-    ("distinct values", &["distinct", "unique"]),
-    ("a comparison of groups", &["more than", "fewer than", "less than", "at least", "at most"]),
+    ("distinct values", "distinct|unique"),
+    (
+        "a comparison of groups",
+        "more * than|fewer * than|less * than|at least|at most|more often|less often|more common|less common|\
+         more frequent|less frequent|are there more|were there more",
+    ),
 ];
 
 /// What kind of aggregate `query` asks for, with the word that says so (`("a count", "how many")`), or `None` for a
@@ -30,15 +33,26 @@ const AGGREGATE_CUES: &[(&str, &[&str])] = &[
 pub fn aggregate_cue(query: &str) -> Option<(&'static str, &'static str)> {
     let words: Vec<String> =
         query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
-    AGGREGATE_CUES.iter().find_map(|(kind, cues)| {
-        cues.iter().find(|cue| contains_phrase(&words, cue)).map(|cue| (*kind, *cue))
-    })
+    AGGREGATE_CUES
+        .iter()
+        .find_map(|(kind, cues)| cues.split('|').find(|cue| contains_phrase(&words, cue)).map(|cue| (*kind, cue)))
 }
 
-/// Whether `words` contains the words of `phrase` in a row.
+/// Words a `*` of a cue may stand for.
+const MAX_GAP: usize = 3;
+
+/// Whether `words` contains the words of `phrase` in a row (a `*` in it: none up to [`MAX_GAP`] words).
 fn contains_phrase(words: &[String], phrase: &str) -> bool {
     let wanted: Vec<&str> = phrase.split(' ').collect();
-    words.windows(wanted.len()).any(|window| window.iter().zip(&wanted).all(|(word, want)| word == want))
+    (0..words.len()).any(|start| matches_at(&words[start..], &wanted))
+}
+
+fn matches_at(words: &[String], wanted: &[&str]) -> bool {
+    match wanted.split_first() {
+        None => true,
+        Some((&"*", rest)) => (0..=MAX_GAP.min(words.len())).any(|gap| matches_at(&words[gap..], rest)),
+        Some((want, rest)) => words.first().is_some_and(|word| word == want) && matches_at(&words[1..], rest),
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +75,9 @@ mod tests {
             ("List the unique error codes.", "distinct values"),
             ("Did api-1 have more errors than api-2?", "a comparison of groups"),
             ("HOW MANY rows mention Paris?", "a count"),
+            ("Were there more failed logins than successful ones?", "a comparison of groups"),
+            ("Are there more orders from the north or from the south?", "a comparison of groups"),
+            ("Comparing the two hosts, which one fails more often?", "a comparison of groups"),
         ] {
             assert_eq!(aggregate_cue(query).map(|(k, _)| k), Some(kind), "{query}");
         }

@@ -276,13 +276,12 @@ const SEARCH_SUMMARY_OPENING: &str = "search found ";
 /// The number of places a `search()` summary line reports, when `line` is one ("one place" is 1).
 fn search_summary_count(line: &str) -> Option<String> {
     let rest = line.trim_start().strip_prefix(SEARCH_SUMMARY_OPENING)?;
-    let before_places = rest.find(" places").or_else(|| rest.find(" place"))?;
-    let number = rest[..before_places].rsplit(' ').next()?;
-    match number {
-        "one" => Some("1".to_owned()),
-        digits if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) => Some(digits.to_owned()),
+    // The first " place" preceded by a number: the searched words (quoted before it) may contain "place" too.
+    rest.match_indices(" place").find_map(|(index, _)| match rest[..index].rsplit(' ').next() {
+        Some("one") => Some("1".to_owned()),
+        Some(digits) if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) => Some(digits.to_owned()),
         _ => None,
-    }
+    })
 }
 
 /// The whole numbers in `text` (runs of digits not part of a longer word), without leading zeros.
@@ -436,7 +435,8 @@ mod tests {
         let counted = after_turn(policy, "print(len(lines_with('action=logout')))", "77", &scope);
         assert_eq!(counted.refusal("77", COUNT, false, &scope), None);
         // "one place" counts as 1.
-        let one = after_turn(AnswerPolicy::small(), "print(search('x'))", "search found 'x' in one place:\nx y", &scope);
+        let one =
+            after_turn(AnswerPolicy::small(), "print(search('x'))", "search found 'x' in one place:\nx y", &scope);
         assert_eq!(one.refusal("1", COUNT, false, &scope), Some(Refusal::SearchCount));
         // The standard rules leave it to the model.
         let standard = after_turn(AnswerPolicy::standard(), "print(search('action=logout'))", searched, &scope);
@@ -448,6 +448,7 @@ mod tests {
         assert_eq!(search_summary_count("search found 'a b' in 12 places; only the first 10"), Some("12".into()));
         assert_eq!(search_summary_count("search found 'x' inside longer words in 3 places:"), Some("3".into()));
         assert_eq!(search_summary_count("search found 'x' in one place:"), Some("1".into()));
+        assert_eq!(search_summary_count("search found 'camp places' in 4 places:"), Some("4".into()));
         assert_eq!(search_summary_count("the search found 12 places"), None);
         assert_eq!(search_summary_count("12 lines with 'x':"), None);
         let numbers: Vec<String> = whole_numbers("latency_ms=087 at 06:56:21Z, u1101 and 0").collect();
