@@ -18,7 +18,7 @@ pub enum Filler {
 }
 
 impl Filler {
-    const ALL: [Self; 3] = [Self::Noise, Self::Essay, Self::Log];
+    pub(crate) const ALL: [Self; 3] = [Self::Noise, Self::Essay, Self::Log];
 }
 
 /// One task.
@@ -65,11 +65,11 @@ pub fn size_label(chars: usize) -> String {
     }
 }
 
-const ADJECTIVES: [&str; 24] = [
+pub(crate) const ADJECTIVES: [&str; 24] = [
     "amber", "brisk", "calm", "dusty", "eager", "faded", "gentle", "hollow", "icy", "jolly", "keen", "lucky", "mellow",
     "nimble", "olive", "proud", "quiet", "rustic", "silent", "tender", "upbeat", "vivid", "wise", "young",
 ];
-const NOUNS: [&str; 24] = [
+pub(crate) const NOUNS: [&str; 24] = [
     "anchor", "badger", "canyon", "dolphin", "ember", "falcon", "garden", "harbor", "island", "jungle", "kettle",
     "lantern", "meadow", "needle", "orchard", "pebble", "quarry", "river", "saddle", "tunnel", "umbrella", "valley",
     "walrus", "yonder",
@@ -145,7 +145,7 @@ const EVENTS: [&str; 8] = [
 ];
 
 /// Appends filler sentences (or lines) to `out` until it holds at least `chars` characters.
-fn fill(out: &mut String, chars: usize, filler: Filler, rng: &mut fastrand::Rng) {
+pub(crate) fn fill(out: &mut String, chars: usize, filler: Filler, rng: &mut fastrand::Rng) {
     while out.len() < chars {
         match filler {
             Filler::Noise => out.push_str(NOISE),

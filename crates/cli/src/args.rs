@@ -42,8 +42,9 @@ pub enum Command {
     /// The sandbox service for untrusted code: `rlm sandbox serve`, `rlm sandbox prepare`.
     #[cfg(feature = "wasm")]
     Sandbox(rlm_sandbox_cli::SandboxArgs),
-    /// Benchmarks against the configured model endpoint: `rlm bench sniah`.
-    Bench(crate::bench::BenchArgs),
+    /// Benchmarks against the configured model endpoint: `rlm bench --family aggregate,multikey,...` (task families;
+    /// `rlm bench sniah` is `--family sniah`).
+    Bench(Box<crate::bench::BenchArgs>),
     /// Local models: `rlm model pull [NAME]` downloads one (checked against its pinned sha256), `rlm model list`.
     Model(crate::model_cmd::ModelArgs),
     /// GET a URL; exit 0 on a 2xx status, 1 otherwise (container health checks in images without curl).

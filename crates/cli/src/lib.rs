@@ -75,7 +75,7 @@ where
             #[cfg(feature = "wasm")]
             Command::Sandbox(args) => rlm_sandbox_cli::sandbox(args).await,
             Command::Health(args) => rlm_sandbox_cli::health(args).await,
-            Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(args) => bench::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Model(args) => model_cmd::model(args).await,
         }
     });
