@@ -472,6 +472,23 @@ def _matching_rows(context, words, helper):
     return [term.text for term in terms], rows, indexes
 
 
+def _none_found(noun, terms, rows):
+    """Why nothing matched: which words occur in no line at all, so the model can drop them or use the text's own."""
+    listed = ", ".join(repr(t) for t in terms)
+    absent = [
+        term.text
+        for term in (_Term(t, "lines_with") for t in terms)
+        if not any(term.matches(rows, i) for i in range(rows.first, len(rows.lines)))
+    ]
+    if absent and len(absent) < len(terms):
+        missing = ", ".join(repr(t) for t in absent)
+        return (
+            f"No {noun} contains all of: {listed}. Not in any line: {missing}. Leave those out, or find how the text "
+            f"writes them with search()."
+        )
+    return f"No {noun} contains all of: {listed}. Check how the text writes them with search()."
+
+
 def _count(n, noun):
     return f"1 {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -488,8 +505,7 @@ def lines_with_text(context, *words):
     if not terms:
         return _Lines([rows.lines[i] for i in range(len(rows.lines))], f"{_count(len(rows.lines), 'line')} in context:")
     if not indexes:
-        listed = ", ".join(repr(t) for t in terms)
-        return _Lines([], f"No line contains all of: {listed}. Check how the text writes them with search().")
+        return _Lines([], _none_found("line", terms, rows))
     return _Lines([rows.lines[i] for i in indexes], f"{_count(len(indexes), 'line')} {_describe_terms(terms)}:")
 
 

@@ -117,17 +117,18 @@ pub fn repeat_note(query: &str, had_code: bool) -> String {
 
 /// Appended to every observation for small models, which lose track of the question and of how to finish.
 pub fn question_reminder(query: &str) -> String {
-    let compute = match aggregate_cue(query) {
+    match aggregate_cue(query) {
+        // Told only "use code", a model that has just printed the computed result writes the same code again.
         Some((kind, _)) => format!(
-            "\nThis question asks for {kind}: get it with code over all lines (lines_with or records, then len, \
-             sum, max, min or Counter), not by counting what search shows."
+            "Question: {query}\nThis question asks for {kind}. If the output above is that result, computed by code \
+             over all lines (lines_with or records, then len, sum, max, min or Counter), reply with FINAL( then the \
+             result then ). If not, write a code block that computes it. Never count what search shows."
         ),
-        None => String::new(),
-    };
-    format!(
-        "Question: {query}{compute}\nIf the output above shows the answer, reply with FINAL( then the answer then ). \
-         If it does not, write another code block."
-    )
+        None => format!(
+            "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
+             does not, write another code block."
+        ),
+    }
 }
 
 /// Cuts `text` to at most `max_chars` characters, appending a note on how much was cut.
