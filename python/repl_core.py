@@ -16,6 +16,7 @@ how sys.stdout / sys.stderr reach the buffer, threads and signals.
 
 import ast  # noqa: E402
 import bisect  # noqa: E402
+import collections  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
 import re  # noqa: E402
@@ -544,7 +545,8 @@ def helpers_for(context):
         columns; numbers as int/float; a missing field reads as None), as a list."""
         return records_text(context, *words)
 
-    return {"search": search, "lines_with": lines_with, "records": records}
+    # Counter is the tool for "which is most common" and "how many of each"; weak models use it and forget the import.
+    return {"search": search, "lines_with": lines_with, "records": records, "Counter": collections.Counter}
 
 
 class SessionCore:
