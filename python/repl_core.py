@@ -439,7 +439,7 @@ class _Term:
     """One word or condition of lines_with / records: the text as written (ignoring case, at word boundaries where it
     begins or ends with a word character, so "user=u11" is not in "user=u1101" and "error" is not in "errors"); a
     condition `field=value` also matches a line whose field has that value in any layout (`status: error`,
-    `"status": "error"`, a CSV column)."""
+    `"status": "error"`, a CSV column); the name of a CSV column matches every row (the header holds it)."""
 
     def __init__(self, text, helper):
         if not isinstance(text, str) or not text.strip():
@@ -456,6 +456,9 @@ class _Term:
     def matches(self, rows, index):
         if self.pattern.search(rows.lines[index]):
             return True
+        if rows.names is not None and self.field is None:
+            # A CSV column's name is written only in the header: a row "has" it when it has that column.
+            return self.text.lower() in (name.lower() for name in rows.names)
         if self.field is None:
             return False
         fields = rows.fields(index)

@@ -683,8 +683,12 @@ async fn lines_with_and_records_return_every_match_for_code_to_count() {
     assert_eq!(ranked.stdout.trim(), "[('u1100', 3)]");
     // A CSV with a header; a JSON file (a list of dicts).
     let csv = Context::text("city,orders,total\nOslo,3,12.5\nRome,007,4\nOslo,2,1.5\n");
-    let by_city = run(csv, "rows = records('Oslo')\nprint(len(rows), sum(r['total'] for r in rows), records()[1]['orders'], len(lines_with('CITY=oslo')))").await;
-    assert_eq!(by_city.stdout.trim(), "2 14.0 007 2", "a field=value condition also matches a CSV column");
+    let code = "rows = records('Oslo')\n\
+                print(len(rows), sum(r['total'] for r in rows), records()[1]['orders'], \
+                len(lines_with('CITY=oslo')), len(lines_with('city', 'Oslo')))";
+    let by_city = run(csv, code).await;
+    // A field=value condition matches a CSV column; a column's name matches every row.
+    assert_eq!(by_city.stdout.trim(), "2 14.0 007 2 2");
     // `key: value` lines; a condition written as field=value finds them too.
     let colons = Context::text(
         "ts: 2026-01-01T00:00:00Z, host: api-1, status: error\nts: 2026-01-01T00:00:09Z, host: api-2, status: ok\n",
