@@ -16,6 +16,7 @@ how sys.stdout / sys.stderr reach the buffer, threads and signals.
 
 import ast  # noqa: E402
 import bisect  # noqa: E402
+import collections  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
 import re  # noqa: E402
@@ -243,8 +244,7 @@ def search_text(context, words, max_results=10, window=200):
     spans = [m.span() for m in phrase.finditer(text)]
     if spans:
         found = collect(spans)
-        more = f" (showing {len(found)})" if len(spans) > len(found) else ""
-        return _Passages(found, f"{len(spans)} match(es) for {words!r}{more}:")
+        return _Passages(found, _found_summary(words, len(spans), len(found)))
 
     content = [t for t in tokens if t.lower() not in _SEARCH_STOPWORDS] or tokens
     hits = {t: [m.span() for m in re.finditer(_word_pattern(t), text, re.IGNORECASE)] for t in dict.fromkeys(content)}
@@ -264,7 +264,8 @@ def search_text(context, words, max_results=10, window=200):
             spans.append((index, index + len(needle)))
             index = lowered.find(needle, index + 1)
         if spans:
-            return _Passages(collect(spans), f"{len(spans)} match(es) for {words!r} inside longer words:")
+            found = collect(spans)
+            return _Passages(found, _found_summary(words, len(spans), len(found), " inside longer words"))
         return _Passages([], f"No match for {words!r}, nor for any of its words. Try other words.")
     scored = []
     for token, token_hits in present.items():
@@ -281,6 +282,274 @@ def search_text(context, words, max_results=10, window=200):
         found,
         f"No exact match for {words!r}. Passages with {best} of its {len(content)} words{note}:",
     )
+
+
+def _found_summary(words, total, shown, where=""):
+    """The first line of a search result. A weak model reads any number here as the answer to "how many": the line
+    says plainly that it counts places with the words, that the passages are only some of them, and how to count
+    with code. The engine recognises it by its opening ("search found "), so it must keep that opening."""
+    places = "one place" if total == 1 else f"{total} places"
+    if shown >= total:
+        return f"search found {words!r}{where} in {places}:"
+    return (
+        f"search found {words!r}{where} in {places}; only the first {shown} are shown below. That number counts "
+        f"places with these words, not what the question asks. To count, add up or compare, use code over all "
+        f"lines: lines_with() returns every line that has all the words you give it, one for each condition of "
+        f"the question, e.g. print(len(lines_with({words!r})))"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lines_with() and records(): every matching line, as text or as fields, so that code can count, add up and compare
+# (search() shows a few passages; aggregates need all of them)
+# ---------------------------------------------------------------------------------------------------------------------
+
+_SHOWN_LINES = 10
+
+
+class _Lines(list):
+    """Every line that matched; prints as a count and the first lines, so printing it never floods the output."""
+
+    def __init__(self, lines, summary):
+        super().__init__(lines)
+        self.summary = summary
+
+    def __repr__(self):
+        if not self:
+            return self.summary
+        shown = "\n".join(str(item) for item in self[:_SHOWN_LINES])
+        rest = len(self) - _SHOWN_LINES
+        more = f"\n... and {rest} more (the list holds all {len(self)})" if rest > 0 else ""
+        return f"{self.summary}\n{shown}{more}"
+
+    __str__ = __repr__
+
+
+class _Record(dict):
+    """The fields of one line. A field the line does not have reads as None instead of raising KeyError: records of
+    one text often differ in their fields, and `r["x"] == "y"` should simply be false for those."""
+
+    __slots__ = ()
+
+    def __missing__(self, key):
+        return None
+
+
+_NUMBER = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d+)?")
+# key=value, the value quoted or running to the next space, comma, semicolon or bar.
+_EQUALS_PAIR = re.compile(r"""(?<![\w.-])([A-Za-z_][\w.-]*)\s?=\s?("[^"]*"|'[^']*'|[^\s,;|]*)""")
+# key: value, the value running to the next comma, semicolon or bar (a time such as 06:56:21 stays whole).
+_COLON_PAIR = re.compile(r"""(?<![\w.-])([A-Za-z_][\w.-]*):\s+("[^"]*"|'[^']*'|[^,;|]*[^\s,;|])""")
+# A condition written as a field and its value: "status=error", "status: error".
+_CONDITION = re.compile(r"([A-Za-z_][\w.-]*)\s*[=:]\s*(\S.*)")
+
+
+def _value(text):
+    """A field's text as int or float when it is written as a plain number ("007" and "1e5" stay text)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    if _NUMBER.fullmatch(text):
+        return float(text) if "." in text else int(text)
+    return text
+
+
+def _csv_header(lines):
+    """(column names, delimiter) when the first line is a delimited header that the next line fits, else (None, None)."""
+    import csv
+
+    if len(lines) < 2 or _parse_record(lines[0]) is not None:
+        return None, None
+    for delimiter in (",", "\t", ";", "|"):
+        head = next(csv.reader([lines[0]], delimiter=delimiter))
+        row = next(csv.reader([lines[1]], delimiter=delimiter))
+        names = [name.strip() for name in head]
+        if (
+            len(names) >= 2
+            and len(row) == len(names)
+            and all(names)
+            and len(set(names)) == len(names)
+            and not any(_NUMBER.fullmatch(name) for name in names)
+        ):
+            return names, delimiter
+    return None, None
+
+
+def _parse_record(line):
+    """The fields of a line: its JSON object (also after a prefix, as in `RECORD {...}`), else its key=value pairs,
+    else its `key: value` pairs (two or more, so that a lone "Note: ..." is not a record); None when it has none."""
+    start, end = line.find("{"), line.rfind("}")
+    if 0 <= start < end:
+        try:
+            value = json.loads(line[start : end + 1])
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return _Record(value)
+    pairs = _EQUALS_PAIR.findall(line)
+    if not pairs:
+        pairs = _COLON_PAIR.findall(line)
+        if len(pairs) < 2:
+            return None
+    return _Record((key, _value(value)) for key, value in pairs)
+
+
+class _Rows:
+    """The non-empty lines of a context, each with its fields (parsed when first needed)."""
+
+    def __init__(self, context):
+        if isinstance(context, (list, tuple)) and context and all(isinstance(item, dict) for item in context):
+            self.lines = [" ".join(f"{key}={value}" for key, value in item.items()) for item in context]
+            self.records = [_Record(item) for item in context]
+            self.parsed = [True] * len(context)
+            self.names, self.delimiter, self.first = None, None, 0
+            return
+        if isinstance(context, (list, tuple)):
+            lines = []
+            for item in context:
+                lines.extend(item.splitlines() if isinstance(item, str) else [_safe_str(item)])
+        else:
+            lines = _searchable_text(context).splitlines()
+        self.lines = [line for line in lines if line.strip()]
+        self.records = [None] * len(self.lines)
+        self.parsed = [False] * len(self.lines)
+        self.names, self.delimiter = _csv_header(self.lines)
+        # A CSV header names the fields; it is not a record itself.
+        self.first = 0 if self.names is None else 1
+
+    def fields(self, index):
+        if not self.parsed[index]:
+            self.parsed[index] = True
+            self.records[index] = self._parse(index)
+        return self.records[index]
+
+    def _parse(self, index):
+        line = self.lines[index]
+        if self.names is None:
+            return _parse_record(line)
+        if index == 0:
+            return None
+        import csv
+
+        row = next(csv.reader([line], delimiter=self.delimiter))
+        return _Record(zip(self.names, map(_value, row))) if len(row) == len(self.names) else None
+
+
+class _Term:
+    """One word or condition of lines_with / records: the text as written (ignoring case, at word boundaries where it
+    begins or ends with a word character, so "user=u11" is not in "user=u1101" and "error" is not in "errors"); a
+    condition `field=value` also matches a line whose field has that value in any layout (`status: error`,
+    `"status": "error"`, a CSV column); the name of a CSV column matches every row (the header holds it)."""
+
+    def __init__(self, text, helper):
+        if not isinstance(text, str) or not text.strip():
+            raise TypeError(f"{helper}() takes words as strings, e.g. {helper}(\"error\", \"user=alice\"); got {text!r}")
+        self.text = text.strip()
+        start = r"(?<!\w)" if re.match(r"\w", self.text) else ""
+        end = r"(?!\w)" if re.search(r"\w$", self.text) else ""
+        self.pattern = re.compile(start + re.escape(self.text) + end, re.IGNORECASE)
+        condition = _CONDITION.fullmatch(self.text)
+        self.field = None
+        if condition:
+            self.field = (condition.group(1).lower(), condition.group(2).strip().strip("'\"").lower())
+
+    def matches(self, rows, index):
+        if self.pattern.search(rows.lines[index]):
+            return True
+        if rows.names is not None and self.field is None:
+            # A CSV column's name is written only in the header: a row "has" it when it has that column.
+            return self.text.lower() in (name.lower() for name in rows.names)
+        if self.field is None:
+            return False
+        fields = rows.fields(index)
+        if not fields:
+            return False
+        name, wanted = self.field
+        return any(str(key).lower() == name and _safe_str(value).lower() == wanted for key, value in fields.items())
+
+
+def _matching_rows(context, words, helper):
+    """The terms, the rows, and the indexes of the rows that match every term (all rows but a CSV header when none)."""
+    terms = [_Term(word, helper) for word in words]
+    rows = _Rows(context)
+    indexes = [i for i in range(rows.first, len(rows.lines)) if all(term.matches(rows, i) for term in terms)]
+    return [term.text for term in terms], rows, indexes
+
+
+def _none_found(noun, terms, rows):
+    """Why nothing matched: which words occur in no line at all, so the model can drop them or use the text's own."""
+    listed = ", ".join(repr(t) for t in terms)
+    absent = [
+        term.text
+        for term in (_Term(t, "lines_with") for t in terms)
+        if not any(term.matches(rows, i) for i in range(rows.first, len(rows.lines)))
+    ]
+    if absent and len(absent) < len(terms):
+        missing = ", ".join(repr(t) for t in absent)
+        return (
+            f"No {noun} contains all of: {listed}. Not in any line: {missing}. Leave those out, or find how the text "
+            f"writes them with search()."
+        )
+    return f"No {noun} contains all of: {listed}. Check how the text writes them with search()."
+
+
+def _count(n, noun):
+    return f"1 {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _describe_terms(terms):
+    if len(terms) == 1:
+        return f"with {terms[0]!r}"
+    return "with all of " + ", ".join(repr(t) for t in terms)
+
+
+def lines_with_text(context, *words):
+    """Every line of `context` that contains all of `words` (see `_Term`); no words: every non-empty line."""
+    terms, rows, indexes = _matching_rows(context, words, "lines_with")
+    if not terms:
+        return _Lines([rows.lines[i] for i in range(len(rows.lines))], f"{_count(len(rows.lines), 'line')} in context:")
+    if not indexes:
+        return _Lines([], _none_found("line", terms, rows))
+    return _Lines([rows.lines[i] for i in indexes], f"{_count(len(indexes), 'line')} {_describe_terms(terms)}:")
+
+
+def records_text(context, *words):
+    """The lines of `context` that contain all of `words`, each parsed into a dict of its fields: a JSON object,
+    `key=value` or `key: value` pairs, or the columns of a CSV whose first line names them. Numbers become int/float.
+    Lines without fields are left out. A list of dicts (a JSON file) gives its dicts."""
+    terms, rows, indexes = _matching_rows(context, words, "records")
+    found = [record for record in (rows.fields(i) for i in indexes) if record]
+    if not found:
+        where = f"lines with {', '.join(repr(t) for t in terms)}" if terms else "lines"
+        return _Lines(
+            [],
+            f"No records: no {where} with fields (key=value pairs, JSON objects or CSV columns). "
+            "Look at a few lines with print(context[:500]).",
+        )
+    described = f"from lines {_describe_terms(terms)}" if terms else "(one per line with fields)"
+    return _Lines(found, f"{_count(len(found), 'record')} {described}:")
+
+
+def helpers_for(context):
+    """The helper functions over `context` that a session starts with. Also what the conformance tests give plain
+    python3, so all executors are compared with it on the same code."""
+
+    def search(words, max_results=10, window=200):
+        """Passages of `context` that contain `words` (case- and plural-insensitive; when the exact phrase is
+        absent, the passages with most of the words). Shows a few places; count with lines_with()."""
+        return search_text(context, words, max_results, window)
+
+    def lines_with(*words):
+        """Every line of `context` that contains all of `words` (each as written, ignoring case), as a list."""
+        return lines_with_text(context, *words)
+
+    def records(*words):
+        """The lines of `context` that contain all of `words`, each as a dict of its fields (key=value, JSON or CSV
+        columns; numbers as int/float; a missing field reads as None), as a list."""
+        return records_text(context, *words)
+
+    # Counter is the tool for "which is most common" and "how many of each"; weak models use it and forget the import.
+    return {"search": search, "lines_with": lines_with, "records": records, "Counter": collections.Counter}
 
 
 class SessionCore:
@@ -368,19 +637,14 @@ class SessionCore:
         self.answer_slot = {"content": None, "ready": False}
         self.globals["answer"] = self.answer_slot
 
-        def search(words, max_results=10, window=200):
-            """Passages of `context` that contain `words` (case- and plural-insensitive; when the exact phrase is
-            absent, the passages with most of the words)."""
-            return search_text(context, words, max_results, window)
-
         def FINAL(value):
             """Ends the run with str(value) as the answer, like answer["content"] = value; answer["ready"] = True.
             Models often write FINAL(...) inside code, where it would otherwise be a NameError."""
             self.final_call = _safe_str(value)
 
         self.final_call = None
-        # Provided but not restored after each cell: code may define its own `search` or `FINAL`.
-        self.globals["search"] = search
+        # Provided but not restored after each cell: code may define its own `search`, `FINAL`, ... .
+        self.globals.update(helpers_for(context))
         self.globals["FINAL"] = FINAL
         # Names that exist before any user code ran are never "user variables".
         self.baseline = frozenset(self.globals)

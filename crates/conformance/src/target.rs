@@ -136,13 +136,18 @@ impl Target for ExecutorTarget {
 /// A small wrapper binds `context` (the corpus context file), then runs each cell with
 /// `exec(compile(cell, '<cell N>', 'exec'), namespace)` in one namespace, recording the kind of exception each cell
 /// ended with. Like the REPL it registers the source for tracebacks and puts `context` back after every cell; unlike
-/// the REPL it does not echo a trailing expression.
+/// the REPL it does not echo a trailing expression. It binds the REPL's helpers over `context` (`search`,
+/// `lines_with`, `records`) from the same source the executors embed (`python/repl_core.py`), so the executors are
+/// compared with plain python3 running that code.
 #[derive(Debug, Clone)]
 pub struct Python3Target {
     program: String,
     context_path: PathBuf,
     timeout: Duration,
 }
+
+/// The REPL core both executors embed; the python3 target takes its helpers from it.
+const REPL_CORE: &str = include_str!("../../../python/repl_core.py");
 
 const PYTHON_WRAPPER: &str = r#"
 import json, linecache, os, sys
@@ -152,7 +157,9 @@ def main():
     sys.stdin = open(os.devnull, encoding="utf-8")
     with open(request["context_path"], encoding="utf-8", newline="") as f:
         context = f.read()
-    namespace = {"__name__": "__main__", "context": context}
+    core = {"__name__": "repl_core"}
+    exec(compile(request["repl_core"], "repl_core.py", "exec", dont_inherit=True), core)
+    namespace = {"__name__": "__main__", "context": context, **core["helpers_for"](context)}
     errors = []
     for number, source in enumerate(request["cells"], start=1):
         filename = f"<cell {number}>"
@@ -189,6 +196,7 @@ impl Python3Target {
             "cells": cells,
             "context_path": self.context_path,
             "result_path": result_file.path(),
+            "repl_core": REPL_CORE,
         });
         let mut child = tokio::process::Command::new(&self.program)
             .args(["-E", "-s", "-X", "utf8", "-c", PYTHON_WRAPPER])

@@ -13,6 +13,7 @@ mod host;
 mod notes;
 mod parse;
 mod prompt;
+mod question;
 mod route;
 mod run;
 mod session;

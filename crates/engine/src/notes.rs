@@ -7,12 +7,56 @@ use rlm_protocol::{CellOutcome, LimitKind};
 
 use crate::guard::search_terms;
 use crate::prompt::group_thousands;
+use crate::question::aggregate_cue;
 
-/// A code line that searches `context` for the most specific words of `query`.
+/// A code line that searches `context` for the most specific words of `query`; for a question that asks for an
+/// aggregate, one that gets every line with its conditions instead (search shows only a few places).
 pub fn suggested_search(query: &str) -> String {
+    if aggregate_cue(query).is_some() {
+        return suggested_lines(query);
+    }
     let terms = search_terms(query);
     let words = terms.first().cloned().unwrap_or_else(|| "a word from the question".to_owned());
     format!("print(search({words:?}))")
+}
+
+/// A code line that prints every line of `context` with the conditions `query` names.
+pub fn suggested_lines(query: &str) -> String {
+    format!("print({})", lines_call(query))
+}
+
+/// A `lines_with(...)` call for the conditions `query` names: its words that look like values (`status=error`,
+/// `api-1`, `u1101`, a name) rather than plain words, at most three; else its most specific word.
+fn lines_call(query: &str) -> String {
+    let terms = search_terms(query);
+    let mut conditions: Vec<&String> = terms
+        .iter()
+        .filter(|term| {
+            term.contains(|c: char| !c.is_alphabetic())
+                || (term.starts_with(char::is_uppercase) && !query.trim_start().starts_with(term.as_str()))
+        })
+        .take(3)
+        .collect();
+    if conditions.is_empty() {
+        conditions.extend(terms.first());
+    }
+    let words = if conditions.is_empty() {
+        "\"a word from the question\"".to_owned()
+    } else {
+        conditions.iter().map(|term| format!("{term:?}")).collect::<Vec<_>>().join(", ")
+    };
+    format!("lines_with({words})")
+}
+
+/// Why a count of `search()` places is not accepted as the answer, and how to count instead.
+pub fn search_count_note(answer: &str, query: &str) -> String {
+    let shown: String = answer.chars().take(80).collect();
+    format!(
+        "FINAL({shown}) was not accepted: that number is how many places search() found with some words, and search \
+         shows only the first few of them. It is not a count of what the question asks. Count with code over all \
+         lines, with one word for each condition of the question, for example:\n```repl\nprint(len({}))\n```",
+        lines_call(query)
+    )
 }
 
 /// Why an answer was refused, and what to do instead.
@@ -73,10 +117,18 @@ pub fn repeat_note(query: &str, had_code: bool) -> String {
 
 /// Appended to every observation for small models, which lose track of the question and of how to finish.
 pub fn question_reminder(query: &str) -> String {
-    format!(
-        "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
-         does not, write another code block."
-    )
+    match aggregate_cue(query) {
+        // Told only "use code", a model that has just printed the computed result writes the same code again.
+        Some((kind, _)) => format!(
+            "Question: {query}\nThis question asks for {kind}. If the output above is that result, computed by code \
+             over all lines (lines_with or records, then len, sum, max, min or Counter), reply with FINAL( then the \
+             result then ). If not, write a code block that computes it. Never count what search shows."
+        ),
+        None => format!(
+            "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
+             does not, write another code block."
+        ),
+    }
 }
 
 /// Cuts `text` to at most `max_chars` characters, appending a note on how much was cut.
@@ -190,6 +242,24 @@ mod tests {
     use rlm_protocol::CellError;
 
     use super::*;
+
+    #[test]
+    fn aggregate_questions_get_code_over_all_lines_and_lookups_a_search() {
+        let count = "How many log lines have action=logout and status=error?";
+        assert_eq!(suggested_search(count), r#"print(lines_with("action=logout", "status=error"))"#);
+        assert_eq!(
+            suggested_lines("Which user has the most lines from host=api-1?"),
+            r#"print(lines_with("host=api-1"))"#
+        );
+        assert_eq!(suggested_lines("How often did Alice visit Paris?"), r#"print(lines_with("Alice", "Paris"))"#);
+        assert_eq!(suggested_lines("How many errors were logged?"), r#"print(lines_with("errors"))"#);
+        let lookup = "What is the special magic number for brisk-pebble mentioned in the provided text?";
+        assert_eq!(suggested_search(lookup), r#"print(search("brisk-pebble"))"#);
+        assert!(question_reminder(count).contains("asks for a count"), "{}", question_reminder(count));
+        assert!(!question_reminder(lookup).contains("asks for"), "{}", question_reminder(lookup));
+        let note = search_count_note("77", count);
+        assert!(note.contains(r#"print(len(lines_with("action=logout", "status=error")))"#), "{note}");
+    }
 
     #[test]
     fn truncation_says_how_much_was_cut() {

@@ -141,7 +141,24 @@ pub fn small_system_prompt(facts: &PromptFacts<'_>) -> String {
          Then stop. The next message shows what the code printed.\n\n\
          Functions you can use in the code:\n\
          - search(\"words\"): finds the places in `context` that contain these words (ignoring case and plural \
-         endings) and returns those passages. Search for the most specific words of the question, like a name.\n",
+         endings) and shows the first few passages. Search for the most specific words of the question, like a \
+         name. It shows only some places, so never count what it shows.\n\
+         - lines_with(\"word\", \"other word\"): returns a list of ALL lines of `context` that contain every one \
+         of the words. Give it one word for each condition of the question. Use it to count, add up or compare, \
+         like this:\n\
+         ```repl\n\
+         rows = lines_with(\"first condition\", \"second condition\")\n\
+         print(len(rows))\n\
+         ```\n\
+         - records(\"word\"): like lines_with, but each line becomes a dict of its fields (key=value pairs, JSON \
+         or CSV columns; numbers become numbers; a missing field is None), for sums, averages and most common \
+         values, like this:\n\
+         ```repl\n\
+         from collections import Counter\n\
+         rows = records(\"a condition\")\n\
+         print(sum(r[\"a number field\"] for r in rows))\n\
+         print(Counter(r[\"a field\"] for r in rows).most_common(5))\n\
+         ```\n",
     );
     match facts.sub_prompt_chars() {
         Some(chars) => {
@@ -163,7 +180,9 @@ pub fn small_system_prompt(facts: &PromptFacts<'_>) -> String {
          1. Never guess. Answer only with what your code printed.\n\
          2. Never print all of `context`.\n\
          3. If a search finds nothing, search again with fewer or different words.\n\
-         4. When the printed output shows the answer, reply with FINAL( then the answer then ) and nothing else.\n",
+         4. Questions about how many, how much, a total, an average, the most or the least need code over all \
+         lines: lines_with or records, then len, sum, max, min or Counter. Print the result.\n\
+         5. When the printed output shows the answer, reply with FINAL( then the answer then ) and nothing else.\n",
     );
     let _ = write!(text, "You have {} replies in total.", facts.limits.max_iterations);
     text
@@ -223,6 +242,9 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
     text.push_str(
         "- `search(words, max_results=10, window=200) -> list[str]`: passages of `context` that contain the words \
          (case- and plural-insensitive; when the exact phrase is absent, the passages with most of the words).\n\
+         - `lines_with(*words) -> list[str]`: every line of `context` that contains all the words (as written, \
+         ignoring case); `records(*words) -> list[dict]`: those lines parsed into fields (key=value pairs, JSON \
+         objects or CSV columns; numbers as numbers; a missing field is None). For exact counts, sums and rankings.\n\
          - `SHOW_VARS()`: lists the variables you have defined.\n\
          - `FINAL_VAR(name)`: ends the run with `str()` of the variable called `name` as the answer.\n\n",
     );
@@ -291,7 +313,9 @@ pub(crate) fn group_thousands(n: u64) -> String {
 
 pub fn first_user_message(profile: PromptProfile, query: &str) -> String {
     match profile {
-        PromptProfile::Small => format!("Question: {query}\n\nWrite a ```repl code block that searches `context`."),
+        PromptProfile::Small => {
+            format!("Question: {query}\n\nWrite a ```repl code block that searches or counts in `context`.")
+        }
         PromptProfile::Auto | PromptProfile::Standard => format!(
             "Query: {query}\n\nYou have not looked at `context` yet. Start by writing a ```repl block that inspects \
              it; do not answer before your code has shown you the evidence."
@@ -363,6 +387,12 @@ mod tests {
         assert!(digits_runs.is_empty(), "no long bare numbers: {digits_runs:?}");
         let standard = system_prompt(&facts);
         assert!(standard.contains("reads about 36,864 characters per prompt"), "{standard}");
+        // Both profiles offer the helpers that compute; the small one shows them in use, with placeholders only.
+        for prompt in [&text, &standard] {
+            assert!(prompt.contains("lines_with(") && prompt.contains("records("), "{prompt}");
+        }
+        assert!(text.contains("print(len(rows))") && text.contains("Counter("), "{text}");
+        assert!(text.contains("never count what it shows"), "{text}");
     }
 
     #[test]

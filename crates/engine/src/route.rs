@@ -1,16 +1,23 @@
 //! Adaptive routing: a context that fits the root model's window is answered with one direct call (at small inputs
 //! the base model does at least as well as an RLM, for a fraction of the time); anything larger goes to the RLM.
+//! Except for questions that ask for an aggregate (a count, a total, an extreme, ...; see [`crate::question`]) over
+//! more than a short text: reading once, a model miscounts, and code over every matching line counts exactly.
 
 use rlm_protocol::{ChatMessage, Context, RouteDecision, RoutePath};
 
 use crate::config::RouteMode;
 use crate::prompt::CHARS_PER_TOKEN;
+use crate::question::aggregate_cue;
 
 /// Tokens of the direct prompt's fixed wording, the chat template and a margin for the tokenizer's variance.
 const PROMPT_OVERHEAD_TOKENS: u64 = 256;
 
 /// Tokens kept free for the reply when no output limit is configured.
 const DEFAULT_REPLY_TOKENS: u64 = 1024;
+
+/// Up to this many prompt tokens an aggregate question still goes direct: a text this short is a few dozen lines,
+/// which a model can count through in one reading, and the RLM's turns would cost more than they save.
+pub const AGGREGATE_DIRECT_MAX_TOKENS: u64 = 1_000;
 
 /// Characters in `context`, or an upper bound (file sizes in bytes), without loading files.
 pub fn context_size_chars(context: &Context) -> std::io::Result<u64> {
@@ -63,7 +70,17 @@ pub fn decide(
                     ),
                 );
             }
-            if estimated <= available {
+            let aggregate = aggregate_cue(query).filter(|_| estimated > AGGREGATE_DIRECT_MAX_TOKENS);
+            if let (Some((kind, cue)), true) = (aggregate, estimated <= available) {
+                decision(
+                    RoutePath::Rlm,
+                    format!(
+                        "the context and query (about {estimated} tokens) fit the {window}-token window, but the \
+                         question asks for {kind} (\"{cue}\"): one reading miscounts, code over every matching \
+                         line is exact"
+                    ),
+                )
+            } else if estimated <= available {
                 decision(
                     RoutePath::Direct,
                     format!(
@@ -160,6 +177,23 @@ mod tests {
         // The budget never sends a forced route elsewhere.
         let forced = decide(RouteMode::Direct, Some(40_000), "q", Some(32_768), None, Some(8_192));
         assert_eq!(forced.path, RoutePath::Direct);
+    }
+
+    #[test]
+    fn aggregate_questions_go_to_the_rlm_unless_the_text_is_short() {
+        let count = "How many log lines have action=logout and status=error?";
+        let decision = decide(RouteMode::Auto, Some(8_000), count, Some(16_384), None, Some(8_192));
+        assert_eq!(decision.path, RoutePath::Rlm, "{}", decision.reason);
+        assert!(decision.reason.contains("a count (\"how many\")"), "{}", decision.reason);
+        let ranking = decide(RouteMode::Auto, Some(8_000), "Which user failed most often?", Some(16_384), None, None);
+        assert_eq!(ranking.path, RoutePath::Rlm, "{}", ranking.reason);
+        // A lookup of the same size still goes direct; so does a count over a short text.
+        let lookup = "What is the special magic number for brisk-pebble?";
+        assert_eq!(decide(RouteMode::Auto, Some(8_000), lookup, Some(16_384), None, None).path, RoutePath::Direct);
+        let short = decide(RouteMode::Auto, Some(2_000), count, Some(16_384), None, None);
+        assert_eq!(short.path, RoutePath::Direct, "{}", short.reason);
+        // A forced route stays forced.
+        assert_eq!(decide(RouteMode::Direct, Some(8_000), count, Some(16_384), None, None).path, RoutePath::Direct);
     }
 
     #[test]

@@ -616,7 +616,11 @@ async fn search_forgives_case_plurals_and_phrasing_and_final_in_code_answers() {
     };
     // Singular query, plural in the text, other case: the sentence, and only it.
     let plural = run("print(search('Special Magic Number for QUIET-MEADOW'))").await;
-    assert!(plural.stdout.starts_with("1 match(es)"), "{}", plural.stdout);
+    assert!(
+        plural.stdout.starts_with("search found 'Special Magic Number for QUIET-MEADOW' in one place:"),
+        "{}",
+        plural.stdout
+    );
     assert!(plural.stdout.contains("One of the special magic numbers for quiet-meadow is: 5279348."));
     assert!(!plural.stdout.contains("grass"), "a sentence, not a window: {}", plural.stdout);
     // A whole question: no exact match, then the place with most of its words.
@@ -636,5 +640,82 @@ async fn search_forgives_case_plurals_and_phrasing_and_final_in_code_answers() {
     // FINAL(value) in code ends the run like the answer dict.
     let answered = run("FINAL(6 * 7)").await;
     assert_eq!(answered.answer.as_deref(), Some("42"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lines_with_and_records_return_every_match_for_code_to_count() {
+    let server = start(ScriptedServer::builder()).await;
+    let rlm = builder(&server, "root").build().unwrap();
+    let logs: String = (0..40)
+        .map(|i| {
+            let action = ["login", "logout", "search", "logout"][i % 4];
+            let status = if i % 3 == 0 { "error" } else { "ok" };
+            format!(
+                "2026-03-14T06:{:02}:00Z host=api-{} user=u{} action={action} status={status} latency_ms={}\n",
+                i,
+                i % 2,
+                1100 + i % 5,
+                10 * i
+            )
+        })
+        .collect();
+    let run = |context: Context, code: &'static str| {
+        let rlm = rlm.clone();
+        async move { rlm.exec(context, code, Duration::from_secs(30)).await.unwrap() }
+    };
+    // logout is i % 4 in {1, 3}, error is i % 3 == 0: i in {3, 9, 15, 21, 27, 33, 39}.
+    let counted = run(Context::text(logs.clone()), "print(len(lines_with('action=logout', 'STATUS=error')))").await;
+    assert_eq!(counted.stdout.trim(), "7", "{counted:?}");
+    // Printing the list shows the count and the first ten lines, not all of them.
+    let shown = run(Context::text(logs.clone()), "print(lines_with('action=logout'))").await;
+    let first = shown.stdout.lines().next().unwrap_or_default();
+    assert_eq!(first, "20 lines with 'action=logout':");
+    assert!(shown.stdout.contains("... and 10 more (the list holds all 20)"), "{}", shown.stdout);
+    assert_eq!(
+        shown.stdout.lines().filter(|line| line.starts_with("2026-") && line.contains("action=logout")).count(),
+        10
+    );
+    // Word boundaries: u110 is not u1100.
+    let prefix =
+        run(Context::text(logs.clone()), "print(len(lines_with('user=u110')), len(lines_with('user=u1100')))").await;
+    assert_eq!(prefix.stdout.trim(), "0 8");
+    // records(): fields with numbers as numbers, a missing field as None.
+    let summed = run(
+        Context::text(logs.clone()),
+        "rows = records('host=api-1')\nprint(len(rows), sum(r['latency_ms'] for r in rows), rows[0]['nothing'])",
+    )
+    .await;
+    assert_eq!(
+        summed.stdout.trim(),
+        format!("20 {} None", (0..40).filter(|i| i % 2 == 1).map(|i| 10 * i).sum::<usize>())
+    );
+    let ranked =
+        run(Context::text(logs.clone()), "print(Counter(r['user'] for r in records('status=error')).most_common(1))")
+            .await;
+    // Counter needs no import. Error lines: i = 0, 3, ..., 39 → users u1100 + i % 5: 0,3,1,4,2,0,3,1,4,2,0,3,1,4 → 0 and 3 and 1 and 4 three
+    // times each, 2 twice; ties keep first-seen order.
+    assert_eq!(ranked.stdout.trim(), "[('u1100', 3)]");
+    // A CSV with a header; a JSON file (a list of dicts).
+    let csv = Context::text("city,orders,total\nOslo,3,12.5\nRome,007,4\nOslo,2,1.5\n");
+    let code = "rows = records('Oslo')\n\
+                print(len(rows), sum(r['total'] for r in rows), records()[1]['orders'], \
+                len(lines_with('CITY=oslo')), len(lines_with('city', 'Oslo')))";
+    let by_city = run(csv, code).await;
+    // A field=value condition matches a CSV column; a column's name matches every row.
+    assert_eq!(by_city.stdout.trim(), "2 14.0 007 2 2");
+    // `key: value` lines; a condition written as field=value finds them too.
+    let colons = Context::text(
+        "ts: 2026-01-01T00:00:00Z, host: api-1, status: error\nts: 2026-01-01T00:00:09Z, host: api-2, status: ok\n",
+    );
+    let found = run(colons, "print(len(lines_with('status=error')), records('host=api-2')[0]['ts'])").await;
+    assert_eq!(found.stdout.trim(), "1 2026-01-01T00:00:09Z");
+    let json = Context::Json(serde_json::json!([{"name": "ann", "age": 31}, {"name": "bob", "age": 40}]));
+    let oldest = run(json, "print(max(records(), key=lambda r: r['age'])['name'], len(records('name=ann')))").await;
+    assert_eq!(oldest.stdout.trim(), "bob 1");
+    // Nothing found, and a wrong argument, are said plainly.
+    let none = run(Context::text(logs), "print(lines_with('action=fly'))\nlines_with(3)").await;
+    assert!(none.stdout.starts_with("No line contains all of: 'action=fly'"), "{}", none.stdout);
+    assert_eq!(none.error.map(|e| e.kind).as_deref(), Some("TypeError"));
     server.shutdown().await;
 }

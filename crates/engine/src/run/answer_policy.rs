@@ -1,5 +1,7 @@
 //! When a proposed answer may end a run, and what the model is told between turns: [`AnswerPolicy`].
 
+use std::collections::BTreeSet;
+
 use rlm_protocol::CellOutcome;
 
 use super::tree::Scope;
@@ -46,6 +48,10 @@ enum Rules {
         seen_text: String,
         /// Ungrounded `llm_query` answers the model has already been warned about.
         ungrounded_noted: usize,
+        /// The numbers of places `search()` reported in its summary lines.
+        search_counts: BTreeSet<String>,
+        /// Every whole number shown in output other than those summary lines.
+        other_numbers: BTreeSet<String>,
     },
 }
 
@@ -61,6 +67,9 @@ pub(crate) enum Refusal {
     EchoesQuestion,
     /// Written next to new code, and not in any output seen.
     Unsupported,
+    /// Its number was only ever shown as how many places `search()` found: a count of places with some words, not
+    /// of what the question asks.
+    SearchCount,
 }
 
 impl Refusal {
@@ -71,6 +80,7 @@ impl Refusal {
             Self::Ungrounded => notes::ungrounded_answer_note(),
             Self::NoEvidence => notes::answer_before_evidence_note(query),
             Self::EchoesQuestion | Self::Unsupported => notes::unsupported_answer_note(),
+            Self::SearchCount => notes::search_count_note(answer, query),
         }
     }
 
@@ -82,6 +92,7 @@ impl Refusal {
             Self::NoEvidence => "no code had shown it any evidence yet",
             Self::EchoesQuestion => "it only repeats words of the question",
             Self::Unsupported => "it was written next to new code and is in no output seen",
+            Self::SearchCount => "its number was only shown as how many places search() found",
         }
     }
 }
@@ -100,7 +111,12 @@ impl AnswerPolicy {
     }
 
     pub fn small() -> Self {
-        Self::with_rules(Rules::Small { seen_text: String::new(), ungrounded_noted: 0 })
+        Self::with_rules(Rules::Small {
+            seen_text: String::new(),
+            ungrounded_noted: 0,
+            search_counts: BTreeSet::new(),
+            other_numbers: BTreeSet::new(),
+        })
     }
 
     fn with_rules(rules: Rules) -> Self {
@@ -151,11 +167,13 @@ impl AnswerPolicy {
         }
         match &self.rules {
             Rules::Standard => (!self.code_ran).then_some(Refusal::NoEvidence),
-            Rules::Small { seen_text, .. } => {
+            Rules::Small { seen_text, search_counts, other_numbers, .. } => {
                 if scope.is_ungrounded(answer) {
                     Some(Refusal::Ungrounded)
                 } else if !self.seen_output {
                     Some(Refusal::NoEvidence)
+                } else if only_search_counts(answer, search_counts, other_numbers) {
+                    Some(Refusal::SearchCount)
                 } else if !query.to_lowercase().contains(" or ") && !adds_to(answer, query) {
                     // Small models echo the question: the key instead of its value. ("A or B?" questions excepted.)
                     Some(Refusal::EchoesQuestion)
@@ -186,10 +204,18 @@ impl AnswerPolicy {
         notes: &mut Vec<String>,
     ) {
         self.seen_output |= std::mem::take(&mut self.evidence_this_turn);
-        if let Rules::Small { seen_text, ungrounded_noted } = &mut self.rules {
+        if let Rules::Small { seen_text, ungrounded_noted, search_counts, other_numbers } = &mut self.rules {
             for view in views {
                 seen_text.push(' ');
                 seen_text.push_str(&collapse_whitespace(&view.stdout).to_lowercase());
+                for line in view.stdout.lines() {
+                    match search_summary_count(line) {
+                        Some(count) => {
+                            search_counts.insert(count);
+                        }
+                        None => other_numbers.extend(whole_numbers(line)),
+                    }
+                }
             }
             let ungrounded = scope.ungrounded_count();
             if ungrounded > *ungrounded_noted {
@@ -243,9 +269,40 @@ fn adds_to(answer: &str, query: &str) -> bool {
     })
 }
 
+/// The opening of the summary line of a `search()` result (python/repl_core.py, `_found_summary`): "search found
+/// 'words' in 77 places; ...".
+const SEARCH_SUMMARY_OPENING: &str = "search found ";
+
+/// The number of places a `search()` summary line reports, when `line` is one ("one place" is 1).
+fn search_summary_count(line: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix(SEARCH_SUMMARY_OPENING)?;
+    // The first " place" preceded by a number: the searched words (quoted before it) may contain "place" too.
+    rest.match_indices(" place").find_map(|(index, _)| match rest[..index].rsplit(' ').next() {
+        Some("one") => Some("1".to_owned()),
+        Some(digits) if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) => Some(digits.to_owned()),
+        _ => None,
+    })
+}
+
+/// The whole numbers in `text` (runs of digits not part of a longer word), without leading zeros.
+fn whole_numbers(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty() && word.chars().all(|c| c.is_ascii_digit()))
+        .map(|digits| digits.trim_start_matches('0').to_owned())
+        .map(|digits| if digits.is_empty() { "0".to_owned() } else { digits })
+}
+
+/// Whether the numbers of `answer` were only ever shown as counts of `search()` places. Such an answer took the
+/// count of places that contain some words for the count the question asks about (a small model's usual slip); a
+/// number that also appeared in any other output (a printed `len(...)`, a value in a passage) is let through.
+fn only_search_counts(answer: &str, search_counts: &BTreeSet<String>, other_numbers: &BTreeSet<String>) -> bool {
+    let numbers: Vec<String> = whole_numbers(answer).collect();
+    !numbers.is_empty() && numbers.iter().all(|n| search_counts.contains(n) && !other_numbers.contains(n))
+}
+
 /// Whether code reads the data: names `context` or calls the `search` helper.
 fn reads_context(code: &str) -> bool {
-    code.contains("context") || code.contains("search(")
+    ["context", "search(", "lines_with(", "records("].iter().any(|name| code.contains(name))
 }
 
 #[cfg(test)]
@@ -284,6 +341,7 @@ mod tests {
         assert!(
             reads_context("print(search(\"x\"))") && reads_context("len(context)") && !reads_context("SHOW_VARS()")
         );
+        assert!(reads_context("print(len(lines_with('a', 'b')))") && reads_context("rows = records('a')"));
     }
 
     #[test]
@@ -356,6 +414,45 @@ mod tests {
         assert_eq!(policy.refusal("5313471", QUERY, true, &scope), Some(Refusal::Unsupported));
         assert_eq!(policy.refusal("4473224", QUERY, true, &scope), None);
         assert_eq!(policy.refusal("5313471", QUERY, false, &scope), None, "without new code it stands");
+    }
+
+    #[test]
+    fn small_rules_refuse_a_count_of_search_places_until_code_has_shown_the_number() {
+        const COUNT: &str = "How many log lines have action=logout and status=error?";
+        let scope = Scope::top_level();
+        let searched = "search found 'action=logout' in 77 places; only the first 10 are shown below. That number \
+                        counts places with these words, not what the question asks.\n\
+                        2026-03-14T06:56:21Z host=api-1 user=u1101 action=logout status=error latency_ms=87\n---\n\
+                        2026-03-14T06:58:02Z host=web-1 user=u1120 action=logout status=ok latency_ms=412";
+        let policy = after_turn(AnswerPolicy::small(), "print(search('action=logout'))", searched, &scope);
+        assert_eq!(policy.refusal("77", COUNT, false, &scope), Some(Refusal::SearchCount));
+        assert_eq!(policy.refusal("There are 77 such lines.", COUNT, false, &scope), Some(Refusal::SearchCount));
+        let note = Refusal::SearchCount.note("77", COUNT);
+        assert!(note.contains("lines_with(\"action=logout\", \"status=error\")"), "{note}");
+        // A number shown elsewhere too (here, a value in a passage) may be what the question asks for.
+        assert_eq!(policy.refusal("87", COUNT, false, &scope), None);
+        // Once code has printed the number, it is evidence.
+        let counted = after_turn(policy, "print(len(lines_with('action=logout')))", "77", &scope);
+        assert_eq!(counted.refusal("77", COUNT, false, &scope), None);
+        // "one place" counts as 1.
+        let one =
+            after_turn(AnswerPolicy::small(), "print(search('x'))", "search found 'x' in one place:\nx y", &scope);
+        assert_eq!(one.refusal("1", COUNT, false, &scope), Some(Refusal::SearchCount));
+        // The standard rules leave it to the model.
+        let standard = after_turn(AnswerPolicy::standard(), "print(search('action=logout'))", searched, &scope);
+        assert_eq!(standard.refusal("77", COUNT, false, &scope), None);
+    }
+
+    #[test]
+    fn search_summaries_and_whole_numbers_are_read_from_output() {
+        assert_eq!(search_summary_count("search found 'a b' in 12 places; only the first 10"), Some("12".into()));
+        assert_eq!(search_summary_count("search found 'x' inside longer words in 3 places:"), Some("3".into()));
+        assert_eq!(search_summary_count("search found 'x' in one place:"), Some("1".into()));
+        assert_eq!(search_summary_count("search found 'camp places' in 4 places:"), Some("4".into()));
+        assert_eq!(search_summary_count("the search found 12 places"), None);
+        assert_eq!(search_summary_count("12 lines with 'x':"), None);
+        let numbers: Vec<String> = whole_numbers("latency_ms=087 at 06:56:21Z, u1101 and 0").collect();
+        assert_eq!(numbers, ["87", "6", "56", "0"]);
     }
 
     #[test]

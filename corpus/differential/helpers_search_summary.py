@@ -1,0 +1,13 @@
+# name: search() summaries say how many places matched, how many are shown, and that counting needs code
+few = search("vault code")
+print(few)
+print(len(few), isinstance(few, list))
+many = search("action=login")
+print(str(many).splitlines()[0])
+print(len(many))
+print(search("user=alice", max_results=3))
+print(search("NEEDLE"))
+print(search("archivist@example"))
+print(search("zzzz qqqq"))
+print(search(""))
+print(Counter(line.split()[0] for line in lines_with("NEEDLE")).most_common(1), Counter.__module__)

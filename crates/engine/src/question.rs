@@ -1,0 +1,101 @@
+//! What a question asks for, as far as its wording shows: a value found in one place, or an aggregate over many
+//! (a count, a sum, an average, an extreme, a ranking, a proportion). Models answer the first kind well by reading;
+//! the second needs every matching item, which one pass of reading miscounts and code gets exact. Routing and the
+//! notes to small models use it.
+//!
+//! The test is lexical on purpose: it needs no model call, it is the same for every model, and it looks for the
+//! families of words that aggregate questions are built from rather than for any one phrasing. A lookup phrased with
+//! one of these words ("the most recent deploy") is taken for an aggregate; that costs time (the RLM runs), never
+//! correctness.
+
+/// Words and phrases that make a question an aggregate, grouped by what they ask for. Matched at word boundaries on
+/// the lower-cased question; a phrase's words may be separated by any non-word characters, and `*` stands for up to
+/// three words or none ("more errors than", "more failed logins than", "more than").
+const AGGREGATE_CUES: &[(&str, &str)] = &[
+    ("a count", "how many|how much|how often|number of|count|counts|counted|tally"),
+    ("a total", "total|totals|sum|sums|add up|altogether|combined|overall"),
+    ("a statistic", "average|averages|median|percent|percentage|proportion|ratio"),
+    (
+        "an extreme or a ranking",
+        "most|least|fewest|highest|lowest|largest|smallest|biggest|maximum|minimum|max|min|longest|shortest|busiest|\
+         rank|ranked|frequent|frequently",
+    ),
+    ("distinct values", "distinct|unique"),
+    (
+        "a comparison of groups",
+        "more * than|fewer * than|less * than|at least|at most|more often|less often|more common|less common|\
+         more frequent|less frequent|are there more|were there more",
+    ),
+];
+
+/// What kind of aggregate `query` asks for, with the word that says so (`("a count", "how many")`), or `None` for a
+/// question that asks for something found in one place.
+pub fn aggregate_cue(query: &str) -> Option<(&'static str, &'static str)> {
+    let words: Vec<String> =
+        query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    AGGREGATE_CUES
+        .iter()
+        .find_map(|(kind, cues)| cues.split('|').find(|cue| contains_phrase(&words, cue)).map(|cue| (*kind, cue)))
+}
+
+/// Words a `*` of a cue may stand for.
+const MAX_GAP: usize = 3;
+
+/// Whether `words` contains the words of `phrase` in a row (a `*` in it: none up to [`MAX_GAP`] words).
+fn contains_phrase(words: &[String], phrase: &str) -> bool {
+    let wanted: Vec<&str> = phrase.split(' ').collect();
+    (0..words.len()).any(|start| matches_at(&words[start..], &wanted))
+}
+
+fn matches_at(words: &[String], wanted: &[&str]) -> bool {
+    match wanted.split_first() {
+        None => true,
+        Some((&"*", rest)) => (0..=MAX_GAP.min(words.len())).any(|gap| matches_at(&words[gap..], rest)),
+        Some((want, rest)) => words.first().is_some_and(|word| word == want) && matches_at(&words[1..], rest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregates_are_recognised_in_many_phrasings() {
+        for (query, kind) in [
+            ("How many log lines have action=logout and status=error?", "a count"),
+            ("Count the requests from host=db-1 that failed.", "a count"),
+            ("What is the number of orders shipped to Oslo?", "a count"),
+            ("What is the total latency_ms of user u1101?", "a total"),
+            ("Sum the amounts paid by ACME.", "a total"),
+            ("What is the average latency of search requests?", "a statistic"),
+            ("Which user has the most failed logins?", "an extreme or a ranking"),
+            ("Which host had the highest latency?", "an extreme or a ranking"),
+            ("Which city appears least often?", "an extreme or a ranking"),
+            ("How many distinct users logged in?", "a count"),
+            ("List the unique error codes.", "distinct values"),
+            ("Did api-1 have more errors than api-2?", "a comparison of groups"),
+            ("HOW MANY rows mention Paris?", "a count"),
+            ("Were there more failed logins than successful ones?", "a comparison of groups"),
+            ("Are there more orders from the north or from the south?", "a comparison of groups"),
+            ("Comparing the two hosts, which one fails more often?", "a comparison of groups"),
+        ] {
+            assert_eq!(aggregate_cue(query).map(|(k, _)| k), Some(kind), "{query}");
+        }
+    }
+
+    #[test]
+    fn lookups_are_not_aggregates() {
+        for query in [
+            "What is the special magic number for brisk-pebble mentioned in the provided text?",
+            "Who wrote the report about the bridge?",
+            "What is the value of key-17 and key-42?",
+            "Where is the meeting?",
+            "What did user u1101 do at 06:56:21?",
+            // Cues are whole words: "mostly", "summary", "counter" and "topic" are not "most", "sum", "count", "top".
+            "Summarize the topic of the counter-argument, mostly the first part.",
+            "What does the word quorum mean in the bylaws?",
+        ] {
+            assert_eq!(aggregate_cue(query), None, "{query}");
+        }
+    }
+}
