@@ -325,6 +325,28 @@ class _Lines(list):
     __str__ = __repr__
 
 
+class _Line(str):
+    """A line of `lines_with()`: text, whose fields can also be read by name (`line["status"]`, None when the line
+    has no such field). Weak models treat the lines as records; a TypeError there ends in repeated code."""
+
+    def __new__(cls, text, rows, index):
+        line = super().__new__(cls, text)
+        line._rows, line._index = rows, index
+        return line
+
+    def __getitem__(self, key):
+        if not isinstance(key, str):
+            return super().__getitem__(key)
+        fields = self._rows.fields(self._index) or {}
+        if key in fields:
+            return fields[key]
+        return next((value for name, value in fields.items() if str(name).lower() == key.lower()), None)
+
+    def get(self, key, default=None):
+        value = self[key]
+        return default if value is None else value
+
+
 class _Record(dict):
     """The fields of one line. A field the line does not have reads as None instead of raising KeyError: records of
     one text often differ in their fields, and `r["x"] == "y"` should simply be false for those."""
@@ -507,10 +529,12 @@ def lines_with_text(context, *words):
     """Every line of `context` that contains all of `words` (see `_Term`); no words: every non-empty line."""
     terms, rows, indexes = _matching_rows(context, words, "lines_with")
     if not terms:
-        return _Lines([rows.lines[i] for i in range(len(rows.lines))], f"{_count(len(rows.lines), 'line')} in context:")
+        every = [_Line(rows.lines[i], rows, i) for i in range(len(rows.lines))]
+        return _Lines(every, f"{_count(len(rows.lines), 'line')} in context:")
     if not indexes:
         return _Lines([], _none_found("line", terms, rows))
-    return _Lines([rows.lines[i] for i in indexes], f"{_count(len(indexes), 'line')} {_describe_terms(terms)}:")
+    found = [_Line(rows.lines[i], rows, i) for i in indexes]
+    return _Lines(found, f"{_count(len(indexes), 'line')} {_describe_terms(terms)}:")
 
 
 def records_text(context, *words):
