@@ -203,14 +203,42 @@ def _searchable_text(context):
     return str(context)
 
 
+# A line of records or markup rather than prose: a list item, heading, table row, quote or JSON line; a key=value
+# pair; a field delimiter with no space after it (CSV, TSV), as prose writes ", ".
+_RECORD_LIKE = re.compile(r"^\s*(?:[-*#|>{\[]|\d+[.)]\s)|=|\t|[^\d\s][,;|]\S|\S\|")
+
+
+def _wraps(text, newline):
+    """Whether the line break at `newline` only wraps a sentence of prose (a README, a book at 70 columns), so a
+    passage goes on across it. Lines of records (logs, CSV, JSON lines), headings, list items and short lines end
+    where they end."""
+    start = text.rfind("\n", 0, newline) + 1
+    line = text[start:newline].rstrip()
+    following = text[newline + 1 : text.find("\n", newline + 1) if text.find("\n", newline + 1) >= 0 else len(text)]
+    if len(line) < 40 or line.count(" ") < 5 or not following.strip():
+        return False
+    if line[-1] in ".!?:" or not (line[-1].isalnum() or line[-1] in ",;)`'\""):
+        return False
+    first = following.lstrip()[:1]
+    if not (first.isalnum() or first in "`(\"'"):
+        return False
+    return not (_RECORD_LIKE.search(line) or _RECORD_LIKE.search(following))
+
+
 def _passage(text, start, end, window):
     """The sentence(s) around text[start:end], at most `window` characters beyond the match on each side."""
     lo_limit, hi_limit = max(0, start - window), min(len(text), end + window)
     lo = start
-    while lo > lo_limit and not (text[lo - 1] == "\n" or (text[lo - 1] in " \t" and text[lo - 2 : lo - 1] in ".!?")):
+    while lo > lo_limit and not (
+        (text[lo - 1] == "\n" and not _wraps(text, lo - 1))
+        or (text[lo - 1] in " \t\n" and text[lo - 2 : lo - 1] in ".!?")
+    ):
         lo -= 1
     hi = end
-    while hi < hi_limit and text[hi] != "\n" and not (text[hi] in ".!?" and (hi + 1 >= len(text) or text[hi + 1] in " \n\t")):
+    while hi < hi_limit and not (
+        (text[hi] == "\n" and not _wraps(text, hi))
+        or (text[hi] in ".!?" and (hi + 1 >= len(text) or text[hi + 1] in " \n\t"))
+    ):
         hi += 1
     hi = min(len(text), hi + 1)
     snippet = " ".join(text[lo:hi].split())
@@ -234,7 +262,14 @@ def search_text(context, words, max_results=10, window=200):
         for start, end in spans:
             if start < last_end:
                 continue
-            found.append(_passage(text, start, end, window))
+            passage = _passage(text, start, end, window)
+            # Two hits in one long (wrapped) sentence give the same passage, or one cut shorter by the window.
+            core = passage.strip(".")
+            same = next((i for i, earlier in enumerate(found) if core in earlier or earlier.strip(".") in passage), None)
+            if same is None:
+                found.append(passage)
+            elif len(passage) > len(found[same]):
+                found[same] = passage
             last_end = end + window // 2
             if len(found) >= max_results:
                 break

@@ -609,3 +609,38 @@ async fn a_runaway_recursion_has_a_short_traceback() -> TestResult {
     );
     Ok(())
 }
+
+/// Hard-wrapped prose (a README, a book at 70 columns): a passage goes on across line breaks to the end of its
+/// sentence, while lines of records, list items and CSV rows stay whole lines of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_follows_wrapped_sentences_but_not_records() -> TestResult {
+    let text = "It was the best of times, it was the worst of times, it was the age\n\
+                of wisdom, it was the age of foolishness, it was the epoch of belief,\n\
+                it was the epoch of incredulity. Then the next sentence starts here\n\
+                and goes on.\n\n\
+                - a list item that is long enough to look like prose, with words\n\
+                - another item about a ledger\n\
+                2026-03-14T06:56:01Z host=api-1 user=u1101 action=search status=error\n\
+                2026-03-14T06:56:02Z host=api-1 user=u1102 action=search status=error\n\
+                name,city\n\
+                person one with a long name and many more words,Lisbon\n\
+                person two with a long name and many more words,Porto\n";
+    let mut s = session_with(SessionSpec::new(Context::text(text)), Arc::new(EchoHost::default())).await?;
+    let out = run_ok(&mut s, "print(search('epoch of belief'))").await?.stdout;
+    assert!(
+        out.contains(
+            "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of \
+                      foolishness, it was the epoch of belief, it was the epoch of incredulity.\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("Then the next"), "{out}");
+    let out = run_ok(&mut s, "print(search('list item'))").await?.stdout;
+    assert!(out.contains("- a list item that is long enough to look like prose, with words\n"), "{out}");
+    assert!(!out.contains("another item"), "{out}");
+    let out = run_ok(&mut s, "print(search('u1101'))").await?.stdout;
+    assert!(out.ends_with("action=search status=error\n") && !out.contains("u1102"), "{out}");
+    let out = run_ok(&mut s, "print(search('person one'))").await?.stdout;
+    assert!(out.contains("words,Lisbon\n") && !out.contains("Porto"), "{out}");
+    Ok(())
+}
