@@ -27,13 +27,25 @@ pub struct LlamaConfig {
     pub expected_sha256: Option<String>,
     /// Tokens generated when a request sets no limit.
     pub default_max_tokens: u32,
+    /// Guess the next tokens of a reply from the tokens before them (prompt lookup) and check the guesses in the
+    /// same decode. The reply is the same either way; only the number of decodes changes.
+    pub lookup: bool,
 }
 
 impl LlamaConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         let name = path.file_stem().map_or_else(|| "local".to_owned(), |stem| stem.to_string_lossy().into_owned());
-        Self { path, name, n_ctx: None, n_seq: 8, threads: None, expected_sha256: None, default_max_tokens: 2048 }
+        Self {
+            path,
+            name,
+            n_ctx: None,
+            n_seq: 8,
+            threads: None,
+            expected_sha256: None,
+            default_max_tokens: 2048,
+            lookup: true,
+        }
     }
 }
 
@@ -49,6 +61,8 @@ pub struct ModelInfo {
     pub n_params: u64,
     pub threads: u32,
     pub n_seq: u32,
+    /// Whether prompt lookup is on: as configured, except for models whose cache cannot drop rejected guesses.
+    pub lookup: bool,
     /// Seconds spent loading the weights and creating the context.
     pub load_seconds: f64,
 }
@@ -69,6 +83,10 @@ pub struct LlamaStats {
     pub evictions: AtomicU64,
     /// Requests that started from cells shared from another sequence (a common prefix such as a system prompt).
     pub shared_prefixes: AtomicU64,
+    /// Tokens guessed by prompt lookup and decoded to be checked.
+    pub drafted_tokens: AtomicU64,
+    /// Guessed tokens the model wrote itself, each a decode saved.
+    pub accepted_draft_tokens: AtomicU64,
 }
 
 impl LlamaStats {
@@ -98,6 +116,14 @@ impl LlamaStats {
 
     pub fn shared_prefixes(&self) -> u64 {
         self.shared_prefixes.load(Ordering::Relaxed)
+    }
+
+    pub fn drafted_tokens(&self) -> u64 {
+        self.drafted_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted_draft_tokens(&self) -> u64 {
+        self.accepted_draft_tokens.load(Ordering::Relaxed)
     }
 }
 

@@ -231,3 +231,111 @@ fn a_corrupt_file_is_named_with_its_expected_hash() {
     let text = err.to_string();
     assert!(text.contains("broken.gguf") && text.contains("expected sha256 cd34"), "{text}");
 }
+
+fn load_with_lookup(dir: &tempfile::TempDir, lookup: bool) -> LlamaClient {
+    let mut config = LlamaConfig::new(tiny_model(dir));
+    config.threads = Some(1);
+    config.lookup = lookup;
+    let client = LlamaClient::load(config).unwrap();
+    assert_eq!(client.info().lookup, lookup);
+    client
+}
+
+/// Prompts whose text repeats, as a REPL transcript's does (printed lines, names used again and again).
+fn repeating_prompts() -> Vec<Vec<ChatMessage>> {
+    vec![
+        vec![
+            ChatMessage::system("You write Python in ```repl blocks."),
+            ChatMessage::user("print(context[0:100])\nprint(len(context))\n".repeat(8)),
+        ],
+        vec![ChatMessage::user("abab hello world abab hello world ".repeat(6))],
+        vec![ChatMessage::user("x = 1\ny = x + 1\nz = y + 1\n".repeat(5))],
+    ]
+}
+
+/// Prompt lookup changes how many decodes a reply takes, never the reply: greedy replies are the same token for
+/// token, with the same usage, in fewer decodes.
+#[tokio::test]
+async fn lookup_writes_the_same_greedy_replies_in_fewer_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let guessing = load_with_lookup(&dir, true);
+    for messages in repeating_prompts() {
+        let without = plain.complete(request(messages.clone(), 300)).await.unwrap();
+        let with = guessing.complete(request(messages, 300)).await.unwrap();
+        assert_eq!(with.content, without.content);
+        assert_eq!(with.usage, without.usage);
+    }
+    assert_eq!(plain.stats().drafted_tokens(), 0);
+    assert_eq!(guessing.stats().generated_tokens(), plain.stats().generated_tokens());
+    assert_eq!(guessing.stats().decoded_prompt_tokens(), plain.stats().decoded_prompt_tokens());
+    let accepted = guessing.stats().accepted_draft_tokens();
+    assert!(accepted > 0 && accepted <= guessing.stats().drafted_tokens(), "accepted {accepted}");
+    // Every accepted guess is a decode saved.
+    assert_eq!(guessing.stats().decode_calls() + accepted, plain.stats().decode_calls());
+    // The tiny model's noise repeats itself now and then (real code repeats far more).
+    assert!(
+        guessing.stats().decode_calls() * 10 < plain.stats().decode_calls() * 9,
+        "{} decodes with lookup, {} without",
+        guessing.stats().decode_calls(),
+        plain.stats().decode_calls()
+    );
+}
+
+/// A later turn starts from the cache a turn with lookup left: the rejected guesses' cells were dropped, so the
+/// conversation's cached tokens are exactly what it wrote.
+#[tokio::test]
+async fn lookup_leaves_the_cache_as_plain_decoding_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let guessing = load_with_lookup(&dir, true);
+    let mut messages = repeating_prompts().swap_remove(0);
+    for _ in 0..3 {
+        let without = plain.complete(request(messages.clone(), 60)).await.unwrap();
+        let with = guessing.complete(request(messages.clone(), 60)).await.unwrap();
+        assert_eq!(with.content, without.content);
+        assert_eq!(with.usage, without.usage);
+        messages.push(ChatMessage::assistant(with.content));
+        messages.push(ChatMessage::user("print(context[100:200])"));
+    }
+    assert!(guessing.stats().accepted_draft_tokens() > 0);
+    assert_eq!(guessing.stats().reused_prompt_tokens(), plain.stats().reused_prompt_tokens());
+}
+
+/// Sub-calls running at once guess, and keep or drop guesses, each in its own sequence.
+#[tokio::test]
+async fn lookup_in_parallel_sequences_writes_what_each_writes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let mut alone = Vec::new();
+    for messages in repeating_prompts() {
+        alone.push(plain.complete(request(messages, 80)).await.unwrap());
+    }
+    let guessing = load_with_lookup(&dir, true);
+    let together = futures::future::join_all(
+        repeating_prompts().into_iter().map(|messages| guessing.complete(request(messages, 80))),
+    )
+    .await;
+    for (with, without) in together.into_iter().zip(&alone) {
+        let with = with.unwrap();
+        assert_eq!(&with.content, &without.content);
+        assert_eq!(&with.usage, &without.usage);
+    }
+    assert!(guessing.stats().max_parallel() >= 2, "the requests never shared a decode");
+    assert!(guessing.stats().accepted_draft_tokens() > 0);
+}
+
+/// A reply limited to a few tokens stops there even when a guess runs past the limit.
+#[tokio::test]
+async fn lookup_stops_at_the_token_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let guessing = load_with_lookup(&dir, true);
+    for max in [1, 2, 3, 7, 33] {
+        let messages = repeating_prompts().swap_remove(1);
+        let without = plain.complete(request(messages.clone(), max)).await.unwrap();
+        let with = guessing.complete(request(messages, max)).await.unwrap();
+        assert_eq!(with.usage.completion_tokens, u64::from(max));
+        assert_eq!(with.content, without.content);
+    }
+}
