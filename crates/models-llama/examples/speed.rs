@@ -161,6 +161,7 @@ async fn lookup_off_and_on(off: LlamaClient, on: LlamaClient, rounds: usize) {
         let order: [(&LlamaClient, bool); 2] =
             if round % 2 == 0 { [(&off, false), (&on, true)] } else { [(&on, true), (&off, false)] };
         let mut line = format!("round {}: load {}", round + 1, load_average());
+        let mut replies = Vec::new();
         for (client, lookup) in order {
             let started = Instant::now();
             let answer = client.complete(request.clone()).await.unwrap();
@@ -178,7 +179,9 @@ async fn lookup_off_and_on(off: LlamaClient, on: LlamaClient, rounds: usize) {
                 if lookup { "on" } else { "off" },
                 tokens as f64 / seconds
             ));
+            replies.push(answer.content);
         }
+        line.push_str(if replies[0] == replies[1] { "; same reply" } else { "; DIFFERENT replies" });
         println!("{line}");
     }
     let off_rate = off_tokens as f64 / off_seconds;

@@ -87,6 +87,8 @@ pub struct LlamaStats {
     pub drafted_tokens: AtomicU64,
     /// Guessed tokens the model wrote itself, each a decode saved.
     pub accepted_draft_tokens: AtomicU64,
+    /// Decodes tried again without guessed tokens because the cache had no cells for them.
+    pub retries_without_drafts: AtomicU64,
 }
 
 impl LlamaStats {
@@ -124,6 +126,10 @@ impl LlamaStats {
 
     pub fn accepted_draft_tokens(&self) -> u64 {
         self.accepted_draft_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn retries_without_drafts(&self) -> u64 {
+        self.retries_without_drafts.load(Ordering::Relaxed)
     }
 }
 

@@ -509,16 +509,18 @@ impl Scheduler<'_> {
         loop {
             match self.context.decode(batch) {
                 Ok(()) => break,
-                // The cache is full. Idle sequences' cells are only a cache: give them up one at a time and try
-                // again (a failed decode leaves the cache as it was).
-                Err(DecodeError::NoKvCacheSlot) if self.evict_one() => {}
-                // Guessed tokens take cells too: without them the batch may fit.
+                // The cache is full. Guessed tokens go first: they only save time, while an idle sequence's cells
+                // save reading its tokens again.
                 Err(DecodeError::NoKvCacheSlot)
                     if guessing && self.slots.iter().any(|slot| !slot.drafts.is_empty()) =>
                 {
                     guessing = false;
+                    self.stats.retries_without_drafts.fetch_add(1, Ordering::Relaxed);
                     self.fill(batch, guessing)?;
                 }
+                // Idle sequences' cells are only a cache: give them up one at a time and try again (a failed decode
+                // leaves the cache as it was).
+                Err(DecodeError::NoKvCacheSlot) if self.evict_one() => {}
                 Err(DecodeError::NoKvCacheSlot) => {
                     return Err(format!(
                         "the local model's {}-token cache is full with the requests running at once; run \

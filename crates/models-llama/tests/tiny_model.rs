@@ -339,3 +339,38 @@ async fn lookup_stops_at_the_token_limit() {
         assert_eq!(with.content, without.content);
     }
 }
+
+/// Guessed tokens need cells of their own for a moment. When the cache has none left, the decode runs without them
+/// before any idle conversation is given up: the conversation is evicted when plain decoding would evict it, and the
+/// reply is the one written without lookup.
+#[tokio::test]
+async fn lookup_gives_way_when_the_cache_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |lookup: bool| {
+        let mut config = LlamaConfig::new(tiny_model(&dir));
+        config.threads = Some(1);
+        config.n_ctx = Some(256);
+        config.n_seq = 2;
+        config.lookup = lookup;
+        LlamaClient::load(config).unwrap()
+    };
+    let conversation = vec![ChatMessage::system("Root."), ChatMessage::user("w ".repeat(60))];
+    // The tiny model's reply to this has a guess ready at the step the cache fills.
+    let sub_call = vec![ChatMessage::user("w ".repeat(20))];
+    let mut replies = Vec::new();
+    let mut clients = Vec::new();
+    for lookup in [false, true] {
+        let client = load(lookup);
+        let first = client.complete(request(conversation.clone(), 2)).await.unwrap();
+        // With the conversation's cells this needs more than the 256 there are.
+        let sub = client.complete(request(sub_call.clone(), 256 - 40 - first.usage.prompt_tokens as u32)).await;
+        replies.push(sub.unwrap());
+        clients.push(client);
+    }
+    let (plain, guessing) = (&clients[0], &clients[1]);
+    assert_eq!(replies[1].content, replies[0].content);
+    assert_eq!(replies[1].usage, replies[0].usage);
+    assert_eq!((plain.stats().evictions(), guessing.stats().evictions()), (1, 1));
+    assert!(guessing.stats().accepted_draft_tokens() > 0);
+    assert!(guessing.stats().retries_without_drafts() > 0, "the cache always had room for the guesses");
+}
