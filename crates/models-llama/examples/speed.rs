@@ -1,7 +1,8 @@
 //! Load time, prompt and generation speed, the conversation cache at work, and generation with prompt lookup off
 //! against on, on a GGUF file:
-//! `cargo run --release -p rlm-models-llama --example speed -- MODEL.gguf [THREADS] [all|lookup] [ROUNDS]`
-//! (`lookup` measures only lookup off against on).
+//! `cargo run --release -p rlm-models-llama --example speed -- MODEL.gguf [THREADS] [all|lookup|batch] [ROUNDS]`
+//! (`lookup` measures only lookup off against on; `batch` only what a decode of 1 to 16 tokens costs, which is what a
+//! guessed token costs).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used, reason = "a measuring tool")]
 
@@ -24,10 +25,91 @@ async fn main() {
         config.lookup = lookup;
         LlamaClient::load(config).unwrap()
     };
+    if mode == "batch" {
+        decode_cost(&path, threads.unwrap_or(1), rounds);
+        return;
+    }
     if mode != "lookup" {
         basics(load(true)).await;
     }
     lookup_off_and_on(load(false), load(true), rounds).await;
+}
+
+/// CPU seconds used by this process's threads so far (from the scheduler's per-thread counters, in nanoseconds):
+/// on a machine shared with other work it measures the work done, which wall time does not.
+fn cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return f64::NAN };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum::<u64>() as f64
+        / 1e9
+}
+
+/// What one decode of n tokens costs against a decode of one, at the end of a 1,000-token sequence, as prompt lookup
+/// decodes a generating sequence's next token and its guesses. Each decode is rolled back before the next.
+fn decode_cost(path: &str, threads: u32, rounds: usize) {
+    use std::num::NonZeroU32;
+
+    use llama_cpp_2::context::params::LlamaContextParams;
+    use llama_cpp_2::llama_backend::LlamaBackend;
+    use llama_cpp_2::llama_batch::LlamaBatch;
+    use llama_cpp_2::model::LlamaModel;
+    use llama_cpp_2::model::params::LlamaModelParams;
+
+    let backend = LlamaBackend::init().unwrap();
+    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default()).unwrap();
+    let threads = i32::try_from(threads).unwrap();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(4096))
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut context = model.new_context(&backend, params).unwrap();
+    let text = "def handle(record):\n    print(record['name'], record['value'])\n".repeat(60);
+    let tokens = model.vocab().tokenize(text.as_bytes(), true, true);
+    let tokens = &tokens[..tokens.len().min(1000)];
+    let mut batch = LlamaBatch::new(512, 1);
+    for (chunk_start, chunk) in (0..).step_by(512).zip(tokens.chunks(512)) {
+        batch.clear();
+        for (pos, &token) in (chunk_start..).zip(chunk) {
+            batch.add(token, pos, &[0], false).unwrap();
+        }
+        context.decode(&mut batch).unwrap();
+    }
+    let end = i32::try_from(tokens.len()).unwrap();
+    let sizes = [1_usize, 2, 3, 5, 9, 17];
+    let mut cpu = vec![0.0; sizes.len()];
+    let mut wall = vec![0.0; sizes.len()];
+    println!(
+        "decode cost by batch size: {rounds} rounds after {end} tokens, threads {threads}, load {}",
+        load_average()
+    );
+    for _ in 0..rounds {
+        for (index, &size) in sizes.iter().enumerate() {
+            batch.clear();
+            for (pos, &token) in (end..).zip(&tokens[..size]) {
+                batch.add(token, pos, &[0], true).unwrap();
+            }
+            let (cpu_before, started) = (cpu_seconds(), Instant::now());
+            context.decode(&mut batch).unwrap();
+            cpu[index] += cpu_seconds() - cpu_before;
+            wall[index] += started.elapsed().as_secs_f64();
+            context.kv_cache_seq_rm(0, Some(u32::try_from(end).unwrap()), None).unwrap();
+        }
+    }
+    for (index, size) in sizes.iter().enumerate() {
+        println!(
+            "{size:>2} tokens: {:.1} ms CPU ({:.2}x one token), {:.1} ms wall ({:.2}x)",
+            cpu[index] * 1e3 / rounds as f64,
+            cpu[index] / cpu[0],
+            wall[index] * 1e3 / rounds as f64,
+            wall[index] / wall[0]
+        );
+    }
+    println!("load now {}", load_average());
 }
 
 async fn basics(client: LlamaClient) {
@@ -155,6 +237,7 @@ async fn lookup_off_and_on(off: LlamaClient, on: LlamaClient, rounds: usize) {
         first_on.usage.completion_tokens
     );
     let (mut off_seconds, mut on_seconds, mut off_tokens, mut on_tokens) = (0.0, 0.0, 0, 0);
+    let (mut off_cpu, mut on_cpu) = (0.0, 0.0);
     let (drafted, accepted, decodes) =
         (on.stats().drafted_tokens(), on.stats().accepted_draft_tokens(), on.stats().decode_calls());
     for round in 0..rounds {
@@ -163,19 +246,18 @@ async fn lookup_off_and_on(off: LlamaClient, on: LlamaClient, rounds: usize) {
         let mut line = format!("round {}: load {}", round + 1, load_average());
         let mut replies = Vec::new();
         for (client, lookup) in order {
-            let started = Instant::now();
+            let (started, cpu_before) = (Instant::now(), cpu_seconds());
             let answer = client.complete(request.clone()).await.unwrap();
             let seconds = started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu_before;
             let tokens = answer.usage.completion_tokens;
             if lookup {
-                on_seconds += seconds;
-                on_tokens += tokens;
+                (on_seconds, on_cpu, on_tokens) = (on_seconds + seconds, on_cpu + cpu, on_tokens + tokens);
             } else {
-                off_seconds += seconds;
-                off_tokens += tokens;
+                (off_seconds, off_cpu, off_tokens) = (off_seconds + seconds, off_cpu + cpu, off_tokens + tokens);
             }
             line.push_str(&format!(
-                "; lookup {}: {tokens} tokens in {seconds:.2} s = {:.2} tokens/s",
+                "; lookup {}: {tokens} tokens in {seconds:.2} s = {:.2} tokens/s ({cpu:.2} s CPU)",
                 if lookup { "on" } else { "off" },
                 tokens as f64 / seconds
             ));
@@ -189,9 +271,12 @@ async fn lookup_off_and_on(off: LlamaClient, on: LlamaClient, rounds: usize) {
     let drafted = on.stats().drafted_tokens() - drafted;
     let accepted = on.stats().accepted_draft_tokens() - accepted;
     println!(
-        "lookup off {off_rate:.2} tokens/s, on {on_rate:.2} tokens/s: {:.2}x; with lookup {} of {drafted} guessed tokens \
-         kept, {} decodes for {on_tokens} tokens; load now {}",
+        "lookup off {off_rate:.2} tokens/s, on {on_rate:.2} tokens/s: {:.2}x; per CPU second {:.2} against {:.2}: \
+         {:.2}x; with lookup {} of {drafted} guessed tokens kept, {} decodes for {on_tokens} tokens; load now {}",
         on_rate / off_rate,
+        off_tokens as f64 / off_cpu,
+        on_tokens as f64 / on_cpu,
+        (on_tokens as f64 / on_cpu) / (off_tokens as f64 / off_cpu),
         accepted,
         on.stats().decode_calls() - decodes,
         load_average()

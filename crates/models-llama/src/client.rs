@@ -8,7 +8,7 @@ use rlm_protocol::{ModelClient, ModelRequest, ModelResponse};
 use tokio::sync::oneshot;
 
 use crate::LlamaError;
-use crate::worker::{self, Job};
+use crate::worker::{self, Job, SequenceCache};
 
 /// How to load a local model.
 #[derive(Debug, Clone)]
@@ -30,6 +30,9 @@ pub struct LlamaConfig {
     /// Guess the next tokens of a reply from the tokens before them (prompt lookup) and check the guesses in the
     /// same decode. The reply is the same either way; only the number of decodes changes.
     pub lookup: bool,
+    /// What one guessed token costs, in decodes of one token: guesses are made only as far as they are kept often
+    /// enough to pay for themselves. The default was measured on a CPU; 0 guesses as far as every match goes.
+    pub guess_cost: f64,
 }
 
 impl LlamaConfig {
@@ -45,6 +48,7 @@ impl LlamaConfig {
             expected_sha256: None,
             default_max_tokens: 2048,
             lookup: true,
+            guess_cost: crate::lookup::DEFAULT_GUESS_COST,
         }
     }
 }
@@ -170,6 +174,14 @@ impl LlamaClient {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Render { messages: request.messages.clone(), reply })?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// What each KV-cache sequence holds, as the scheduler counts it and as llama.cpp does: the two agree unless a
+    /// cache went wrong (a check for tests and diagnostics).
+    pub async fn sequence_caches(&self) -> rlm_protocol::Result<Vec<SequenceCache>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Inspect { reply })?;
+        answer.await.map_err(|_| gone())
     }
 
     fn send(&self, job: Job) -> rlm_protocol::Result<()> {

@@ -20,6 +20,8 @@ mod memory;
 mod worker;
 
 pub use client::{LlamaClient, LlamaConfig, LlamaStats, ModelInfo};
+pub use lookup::DEFAULT_GUESS_COST;
+pub use worker::SequenceCache;
 
 use std::path::PathBuf;
 

@@ -20,7 +20,7 @@ use rlm_protocol::{ChatMessage, ModelRequest, ModelResponse, Role, Usage};
 use tokio::sync::oneshot;
 
 use crate::client::{LlamaConfig, LlamaStats, ModelInfo};
-use crate::lookup::{self, DraftLength};
+use crate::lookup::{self, Acceptance};
 use crate::{LlamaError, memory};
 
 /// Tokens fed to one decode at most; prompts longer than this are fed over several steps.
@@ -35,6 +35,17 @@ const MIN_REUSED_TOKENS: usize = 16;
 pub(crate) enum Job {
     Complete { request: ModelRequest, reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>> },
     Render { messages: Vec<ChatMessage>, reply: oneshot::Sender<rlm_protocol::Result<String>> },
+    Inspect { reply: oneshot::Sender<Vec<SequenceCache>> },
+}
+
+/// What one KV-cache sequence holds, as the scheduler counts it and as llama.cpp does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceCache {
+    pub seq: i32,
+    /// Tokens the scheduler believes the sequence holds (kept for later requests, or a running request's so far).
+    pub tokens: usize,
+    /// One past the highest position llama.cpp holds for the sequence (0 when it holds none).
+    pub positions: usize,
 }
 
 /// llama.cpp allows one backend per process; every client shares it.
@@ -165,6 +176,7 @@ fn run(
         n_seq: i32::try_from(n_seq).unwrap_or(1),
         default_max_tokens: config.default_max_tokens,
         lookup,
+        acceptance: Acceptance::new(config.guess_cost),
         kept: (0..n_seq).map(|_| Kept::default()).collect(),
         clock: 0,
         slots: Vec::new(),
@@ -246,7 +258,10 @@ struct Slot {
     next: Option<LlamaToken>,
     /// Tokens guessed to follow `next` by prompt lookup, decoded with it in the current batch.
     drafts: Vec<LlamaToken>,
-    draft_length: DraftLength,
+    /// The length of the match the guesses in `drafts` came from.
+    drafts_ngram: usize,
+    /// Guesses made and kept in full at the last step: a copy in progress.
+    streak: usize,
     /// Prompt tokens of `feed` in the current batch.
     feeding: usize,
     /// Index in the current batch of the token whose logits this slot samples from (the first of them when it
@@ -296,6 +311,8 @@ struct Scheduler<'m> {
     default_max_tokens: u32,
     /// Whether generating sequences guess their next tokens by prompt lookup.
     lookup: bool,
+    /// How often guesses were kept, and so how many are worth making.
+    acceptance: Acceptance,
     /// What each idle sequence's cache holds, by sequence id (a running sequence's is in its slot).
     kept: Vec<Kept>,
     clock: u64,
@@ -338,6 +355,16 @@ impl Scheduler<'_> {
             },
             Job::Render { messages, reply } => {
                 let _ = reply.send(self.render(&messages));
+            }
+            Job::Inspect { reply } => {
+                let sequences = (0..self.n_seq)
+                    .map(|seq| SequenceCache {
+                        seq,
+                        tokens: self.cached_tokens(seq).len(),
+                        positions: usize::try_from(self.context.kv_cache_seq_pos_max(seq) + 1).unwrap_or(0),
+                    })
+                    .collect();
+                let _ = reply.send(sequences);
             }
         }
     }
@@ -472,7 +499,8 @@ impl Scheduler<'_> {
             history: tokens[..keep].to_vec(),
             next: None,
             drafts: Vec::new(),
-            draft_length: DraftLength::new(),
+            drafts_ngram: 0,
+            streak: 0,
             feeding: 0,
             logits_at: None,
             sampler: sampler(request.temperature),
@@ -561,8 +589,12 @@ impl Scheduler<'_> {
                 let cells = n_ctx.saturating_sub(slot.pos as usize + 2);
                 // Leave every generating sequence a share of the batch.
                 let share = room / generating.max(1);
-                let max = slot.draft_length.get().min(left).min(cells).min(share);
-                slot.drafts = lookup::propose(&slot.history, token, max);
+                let max = lookup::MAX_GUESS.min(left).min(cells).min(share);
+                if let Some(mut guess) = lookup::propose(&slot.history, token, max) {
+                    guess.tokens.truncate(self.acceptance.length(guess.ngram, slot.streak));
+                    slot.drafts = guess.tokens;
+                    slot.drafts_ngram = guess.ngram;
+                }
                 for (offset, &draft) in (1..).zip(&slot.drafts) {
                     batch.add(draft, slot.pos + offset, &[slot.seq], true).map_err(|err| err.to_string())?;
                 }
@@ -644,8 +676,9 @@ impl Scheduler<'_> {
                 if !drafts.is_empty() {
                     self.stats.drafted_tokens.fetch_add(drafts.len() as u64, Ordering::Relaxed);
                     self.stats.accepted_draft_tokens.fetch_add(accepted as u64, Ordering::Relaxed);
-                    slot.draft_length.update(drafts.len(), accepted);
+                    self.acceptance.record(slot.drafts_ngram, drafts.len(), accepted);
                 }
+                slot.streak = if accepted == drafts.len() { accepted } else { 0 };
                 let kept = base + accepted;
                 if kept < slot.history.len() {
                     slot.history.truncate(kept);

@@ -232,10 +232,13 @@ fn a_corrupt_file_is_named_with_its_expected_hash() {
     assert!(text.contains("broken.gguf") && text.contains("expected sha256 cd34"), "{text}");
 }
 
+/// The tiny model's noise repeats itself far less than code does, so its guesses seldom pay for themselves: these
+/// tests make them free, so every match is guessed in full and the mechanics are exercised.
 fn load_with_lookup(dir: &tempfile::TempDir, lookup: bool) -> LlamaClient {
     let mut config = LlamaConfig::new(tiny_model(dir));
     config.threads = Some(1);
     config.lookup = lookup;
+    config.guess_cost = 0.0;
     let client = LlamaClient::load(config).unwrap();
     assert_eq!(client.info().lookup, lookup);
     client
@@ -300,29 +303,52 @@ async fn lookup_leaves_the_cache_as_plain_decoding_does() {
     }
     assert!(guessing.stats().accepted_draft_tokens() > 0);
     assert_eq!(guessing.stats().reused_prompt_tokens(), plain.stats().reused_prompt_tokens());
+    assert_caches_whole(&guessing).await;
 }
 
-/// Sub-calls running at once guess, and keep or drop guesses, each in its own sequence.
+/// Every sequence's cache holds exactly the tokens the scheduler counts in it: no cell of a dropped guess is left.
+async fn assert_caches_whole(client: &LlamaClient) {
+    for sequence in client.sequence_caches().await.unwrap() {
+        assert_eq!(sequence.positions, sequence.tokens, "{sequence:?}");
+    }
+}
+
+/// Sub-calls running at once guess, and keep or drop guesses, each in its own sequence; the conversations go on
+/// from whole caches.
+///
+/// The replies are not compared with plain decoding's token for token: requests in one batch share the cache's
+/// cells, and when dropped guesses free cells in the middle, a sequence's later tokens may sit in other cells than
+/// plain decoding puts them in. Attention then adds the same terms in another order, the logits differ in their last
+/// bits, and the tiny model's noise has near-ties that this flips (it did here for one of three replies). Alone, a
+/// sequence's cells stay in order and replies are equal (the tests above).
 #[tokio::test]
-async fn lookup_in_parallel_sequences_writes_what_each_writes_alone() {
+async fn lookup_in_parallel_sequences_keeps_each_cache_whole() {
     let dir = tempfile::tempdir().unwrap();
     let plain = load_with_lookup(&dir, false);
-    let mut alone = Vec::new();
-    for messages in repeating_prompts() {
-        alone.push(plain.complete(request(messages, 80)).await.unwrap());
-    }
     let guessing = load_with_lookup(&dir, true);
-    let together = futures::future::join_all(
-        repeating_prompts().into_iter().map(|messages| guessing.complete(request(messages, 80))),
-    )
-    .await;
-    for (with, without) in together.into_iter().zip(&alone) {
-        let with = with.unwrap();
-        assert_eq!(&with.content, &without.content);
-        assert_eq!(&with.usage, &without.usage);
+    for client in [&plain, &guessing] {
+        // Three conversations of two turns fit in the 1,024-token cache.
+        let mut conversations = repeating_prompts().split_off(1);
+        conversations.push(vec![ChatMessage::user("go on ".repeat(10))]);
+        for _ in 0..2 {
+            let replies = futures::future::join_all(
+                conversations.iter().map(|messages| client.complete(request(messages.clone(), 60))),
+            )
+            .await;
+            for (messages, reply) in conversations.iter_mut().zip(replies) {
+                let reply = reply.unwrap();
+                assert_eq!(reply.usage.completion_tokens, 60);
+                // The tiny model writes NUL bytes now and then, which a message cannot hold.
+                messages.push(ChatMessage::assistant(reply.content.replace('\0', "")));
+                messages.push(ChatMessage::user("go on"));
+            }
+            assert_caches_whole(client).await;
+        }
+        assert!(client.stats().max_parallel() >= 2, "the requests never shared a decode");
     }
-    assert!(guessing.stats().max_parallel() >= 2, "the requests never shared a decode");
-    assert!(guessing.stats().accepted_draft_tokens() > 0);
+    let stats = guessing.stats();
+    assert!(stats.accepted_draft_tokens() > 0 && stats.accepted_draft_tokens() < stats.drafted_tokens());
+    assert_eq!(stats.generated_tokens(), plain.stats().generated_tokens());
 }
 
 /// A reply limited to a few tokens stops there even when a guess runs past the limit.
@@ -352,6 +378,7 @@ async fn lookup_gives_way_when_the_cache_is_full() {
         config.n_ctx = Some(256);
         config.n_seq = 2;
         config.lookup = lookup;
+        config.guess_cost = 0.0;
         LlamaClient::load(config).unwrap()
     };
     let conversation = vec![ChatMessage::system("Root."), ChatMessage::user("w ".repeat(60))];
