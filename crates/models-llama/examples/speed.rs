@@ -32,7 +32,9 @@ async fn main() {
     if mode != "lookup" {
         basics(load(true)).await;
     }
-    lookup_off_and_on(load(false), load(true), rounds).await;
+    let (off, on) = (load(false), load(true));
+    lookup_off_and_on(&off, &on, "one RLM turn", rlm_turn(), rounds).await;
+    lookup_off_and_on(&off, &on, "a turn that copies printed output", copying_turn(), rounds).await;
 }
 
 /// CPU seconds used by this process's threads so far (from the scheduler's per-thread counters, in nanoseconds):
@@ -217,16 +219,31 @@ fn rlm_turn() -> Vec<ChatMessage> {
     ]
 }
 
+/// The RLM turn, asking for what a model writes when it quotes what it read: the best case of prompt lookup.
+fn copying_turn() -> Vec<ChatMessage> {
+    let mut messages = rlm_turn();
+    if let Some(last) = messages.last_mut() {
+        let output = last.content.split("\n\nWrite code").next().unwrap_or_default().to_owned();
+        last.content = format!(
+            "{output}\n\nWrite code that stores the first six passages printed above, copied exactly, in a list of \
+             strings named `passages`, then prints how many mention operator_2."
+        );
+    }
+    messages
+}
+
 /// Generation speed with prompt lookup off and on, on the same turn with the same (greedy) sampling; the two runs of
 /// each round are interleaved, alternating which goes first, so load from other work falls on both alike.
-async fn lookup_off_and_on(off: LlamaClient, on: LlamaClient, rounds: usize) {
-    let request = ModelRequest {
-        model: "m".to_owned(),
-        messages: rlm_turn(),
-        max_output_tokens: Some(320),
-        temperature: Some(0.0),
-    };
-    println!("lookup off vs on: {rounds} rounds of one RLM turn (320 tokens at most), threads {}", on.info().threads);
+async fn lookup_off_and_on(
+    off: &LlamaClient,
+    on: &LlamaClient,
+    label: &str,
+    messages: Vec<ChatMessage>,
+    rounds: usize,
+) {
+    let request =
+        ModelRequest { model: "m".to_owned(), messages, max_output_tokens: Some(320), temperature: Some(0.0) };
+    println!("lookup off vs on: {rounds} rounds of {label} (320 tokens at most), threads {}", on.info().threads);
     // The first request of each decodes the prompt; later ones find it cached and time generation.
     let first_off = off.complete(request.clone()).await.unwrap();
     let first_on = on.complete(request.clone()).await.unwrap();
@@ -242,7 +259,7 @@ async fn lookup_off_and_on(off: LlamaClient, on: LlamaClient, rounds: usize) {
         (on.stats().drafted_tokens(), on.stats().accepted_draft_tokens(), on.stats().decode_calls());
     for round in 0..rounds {
         let order: [(&LlamaClient, bool); 2] =
-            if round % 2 == 0 { [(&off, false), (&on, true)] } else { [(&on, true), (&off, false)] };
+            if round % 2 == 0 { [(off, false), (on, true)] } else { [(on, true), (off, false)] };
         let mut line = format!("round {}: load {}", round + 1, load_average());
         let mut replies = Vec::new();
         for (client, lookup) in order {
