@@ -62,26 +62,27 @@ pub(crate) struct Acceptance {
     /// A guessed token's cost in decodes of one token.
     cost: f64,
     rate: [f64; LONGEST_NGRAM],
-    /// Guesses not made since the last one, per match length: one is made now and then to keep the rate current.
-    idle: [u32; LONGEST_NGRAM],
+    /// Chances to guess passed up since the last guess: one is taken now and then to keep the rates current.
+    idle: u32,
 }
 
-/// A guessed token's cost in decodes of one token, from the measurements above (0.7 for the first, about 0.4 for
-/// each further one).
-pub const DEFAULT_GUESS_COST: f64 = 0.5;
+/// A guessed token's cost in decodes of one token. The measurements above give 0.7 for the first and about 0.4 for
+/// each further one at a load average of 12; at a load average of 5, guessing at a cost of 0.5 made an RLM turn 0.82
+/// times as fast per CPU second, so guesses are made only when they are kept four times in five.
+pub const DEFAULT_GUESS_COST: f64 = 0.8;
 /// Weight of the latest tried guess in the rate.
 const LEARNING_RATE: f64 = 1.0 / 16.0;
 /// When guessing does not pay, one token is guessed every this many chances, to notice when it starts to.
-const PROBE_EVERY: u32 = 8;
+const PROBE_EVERY: u32 = 16;
 /// The most tokens guessed at once.
 pub(crate) const MAX_GUESS: usize = 16;
 
 impl Acceptance {
     /// `cost`: a guessed token's cost in decodes of one token.
     pub(crate) fn new(cost: f64) -> Self {
-        // Before anything is known (at the default cost): guess two tokens after a three-token match, one after two,
-        // none after one.
-        Self { cost: cost.max(0.0), rate: [0.5, 0.65, 0.75], idle: [0; LONGEST_NGRAM] }
+        // Before anything is known, longer matches are thought likelier to be kept; at the default cost none is
+        // guessed until probes or a copy in progress show that guesses are kept.
+        Self { cost: cost.max(0.0), rate: [0.5, 0.65, 0.75], idle: 0 }
     }
 
     /// Guessed tokens worth decoding after a match of `ngram` tokens; `streak` is how many the sequence guessed and
@@ -97,12 +98,12 @@ impl Acceptance {
         }
         let length = worth.max((streak * 2).min(MAX_GUESS));
         if length > 0 {
-            self.idle[index] = 0;
+            self.idle = 0;
             return length;
         }
-        self.idle[index] += 1;
-        if self.idle[index] >= PROBE_EVERY {
-            self.idle[index] = 0;
+        self.idle += 1;
+        if self.idle >= PROBE_EVERY {
+            self.idle = 0;
             return 1;
         }
         0
@@ -161,8 +162,10 @@ mod tests {
 
     #[test]
     fn guesses_grow_with_the_rate_they_are_kept_at_and_stop_when_it_is_low() {
-        let mut acceptance = Acceptance::new(DEFAULT_GUESS_COST);
+        let mut acceptance = Acceptance::new(0.5);
         assert_eq!((acceptance.length(3, 0), acceptance.length(2, 0), acceptance.length(1, 0)), (2, 1, 0));
+        let mut cautious = Acceptance::new(DEFAULT_GUESS_COST);
+        assert_eq!((cautious.length(3, 0), cautious.length(3, 2)), (0, 4));
         // Kept in full again and again: long guesses pay.
         for _ in 0..40 {
             acceptance.record(3, 4, 4);
