@@ -84,10 +84,22 @@ pub struct ServeArgs {
     /// The sub-model's window in tokens.
     #[arg(long)]
     pub sub_context_window: Option<u64>,
+    /// The longest direct prompt in tokens that automatic routing sends to the default model, even when the context
+    /// fits its window (default: up to the window; 8192 with --local, whose model reads prompts at CPU speed).
+    #[arg(long, env = "RLM_DIRECT_MAX_TOKENS")]
+    pub direct_max_tokens: Option<u64>,
     /// Answer every request with a local model running in this process instead of an endpoint: a known name
     /// (default qwen2.5-coder-1.5b; fetch it first with `rlm model pull`) or a path to a GGUF file.
     #[arg(long, num_args = 0..=1, default_missing_value = rlm::local::DEFAULT_LOCAL_MODEL, value_name = "NAME|PATH")]
     pub local: Option<String>,
+    /// CPU threads of the --local model (default: the cores not busy with other work).
+    #[arg(long, env = "RLM_LOCAL_THREADS")]
+    pub local_threads: Option<u32>,
+    /// Whether the --local model guesses its next tokens from the tokens before them and checks the guesses in one
+    /// decode (prompt lookup). Replies are the same either way; turning it off is for measuring.
+    #[arg(long, env = "RLM_LOCAL_LOOKUP", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
+    pub local_lookup: bool,
     /// Bearer token every request except /health and /ready must carry. Prefer the environment.
     #[arg(long, env = "RLM_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -131,6 +143,7 @@ impl ServeArgs {
             prompt_profile: self.prompt_profile.into(),
             context_window: self.context_window,
             sub_context_window: self.sub_context_window,
+            direct_max_tokens: self.direct_max_tokens,
             providers: rlm::ProviderSettings::from_env(),
             prices: Some(rlm::Prices::load(self.prices.as_deref())?),
             conversation_idle_ttl: seconds(self.conversation_ttl, "conversation-ttl")?,
@@ -145,15 +158,13 @@ impl ServeArgs {
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let address = (args.host.clone(), args.port);
     let local = args.local.clone();
+    let local_settings = LocalSettings { threads: args.local_threads, lookup: args.local_lookup };
     let mut config = args.config()?;
     let local_client = match local {
         Some(name) => {
-            let (client, spec, window) = load_local(&name).await?;
+            let (client, spec, window) = load_local(&name, local_settings).await?;
             eprintln!("rlm serve: {spec} runs in this process on the CPU; every request is answered by it");
-            config.default_model = Some(spec);
-            config.sub_model = None;
-            config.context_window.get_or_insert(window);
-            config.sub_context_window.get_or_insert(window);
+            answer_with_local_model(&mut config, spec, window);
             Some(client)
         }
         None => None,
@@ -183,14 +194,37 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Makes the loaded local model (`spec`, with a window of `window` tokens) the model of every run, with the limits
+/// `rlm run` gives `local:` models.
+fn answer_with_local_model(config: &mut ServerConfig, spec: String, window: u64) {
+    config.default_model = Some(spec);
+    config.sub_model = None;
+    config.context_window.get_or_insert(window);
+    config.sub_context_window.get_or_insert(window);
+    config.direct_max_tokens.get_or_insert(rlm::LOCAL_DIRECT_MAX_TOKENS);
+}
+
+/// How to run the --local model.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "local-llm"), allow(dead_code, reason = "read only when local models are built in"))]
+struct LocalSettings {
+    threads: Option<u32>,
+    lookup: bool,
+}
+
 /// Loads the local model `name` (a known name or a GGUF path): the client, its spec and its window.
 #[cfg(feature = "local-llm")]
-async fn load_local(name: &str) -> Result<(std::sync::Arc<dyn rlm::ModelClient>, String, u64)> {
+async fn load_local(
+    name: &str,
+    settings: LocalSettings,
+) -> Result<(std::sync::Arc<dyn rlm::ModelClient>, String, u64)> {
     let spec = if rlm::local::is_local_spec(name) { name.to_owned() } else { format!("local:{name}") };
     let file = rlm::local::resolve_local(&spec, &rlm::local::model_cache_dir())?;
     let mut config = rlm_models_llama::LlamaConfig::new(&file.path);
     config.name = file.spec.clone();
     config.expected_sha256 = file.expected_sha256;
+    config.threads = settings.threads;
+    config.lookup = settings.lookup;
     let client = tokio::task::spawn_blocking(move || rlm_models_llama::LlamaClient::load(config))
         .await
         .context("loading the local model")??;
@@ -199,7 +233,10 @@ async fn load_local(name: &str) -> Result<(std::sync::Arc<dyn rlm::ModelClient>,
 }
 
 #[cfg(not(feature = "local-llm"))]
-async fn load_local(name: &str) -> Result<(std::sync::Arc<dyn rlm::ModelClient>, String, u64)> {
+async fn load_local(
+    name: &str,
+    _settings: LocalSettings,
+) -> Result<(std::sync::Arc<dyn rlm::ModelClient>, String, u64)> {
     bail!("--local {name}: this build of rlm has no local models (rebuild with the `local-llm` feature)")
 }
 
@@ -260,6 +297,33 @@ mod tests {
         assert_eq!(parse(&["--local"]).local.as_deref(), Some(rlm::local::DEFAULT_LOCAL_MODEL));
         assert_eq!(parse(&["--local", "qwen2.5-coder-0.5b"]).local.as_deref(), Some("qwen2.5-coder-0.5b"));
         assert_eq!(parse(&[]).local, None);
+    }
+
+    #[test]
+    fn a_local_model_answers_everything_with_the_direct_prompt_cap_of_rlm_run() {
+        let mut config = parse(&["--model", "big", "--sub-model", "small"]).config().unwrap();
+        assert_eq!(config.direct_max_tokens, None);
+        answer_with_local_model(&mut config, "local:qwen2.5-coder-1.5b".to_owned(), 32768);
+        assert_eq!(config.default_model.as_deref(), Some("local:qwen2.5-coder-1.5b"));
+        assert_eq!(config.sub_model, None);
+        assert_eq!((config.context_window, config.sub_context_window), (Some(32768), Some(32768)));
+        assert_eq!(config.direct_max_tokens, Some(rlm::LOCAL_DIRECT_MAX_TOKENS));
+
+        // A cap or window given on the command line wins.
+        let mut chosen = parse(&["--direct-max-tokens", "100", "--context-window", "4096"]).config().unwrap();
+        answer_with_local_model(&mut chosen, "local:m".to_owned(), 32768);
+        assert_eq!((chosen.direct_max_tokens, chosen.context_window), (Some(100), Some(4096)));
+    }
+
+    #[test]
+    fn local_threads_and_lookup_are_flags() {
+        let defaults = parse(&["--local"]);
+        assert!(defaults.local_lookup);
+        assert_eq!(defaults.local_threads, None);
+        let set = parse(&["--local", "--local-lookup", "off", "--local-threads", "1"]);
+        assert!(!set.local_lookup);
+        assert_eq!(set.local_threads, Some(1));
+        assert!(Cli::try_parse_from(["rlm", "serve", "--local-lookup", "perhaps"]).is_err());
     }
 
     #[test]

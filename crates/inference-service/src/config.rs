@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub context_window: Option<u64>,
     /// Window of the sub-model in tokens.
     pub sub_context_window: Option<u64>,
+    /// The longest direct prompt, in tokens, that automatic routing sends to the default model even when the context
+    /// fits its window (default: up to the window). `rlm serve --local` sets it as `rlm run` does for `local:` models.
+    pub direct_max_tokens: Option<u64>,
     /// Endpoints and keys of the native providers (`anthropic:` and `gemini:` model specs).
     pub providers: rlm::ProviderSettings,
     /// Prices for costs and `max_cost` budgets (default: the built-in table).
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             prompt_profile: rlm::PromptProfile::Auto,
             context_window: None,
             sub_context_window: None,
+            direct_max_tokens: None,
             providers: rlm::ProviderSettings::default(),
             prices: None,
             max_concurrent_runs: 8,

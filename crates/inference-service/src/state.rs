@@ -320,10 +320,13 @@ impl AppState {
             // A model whose provider has no key would fail on its first call; say so before the run starts.
             config.providers.check(model).map_err(|e| ApiError::bad_request(e.to_string()))?;
         }
-        // The configured windows belong to the configured models.
-        if let Some(window) = config.context_window.filter(|_| config.default_model.as_ref() == Some(&spec.models.root))
-        {
+        // The configured windows and direct-prompt cap belong to the configured models.
+        let default_root = config.default_model.as_ref() == Some(&spec.models.root);
+        if let Some(window) = config.context_window.filter(|_| default_root) {
             builder = builder.context_window(window);
+        }
+        if let Some(tokens) = config.direct_max_tokens.filter(|_| default_root) {
+            builder = builder.direct_max_tokens(tokens);
         }
         if let Some(window) = config.sub_context_window {
             builder = builder.sub_context_window(window);

@@ -1185,3 +1185,33 @@ async fn the_seeds_recursive_model_is_called_at_its_own_endpoint() {
     assert_eq!(sub.requests_for("root").len(), 0);
     server.shutdown().await;
 }
+
+async fn finished_by(server: &Server, context: &str) -> String {
+    let (status, run) = server.post("/v1/runs", &json!({"query": "Which path?", "context": context})).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    run["finished_by"].as_str().unwrap().to_owned()
+}
+
+/// The direct-prompt cap (`rlm serve --local` sets `rlm run`'s for local models) sends a context that fits the
+/// default model's window down the RLM path once its prompt would be longer than the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_prompt_cap_sends_larger_contexts_to_the_rlm() {
+    // Taken as the answer on the direct path; run as code on the RLM path.
+    let reply = format!("{}\nFINAL_VAR(path)", repl("path = 'rlm'"));
+    let model_server =
+        models(ScriptedServer::builder().rule(move |r| (r.model == "root").then(|| Reply::text(reply.clone())))).await;
+    let long = "a line of the long context. ".repeat(150);
+    let capped = Server::start(ServerConfig {
+        context_window: Some(100_000),
+        direct_max_tokens: Some(500),
+        ..config(&model_server)
+    })
+    .await;
+    assert_eq!(finished_by(&capped, "short").await, "direct");
+    assert_eq!(finished_by(&capped, &long).await, "final_var");
+    capped.shutdown().await;
+
+    let uncapped = Server::start(ServerConfig { context_window: Some(100_000), ..config(&model_server) }).await;
+    assert_eq!(finished_by(&uncapped, &long).await, "direct");
+    uncapped.shutdown().await;
+}

@@ -8,7 +8,7 @@ use rlm_protocol::{ModelClient, ModelRequest, ModelResponse};
 use tokio::sync::oneshot;
 
 use crate::LlamaError;
-use crate::worker::{self, Job};
+use crate::worker::{self, Job, SequenceCache};
 
 /// How to load a local model.
 #[derive(Debug, Clone)]
@@ -27,13 +27,29 @@ pub struct LlamaConfig {
     pub expected_sha256: Option<String>,
     /// Tokens generated when a request sets no limit.
     pub default_max_tokens: u32,
+    /// Guess the next tokens of a reply from the tokens before them (prompt lookup) and check the guesses in the
+    /// same decode. The reply is the same either way; only the number of decodes changes.
+    pub lookup: bool,
+    /// What one guessed token costs, in decodes of one token: guesses are made only as far as they are kept often
+    /// enough to pay for themselves. The default was measured on a CPU; 0 guesses as far as every match goes.
+    pub guess_cost: f64,
 }
 
 impl LlamaConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
         let name = path.file_stem().map_or_else(|| "local".to_owned(), |stem| stem.to_string_lossy().into_owned());
-        Self { path, name, n_ctx: None, n_seq: 8, threads: None, expected_sha256: None, default_max_tokens: 2048 }
+        Self {
+            path,
+            name,
+            n_ctx: None,
+            n_seq: 8,
+            threads: None,
+            expected_sha256: None,
+            default_max_tokens: 2048,
+            lookup: true,
+            guess_cost: crate::lookup::DEFAULT_GUESS_COST,
+        }
     }
 }
 
@@ -49,6 +65,8 @@ pub struct ModelInfo {
     pub n_params: u64,
     pub threads: u32,
     pub n_seq: u32,
+    /// Whether prompt lookup is on: as configured, except for models whose cache cannot drop rejected guesses.
+    pub lookup: bool,
     /// Seconds spent loading the weights and creating the context.
     pub load_seconds: f64,
 }
@@ -69,6 +87,12 @@ pub struct LlamaStats {
     pub evictions: AtomicU64,
     /// Requests that started from cells shared from another sequence (a common prefix such as a system prompt).
     pub shared_prefixes: AtomicU64,
+    /// Tokens guessed by prompt lookup and decoded to be checked.
+    pub drafted_tokens: AtomicU64,
+    /// Guessed tokens the model wrote itself, each a decode saved.
+    pub accepted_draft_tokens: AtomicU64,
+    /// Decodes tried again without guessed tokens because the cache had no cells for them.
+    pub retries_without_drafts: AtomicU64,
 }
 
 impl LlamaStats {
@@ -98,6 +122,18 @@ impl LlamaStats {
 
     pub fn shared_prefixes(&self) -> u64 {
         self.shared_prefixes.load(Ordering::Relaxed)
+    }
+
+    pub fn drafted_tokens(&self) -> u64 {
+        self.drafted_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn accepted_draft_tokens(&self) -> u64 {
+        self.accepted_draft_tokens.load(Ordering::Relaxed)
+    }
+
+    pub fn retries_without_drafts(&self) -> u64 {
+        self.retries_without_drafts.load(Ordering::Relaxed)
     }
 }
 
@@ -138,6 +174,14 @@ impl LlamaClient {
         let (reply, answer) = oneshot::channel();
         self.send(Job::Render { messages: request.messages.clone(), reply })?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// What each KV-cache sequence holds, as the scheduler counts it and as llama.cpp does: the two agree unless a
+    /// cache went wrong (a check for tests and diagnostics).
+    pub async fn sequence_caches(&self) -> rlm_protocol::Result<Vec<SequenceCache>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Inspect { reply })?;
+        answer.await.map_err(|_| gone())
     }
 
     fn send(&self, job: Job) -> rlm_protocol::Result<()> {

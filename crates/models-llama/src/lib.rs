@@ -9,13 +9,19 @@
 //! * a sequence keeps its cache when its request ends, so the next turn of a conversation (the root's, or a child
 //!   RLM's) decodes only its new tokens;
 //! * a request starts where most of its prompt is cached, sharing the cells of the longest cached prefix (a system
-//!   prompt) from any other sequence, and idle caches are given up, least valuable first, only when cells run out.
+//!   prompt) from any other sequence, and idle caches are given up, least valuable first, only when cells run out;
+//! * a generating sequence guesses its next tokens from its own earlier tokens (prompt lookup) and decodes the
+//!   guesses with its next token, keeping each guess only if it samples exactly that token from the logits before
+//!   it: the reply is the one ordinary decoding writes, in fewer decodes when it copies what it has seen.
 
 mod client;
+mod lookup;
 mod memory;
 mod worker;
 
 pub use client::{LlamaClient, LlamaConfig, LlamaStats, ModelInfo};
+pub use lookup::DEFAULT_GUESS_COST;
+pub use worker::SequenceCache;
 
 use std::path::PathBuf;
 

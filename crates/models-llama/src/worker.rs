@@ -20,6 +20,7 @@ use rlm_protocol::{ChatMessage, ModelRequest, ModelResponse, Role, Usage};
 use tokio::sync::oneshot;
 
 use crate::client::{LlamaConfig, LlamaStats, ModelInfo};
+use crate::lookup::{self, Acceptance};
 use crate::{LlamaError, memory};
 
 /// Tokens fed to one decode at most; prompts longer than this are fed over several steps.
@@ -34,6 +35,17 @@ const MIN_REUSED_TOKENS: usize = 16;
 pub(crate) enum Job {
     Complete { request: ModelRequest, reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>> },
     Render { messages: Vec<ChatMessage>, reply: oneshot::Sender<rlm_protocol::Result<String>> },
+    Inspect { reply: oneshot::Sender<Vec<SequenceCache>> },
+}
+
+/// What one KV-cache sequence holds, as the scheduler counts it and as llama.cpp does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceCache {
+    pub seq: i32,
+    /// Tokens the scheduler believes the sequence holds (kept for later requests, or a running request's so far).
+    pub tokens: usize,
+    /// One past the highest position llama.cpp holds for the sequence (0 when it holds none).
+    pub positions: usize,
 }
 
 /// llama.cpp allows one backend per process; every client shares it.
@@ -139,6 +151,8 @@ fn run(
             return;
         }
     };
+    // A recurrent model's state cannot be rolled back to before the guessed tokens it rejected.
+    let lookup = config.lookup && !model.is_recurrent() && !model.is_hybrid();
     let info = ModelInfo {
         n_ctx_train,
         n_ctx,
@@ -146,9 +160,10 @@ fn run(
         n_params: model.n_params(),
         threads,
         n_seq,
+        lookup,
         load_seconds: started.elapsed().as_secs_f64(),
     };
-    tracing::info!(path = %config.path.display(), n_ctx, n_ctx_train, threads, n_seq, load_seconds = info.load_seconds, "loaded local model");
+    tracing::info!(path = %config.path.display(), n_ctx, n_ctx_train, threads, n_seq, lookup, load_seconds = info.load_seconds, "loaded local model");
     if ready.send(Ok(info)).is_err() {
         return;
     }
@@ -160,6 +175,8 @@ fn run(
         n_ctx,
         n_seq: i32::try_from(n_seq).unwrap_or(1),
         default_max_tokens: config.default_max_tokens,
+        lookup,
+        acceptance: Acceptance::new(config.guess_cost),
         kept: (0..n_seq).map(|_| Kept::default()).collect(),
         clock: 0,
         slots: Vec::new(),
@@ -239,7 +256,16 @@ struct Slot {
     history: Vec<LlamaToken>,
     /// The token sampled last, to be decoded next.
     next: Option<LlamaToken>,
-    /// Index in the current batch of the token whose logits this slot samples from.
+    /// Tokens guessed to follow `next` by prompt lookup, decoded with it in the current batch.
+    drafts: Vec<LlamaToken>,
+    /// The length of the match the guesses in `drafts` came from.
+    drafts_ngram: usize,
+    /// Guesses made and kept in full at the last step: a copy in progress.
+    streak: usize,
+    /// Prompt tokens of `feed` in the current batch.
+    feeding: usize,
+    /// Index in the current batch of the token whose logits this slot samples from (the first of them when it
+    /// decodes guessed tokens: theirs follow).
     logits_at: Option<i32>,
     sampler: LlamaSampler,
     generated: Vec<u8>,
@@ -283,6 +309,10 @@ struct Scheduler<'m> {
     n_ctx: u32,
     n_seq: i32,
     default_max_tokens: u32,
+    /// Whether generating sequences guess their next tokens by prompt lookup.
+    lookup: bool,
+    /// How often guesses were kept, and so how many are worth making.
+    acceptance: Acceptance,
     /// What each idle sequence's cache holds, by sequence id (a running sequence's is in its slot).
     kept: Vec<Kept>,
     clock: u64,
@@ -325,6 +355,16 @@ impl Scheduler<'_> {
             },
             Job::Render { messages, reply } => {
                 let _ = reply.send(self.render(&messages));
+            }
+            Job::Inspect { reply } => {
+                let sequences = (0..self.n_seq)
+                    .map(|seq| SequenceCache {
+                        seq,
+                        tokens: self.cached_tokens(seq).len(),
+                        positions: usize::try_from(self.context.kv_cache_seq_pos_max(seq) + 1).unwrap_or(0),
+                    })
+                    .collect();
+                let _ = reply.send(sequences);
             }
         }
     }
@@ -458,6 +498,10 @@ impl Scheduler<'_> {
             pos: i32::try_from(keep).unwrap_or(i32::MAX),
             history: tokens[..keep].to_vec(),
             next: None,
+            drafts: Vec::new(),
+            drafts_ngram: 0,
+            streak: 0,
+            feeding: 0,
             logits_at: None,
             sampler: sampler(request.temperature),
             generated: Vec::new(),
@@ -483,49 +527,27 @@ impl Scheduler<'_> {
         true
     }
 
-    /// One decode over every running request: the next token of those generating, then prompt tokens of those
-    /// still reading, as far as the batch allows.
+    /// One decode over every running request: the next token of those generating (with the tokens prompt lookup
+    /// guesses to follow it), then prompt tokens of those still reading, as far as the batch allows.
     fn step(&mut self, batch: &mut LlamaBatch) -> Result<(), String> {
-        batch.clear();
-        let mut room = N_BATCH as usize;
-        let mut sharing = 0;
-        for slot in &mut self.slots {
-            slot.logits_at = None;
-            if let Some(token) = slot.next.take() {
-                slot.logits_at = Some(batch.n_tokens());
-                batch.add(token, slot.pos, &[slot.seq], true).map_err(|err| err.to_string())?;
-                slot.history.push(token);
-                slot.pos += 1;
-                room -= 1;
-                sharing += 1;
-            }
-        }
-        for slot in &mut self.slots {
-            if slot.feed.is_empty() || room == 0 {
-                continue;
-            }
-            let take = slot.feed.len().min(room);
-            let last = take == slot.feed.len();
-            for (i, token) in slot.feed.drain(..take).enumerate() {
-                let wants_logits = last && i + 1 == take;
-                if wants_logits {
-                    slot.logits_at = Some(batch.n_tokens());
-                }
-                batch.add(token, slot.pos, &[slot.seq], wants_logits).map_err(|err| err.to_string())?;
-                slot.history.push(token);
-                slot.pos += 1;
-            }
-            self.stats.decoded_prompt_tokens.fetch_add(take as u64, Ordering::Relaxed);
-            room -= take;
-            sharing += 1;
-        }
+        let mut guessing = self.lookup;
+        let sharing = self.fill(batch, guessing)?;
         self.stats.max_parallel.fetch_max(sharing, Ordering::Relaxed);
         self.stats.decode_calls.fetch_add(1, Ordering::Relaxed);
         loop {
             match self.context.decode(batch) {
                 Ok(()) => break,
-                // The cache is full. Idle sequences' cells are only a cache: give them up one at a time and try
-                // again (a failed decode leaves the cache as it was).
+                // The cache is full. Guessed tokens go first: they only save time, while an idle sequence's cells
+                // save reading its tokens again.
+                Err(DecodeError::NoKvCacheSlot)
+                    if guessing && self.slots.iter().any(|slot| !slot.drafts.is_empty()) =>
+                {
+                    guessing = false;
+                    self.stats.retries_without_drafts.fetch_add(1, Ordering::Relaxed);
+                    self.fill(batch, guessing)?;
+                }
+                // Idle sequences' cells are only a cache: give them up one at a time and try again (a failed decode
+                // leaves the cache as it was).
                 Err(DecodeError::NoKvCacheSlot) if self.evict_one() => {}
                 Err(DecodeError::NoKvCacheSlot) => {
                     return Err(format!(
@@ -537,10 +559,87 @@ impl Scheduler<'_> {
                 Err(err) => return Err(format!("llama.cpp decode failed: {err}")),
             }
         }
+        self.commit();
         self.sample_and_finish();
         Ok(())
     }
 
+    /// Fills `batch` for the next decode without changing what the slots hold, so a decode that fails can be
+    /// planned again; returns how many requests share it.
+    fn fill(&mut self, batch: &mut LlamaBatch, guessing: bool) -> Result<u64, String> {
+        batch.clear();
+        let mut room = N_BATCH as usize;
+        let mut sharing = 0;
+        let n_ctx = self.n_ctx as usize;
+        let generating = self.slots.iter().filter(|slot| slot.next.is_some()).count();
+        for slot in &mut self.slots {
+            slot.logits_at = None;
+            slot.drafts.clear();
+            slot.feeding = 0;
+            let Some(token) = slot.next else { continue };
+            slot.logits_at = Some(batch.n_tokens());
+            batch.add(token, slot.pos, &[slot.seq], true).map_err(|err| err.to_string())?;
+            room -= 1;
+            sharing += 1;
+            if guessing {
+                // A guessed token is worth decoding only if the model could still write the token after it: the
+                // reply has tokens left and the window has cells left.
+                let produced = usize::try_from(slot.completion_tokens).unwrap_or(usize::MAX);
+                let left = (slot.max_tokens as usize).saturating_sub(produced + 1);
+                let cells = n_ctx.saturating_sub(slot.pos as usize + 2);
+                // Leave every generating sequence a share of the batch.
+                let share = room / generating.max(1);
+                let max = lookup::MAX_GUESS.min(left).min(cells).min(share);
+                if let Some(mut guess) = lookup::propose(&slot.history, token, max) {
+                    guess.tokens.truncate(self.acceptance.length(guess.ngram, slot.streak));
+                    slot.drafts = guess.tokens;
+                    slot.drafts_ngram = guess.ngram;
+                }
+                for (offset, &draft) in (1..).zip(&slot.drafts) {
+                    batch.add(draft, slot.pos + offset, &[slot.seq], true).map_err(|err| err.to_string())?;
+                }
+                room -= slot.drafts.len();
+            }
+        }
+        for slot in &mut self.slots {
+            if slot.feed.is_empty() || room == 0 {
+                continue;
+            }
+            let take = slot.feed.len().min(room);
+            let last = take == slot.feed.len();
+            for (i, (&token, pos)) in slot.feed[..take].iter().zip(slot.pos..).enumerate() {
+                let wants_logits = last && i + 1 == take;
+                if wants_logits {
+                    slot.logits_at = Some(batch.n_tokens());
+                }
+                batch.add(token, pos, &[slot.seq], wants_logits).map_err(|err| err.to_string())?;
+            }
+            slot.feeding = take;
+            room -= take;
+            sharing += 1;
+        }
+        Ok(sharing)
+    }
+
+    /// Records in each slot what the decode just put in its sequence's cache.
+    fn commit(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(token) = slot.next.take() {
+                slot.history.push(token);
+                slot.history.extend_from_slice(&slot.drafts);
+                slot.pos += 1 + i32::try_from(slot.drafts.len()).unwrap_or(0);
+            }
+            if slot.feeding > 0 {
+                slot.history.extend(slot.feed.drain(..slot.feeding));
+                slot.pos += i32::try_from(slot.feeding).unwrap_or(0);
+                self.stats.decoded_prompt_tokens.fetch_add(slot.feeding as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Samples each slot's next token from the decode's logits. A slot that decoded guessed tokens samples on from
+    /// the logits after each guess as long as it sampled exactly that guess, so it writes what it would have
+    /// written one token per decode; the cells of the guesses it did not write are dropped.
     fn sample_and_finish(&mut self) {
         let vocab = self.model.vocab();
         let n_ctx = self.n_ctx as usize;
@@ -549,17 +648,46 @@ impl Scheduler<'_> {
             let slot = &mut self.slots[index];
             let mut done = None;
             if let Some(at) = slot.logits_at {
-                let token = slot.sampler.sample(&self.context, at);
-                if vocab.is_eog(token) {
-                    done = Some(Ok(()));
-                } else {
+                let drafts = std::mem::take(&mut slot.drafts);
+                // Cells in use after the token whose logits are sampled first.
+                let base = slot.pos as usize - drafts.len();
+                let mut accepted = 0;
+                loop {
+                    let row = at + i32::try_from(accepted).unwrap_or(0);
+                    let token = slot.sampler.sample(&self.context, row);
+                    if vocab.is_eog(token) {
+                        done = Some(Ok(()));
+                        break;
+                    }
                     slot.completion_tokens += 1;
                     slot.generated.extend(vocab.token_to_piece(token, false, None));
                     // A reply that reaches the end of the window ends there, as a length-limited reply does.
-                    if slot.completion_tokens >= u64::from(slot.max_tokens) || slot.pos as usize + 1 >= n_ctx {
+                    if slot.completion_tokens >= u64::from(slot.max_tokens) || base + accepted + 1 >= n_ctx {
                         done = Some(Ok(()));
+                        break;
+                    }
+                    if drafts.get(accepted) == Some(&token) {
+                        accepted += 1;
                     } else {
                         slot.next = Some(token);
+                        break;
+                    }
+                }
+                if !drafts.is_empty() {
+                    self.stats.drafted_tokens.fetch_add(drafts.len() as u64, Ordering::Relaxed);
+                    self.stats.accepted_draft_tokens.fetch_add(accepted as u64, Ordering::Relaxed);
+                    self.acceptance.record(slot.drafts_ngram, drafts.len(), accepted);
+                }
+                slot.streak = if accepted == drafts.len() { accepted } else { 0 };
+                let kept = base + accepted;
+                if kept < slot.history.len() {
+                    slot.history.truncate(kept);
+                    slot.pos = i32::try_from(kept).unwrap_or(i32::MAX);
+                    let from = u32::try_from(kept).unwrap_or(u32::MAX);
+                    if self.context.kv_cache_seq_rm(slot.seq, Some(from), None).is_err() {
+                        // Only a cache that cannot drop part of a sequence refuses, and lookup is off for those.
+                        self.lookup = false;
+                        done = Some(Err("the local model's cache cannot drop rejected guessed tokens".to_owned()));
                     }
                 }
             }

@@ -231,3 +231,173 @@ fn a_corrupt_file_is_named_with_its_expected_hash() {
     let text = err.to_string();
     assert!(text.contains("broken.gguf") && text.contains("expected sha256 cd34"), "{text}");
 }
+
+/// The tiny model's noise repeats itself far less than code does, so its guesses seldom pay for themselves: these
+/// tests make them free, so every match is guessed in full and the mechanics are exercised.
+fn load_with_lookup(dir: &tempfile::TempDir, lookup: bool) -> LlamaClient {
+    let mut config = LlamaConfig::new(tiny_model(dir));
+    config.threads = Some(1);
+    config.lookup = lookup;
+    config.guess_cost = 0.0;
+    let client = LlamaClient::load(config).unwrap();
+    assert_eq!(client.info().lookup, lookup);
+    client
+}
+
+/// Prompts whose text repeats, as a REPL transcript's does (printed lines, names used again and again).
+fn repeating_prompts() -> Vec<Vec<ChatMessage>> {
+    vec![
+        vec![
+            ChatMessage::system("You write Python in ```repl blocks."),
+            ChatMessage::user("print(context[0:100])\nprint(len(context))\n".repeat(8)),
+        ],
+        vec![ChatMessage::user("abab hello world abab hello world ".repeat(6))],
+        vec![ChatMessage::user("x = 1\ny = x + 1\nz = y + 1\n".repeat(5))],
+    ]
+}
+
+/// Prompt lookup changes how many decodes a reply takes, never the reply: greedy replies are the same token for
+/// token, with the same usage, in fewer decodes.
+#[tokio::test]
+async fn lookup_writes_the_same_greedy_replies_in_fewer_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let guessing = load_with_lookup(&dir, true);
+    for messages in repeating_prompts() {
+        let without = plain.complete(request(messages.clone(), 300)).await.unwrap();
+        let with = guessing.complete(request(messages, 300)).await.unwrap();
+        assert_eq!(with.content, without.content);
+        assert_eq!(with.usage, without.usage);
+    }
+    assert_eq!(plain.stats().drafted_tokens(), 0);
+    assert_eq!(guessing.stats().generated_tokens(), plain.stats().generated_tokens());
+    assert_eq!(guessing.stats().decoded_prompt_tokens(), plain.stats().decoded_prompt_tokens());
+    let accepted = guessing.stats().accepted_draft_tokens();
+    assert!(accepted > 0 && accepted <= guessing.stats().drafted_tokens(), "accepted {accepted}");
+    // Every accepted guess is a decode saved.
+    assert_eq!(guessing.stats().decode_calls() + accepted, plain.stats().decode_calls());
+    // The tiny model's noise repeats itself now and then (real code repeats far more).
+    assert!(
+        guessing.stats().decode_calls() * 10 < plain.stats().decode_calls() * 9,
+        "{} decodes with lookup, {} without",
+        guessing.stats().decode_calls(),
+        plain.stats().decode_calls()
+    );
+}
+
+/// A later turn starts from the cache a turn with lookup left: the rejected guesses' cells were dropped, so the
+/// conversation's cached tokens are exactly what it wrote.
+#[tokio::test]
+async fn lookup_leaves_the_cache_as_plain_decoding_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let guessing = load_with_lookup(&dir, true);
+    let mut messages = repeating_prompts().swap_remove(0);
+    for _ in 0..3 {
+        let without = plain.complete(request(messages.clone(), 60)).await.unwrap();
+        let with = guessing.complete(request(messages.clone(), 60)).await.unwrap();
+        assert_eq!(with.content, without.content);
+        assert_eq!(with.usage, without.usage);
+        messages.push(ChatMessage::assistant(with.content));
+        messages.push(ChatMessage::user("print(context[100:200])"));
+    }
+    assert!(guessing.stats().accepted_draft_tokens() > 0);
+    assert_eq!(guessing.stats().reused_prompt_tokens(), plain.stats().reused_prompt_tokens());
+    assert_caches_whole(&guessing).await;
+}
+
+/// Every sequence's cache holds exactly the tokens the scheduler counts in it: no cell of a dropped guess is left.
+async fn assert_caches_whole(client: &LlamaClient) {
+    for sequence in client.sequence_caches().await.unwrap() {
+        assert_eq!(sequence.positions, sequence.tokens, "{sequence:?}");
+    }
+}
+
+/// Sub-calls running at once guess, and keep or drop guesses, each in its own sequence; the conversations go on
+/// from whole caches.
+///
+/// The replies are not compared with plain decoding's token for token: requests in one batch share the cache's
+/// cells, and when dropped guesses free cells in the middle, a sequence's later tokens may sit in other cells than
+/// plain decoding puts them in. Attention then adds the same terms in another order, the logits differ in their last
+/// bits, and the tiny model's noise has near-ties that this flips (it did here for one of three replies). Alone, a
+/// sequence's cells stay in order and replies are equal (the tests above).
+#[tokio::test]
+async fn lookup_in_parallel_sequences_keeps_each_cache_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let guessing = load_with_lookup(&dir, true);
+    for client in [&plain, &guessing] {
+        // Three conversations of two turns fit in the 1,024-token cache.
+        let mut conversations = repeating_prompts().split_off(1);
+        conversations.push(vec![ChatMessage::user("go on ".repeat(10))]);
+        for _ in 0..2 {
+            let replies = futures::future::join_all(
+                conversations.iter().map(|messages| client.complete(request(messages.clone(), 60))),
+            )
+            .await;
+            for (messages, reply) in conversations.iter_mut().zip(replies) {
+                let reply = reply.unwrap();
+                assert_eq!(reply.usage.completion_tokens, 60);
+                // The tiny model writes NUL bytes now and then, which a message cannot hold.
+                messages.push(ChatMessage::assistant(reply.content.replace('\0', "")));
+                messages.push(ChatMessage::user("go on"));
+            }
+            assert_caches_whole(client).await;
+        }
+        assert!(client.stats().max_parallel() >= 2, "the requests never shared a decode");
+    }
+    let stats = guessing.stats();
+    assert!(stats.accepted_draft_tokens() > 0 && stats.accepted_draft_tokens() < stats.drafted_tokens());
+    assert_eq!(stats.generated_tokens(), plain.stats().generated_tokens());
+}
+
+/// A reply limited to a few tokens stops there even when a guess runs past the limit.
+#[tokio::test]
+async fn lookup_stops_at_the_token_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = load_with_lookup(&dir, false);
+    let guessing = load_with_lookup(&dir, true);
+    for max in [1, 2, 3, 7, 33] {
+        let messages = repeating_prompts().swap_remove(1);
+        let without = plain.complete(request(messages.clone(), max)).await.unwrap();
+        let with = guessing.complete(request(messages, max)).await.unwrap();
+        assert_eq!(with.usage.completion_tokens, u64::from(max));
+        assert_eq!(with.content, without.content);
+    }
+}
+
+/// Guessed tokens need cells of their own for a moment. When the cache has none left, the decode runs without them
+/// before any idle conversation is given up: the conversation is evicted when plain decoding would evict it, and the
+/// reply is the one written without lookup.
+#[tokio::test]
+async fn lookup_gives_way_when_the_cache_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |lookup: bool| {
+        let mut config = LlamaConfig::new(tiny_model(&dir));
+        config.threads = Some(1);
+        config.n_ctx = Some(256);
+        config.n_seq = 2;
+        config.lookup = lookup;
+        config.guess_cost = 0.0;
+        LlamaClient::load(config).unwrap()
+    };
+    let conversation = vec![ChatMessage::system("Root."), ChatMessage::user("w ".repeat(60))];
+    // The tiny model's reply to this has a guess ready at the step the cache fills.
+    let sub_call = vec![ChatMessage::user("w ".repeat(20))];
+    let mut replies = Vec::new();
+    let mut clients = Vec::new();
+    for lookup in [false, true] {
+        let client = load(lookup);
+        let first = client.complete(request(conversation.clone(), 2)).await.unwrap();
+        // With the conversation's cells this needs more than the 256 there are.
+        let sub = client.complete(request(sub_call.clone(), 256 - 40 - first.usage.prompt_tokens as u32)).await;
+        replies.push(sub.unwrap());
+        clients.push(client);
+    }
+    let (plain, guessing) = (&clients[0], &clients[1]);
+    assert_eq!(replies[1].content, replies[0].content);
+    assert_eq!(replies[1].usage, replies[0].usage);
+    assert_eq!((plain.stats().evictions(), guessing.stats().evictions()), (1, 1));
+    assert!(guessing.stats().accepted_draft_tokens() > 0);
+    assert!(guessing.stats().retries_without_drafts() > 0, "the cache always had room for the guesses");
+}

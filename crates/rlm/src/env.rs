@@ -11,7 +11,8 @@ impl RlmBuilder {
     ///   `LLM_API_KEY`);
     /// * the root model from `RLM_MODEL` (else `LLM_MODEL`);
     /// * a new trajectory file per run in `RLM_TRACE_DIR` (else in `rlm-traces`);
-    /// * the CPU threads of a `local:` model from `RLM_LOCAL_THREADS`;
+    /// * the CPU threads of a `local:` model from `RLM_LOCAL_THREADS`, and whether it uses prompt lookup from
+    ///   `RLM_LOCAL_LOOKUP` (`0`, `false`, `off` or `no` turn it off; `1`, `true`, `on` or `yes` on);
     /// * Anthropic's and Gemini's keys and endpoints from `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`,
     ///   `GEMINI_API_KEY` and `GEMINI_BASE_URL`.
     ///
@@ -35,7 +36,19 @@ impl RlmBuilder {
         if let Some(threads) = get("RLM_LOCAL_THREADS").and_then(|threads| threads.parse().ok()) {
             builder = builder.local_threads(threads);
         }
+        if let Some(lookup) = get("RLM_LOCAL_LOOKUP").and_then(|value| switch(&value)) {
+            builder = builder.local_lookup(lookup);
+        }
         builder
+    }
+}
+
+/// An on/off variable's value; `None` for anything else.
+fn switch(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
     }
 }
 
@@ -58,11 +71,15 @@ mod tests {
             ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
             ("RLM_TRACE_DIR", "/tmp/traces"),
             ("RLM_LOCAL_THREADS", "3"),
+            ("RLM_LOCAL_LOOKUP", "0"),
         ]);
         assert!(builder.has_model() && builder.has_endpoint());
         assert_eq!(builder.config.models.root, "root-model");
         assert_eq!(builder.trace, TraceTarget::Directory("/tmp/traces".into()));
         assert_eq!(builder.local_threads, Some(3));
+        assert_eq!(builder.local_lookup, Some(false));
+        assert_eq!(from(&[("RLM_LOCAL_LOOKUP", "On")]).local_lookup, Some(true));
+        assert_eq!(from(&[("RLM_LOCAL_LOOKUP", "maybe")]).local_lookup, None);
 
         let fallback = from(&[("LLM_MODEL", "m"), ("RLM_MODEL", " "), ("RLM_TRACE_DIR", "")]);
         assert_eq!(fallback.config.models.root, "m");
@@ -74,5 +91,6 @@ mod tests {
 
         let plain = RlmBuilder::default();
         assert!(!plain.has_model() && !plain.has_endpoint() && plain.local_threads.is_none());
+        assert!(plain.local_lookup.is_none());
     }
 }

@@ -178,6 +178,7 @@ pub struct RlmBuilder {
     providers: ProviderSettings,
     layers: clients::LayerSettings,
     local_threads: Option<u32>,
+    local_lookup: Option<bool>,
 }
 
 impl Default for RlmBuilder {
@@ -196,6 +197,7 @@ impl Default for RlmBuilder {
             providers: ProviderSettings::default(),
             layers: clients::LayerSettings::default(),
             local_threads: None,
+            local_lookup: None,
         }
     }
 }
@@ -222,6 +224,13 @@ impl RlmBuilder {
     /// CPU threads of a `local:` model (default: every core; benchmarks and shared machines pin them).
     pub fn local_threads(mut self, threads: u32) -> Self {
         self.local_threads = Some(threads);
+        self
+    }
+
+    /// Whether a `local:` model guesses the next tokens of its replies from the tokens before them and checks the
+    /// guesses in one decode (prompt lookup; default: on). Replies are the same either way; off is for measuring.
+    pub fn local_lookup(mut self, lookup: bool) -> Self {
+        self.local_lookup = Some(lookup);
         self
     }
 
@@ -571,6 +580,9 @@ impl RlmBuilder {
         config.expected_sha256 = file.expected_sha256;
         config.n_ctx = self.root_window.and_then(|window| u32::try_from(window).ok());
         config.threads = self.local_threads;
+        if let Some(lookup) = self.local_lookup {
+            config.lookup = lookup;
+        }
         let client = rlm_models_llama::LlamaClient::load(config).map_err(|err| RlmError::Config(err.to_string()))?;
         let window = client.context_window();
         self.root_window.get_or_insert(window);
