@@ -28,7 +28,8 @@ pub struct LlamaConfig {
     /// Tokens generated when a request sets no limit.
     pub default_max_tokens: u32,
     /// Guess the next tokens of a reply from the tokens before them (prompt lookup) and check the guesses in the
-    /// same decode. The reply is the same either way; only the number of decodes changes.
+    /// same decode. The reply is the same either way; only the number of decodes changes. Off by default: on a CPU
+    /// it has not yet been measured faster (docs/local-model.md).
     pub lookup: bool,
     /// What one guessed token costs, in decodes of one token: guesses are made only as far as they are kept often
     /// enough to pay for themselves. The default was measured on a CPU; 0 guesses as far as every match goes.
@@ -47,7 +48,7 @@ impl LlamaConfig {
             threads: None,
             expected_sha256: None,
             default_max_tokens: 2048,
-            lookup: true,
+            lookup: false,
             guess_cost: crate::lookup::DEFAULT_GUESS_COST,
         }
     }
