@@ -49,6 +49,24 @@ const SHARED: [(&str, &[&str]); 3] = [
     ("postal code", &["postcode", "postal_code", "zip"]),
 ];
 
+/// Two to five pairs of distinct rows, no row in two pairs: where a generator plants the pairs the question asks for.
+fn planted_pairs(rows: usize, rng: &mut fastrand::Rng) -> Vec<(usize, usize)> {
+    let planted = rng.usize(2..=5).min(rows / 2);
+    let mut used: Vec<usize> = Vec::new();
+    let mut pairs = Vec::with_capacity(planted);
+    for _ in 0..planted {
+        let (a, b) = loop {
+            let (a, b) = (rng.usize(..rows), rng.usize(..rows));
+            if a != b && !used.contains(&a) && !used.contains(&b) {
+                break (a, b);
+            }
+        };
+        used.extend([a, b]);
+        pairs.push((a, b));
+    }
+    pairs
+}
+
 fn shared_value(kind: usize, rng: &mut fastrand::Rng) -> String {
     match kind {
         0 => format!("{}-{:03}-{:04}", rng.u32(200..1000), rng.u32(..1000), rng.u32(..10_000)),
@@ -123,16 +141,7 @@ fn shared_attribute(size: usize, layout: Layout, rng: &mut fastrand::Rng) -> Gen
     );
     let mut rows = rows;
     // Plant a few pairs: a later record takes an earlier one's value (same width, so the size holds).
-    let planted = rng.usize(2..=5).min(rows.len() / 2);
-    let mut used: Vec<usize> = Vec::new();
-    for _ in 0..planted {
-        let (a, b) = loop {
-            let (a, b) = (rng.usize(..rows.len()), rng.usize(..rows.len()));
-            if a != b && !used.contains(&a) && !used.contains(&b) {
-                break (a, b);
-            }
-        };
-        used.extend([a, b]);
+    for (a, b) in planted_pairs(rows.len(), rng) {
         rows[b].shared = rows[a].shared.clone();
     }
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -216,16 +225,7 @@ fn close_events(size: usize, layout: Layout, rng: &mut fastrand::Rng) -> Generat
         ]
     };
     let mut rows = records::fill_rows(size, &renderer, rng, make, values);
-    let planted = rng.usize(2..=5).min(rows.len() / 2);
-    let mut used: Vec<usize> = Vec::new();
-    for _ in 0..planted {
-        let (a, b) = loop {
-            let (a, b) = (rng.usize(..rows.len()), rng.usize(..rows.len()));
-            if a != b && !used.contains(&a) && !used.contains(&b) {
-                break (a, b);
-            }
-        };
-        used.extend([a, b]);
+    for (a, b) in planted_pairs(rows.len(), rng) {
         rows[b].user = rows[a].user.clone();
         rows[b].minute = rows[a].minute + rng.u64(1..within);
     }
