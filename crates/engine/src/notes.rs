@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use rlm_protocol::{CellOutcome, LimitKind};
+use rlm_protocol::{CellError, CellOutcome, LimitKind};
 
 use crate::guard::search_terms;
 use crate::prompt::group_thousands;
@@ -99,7 +99,18 @@ pub fn placeholder_note(answer: &str, reason: &str) -> String {
 }
 
 /// Said when the model sent the same reply again: what it did will not give anything new.
-pub fn repeat_note(query: &str, had_code: bool) -> String {
+pub fn repeat_note(query: &str, had_code: bool, failure: Option<&CellError>) -> String {
+    if let (true, Some(error)) = (had_code, failure) {
+        // Told only that the output is the same, a weak model runs the failing code again until the run stops.
+        return format!(
+            "You ran the same code as before, and it failed again with the same error: {}: {}. It will fail every \
+             time. Read the error and write different code: for example print a few items first to see their type \
+             (print(x[:3])), or take a simpler step.",
+            error.kind,
+            // The message comes from model-written code and can be any size.
+            error.message.chars().take(300).collect::<String>()
+        );
+    }
     if had_code {
         format!(
             "You ran the same code as before, so its output is the same as before. If that output shows the answer \

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use rlm_protocol::CellOutcome;
+use rlm_protocol::{CellError, CellOutcome};
 
 use super::tree::Scope;
 use crate::guard::{RepeatTracker, placeholder_reason};
@@ -227,8 +227,9 @@ impl AnswerPolicy {
 
     /// After a reply that repeated its predecessor: the nudge to do something else, or `None` when the streak is
     /// long enough to stop the run.
-    pub fn repeat_nudge(&self, query: &str, had_code: bool) -> Option<String> {
-        (self.repeats.streak < MAX_REPEAT_STREAK).then(|| notes::repeat_note(query, had_code))
+    /// `failure`: the error the repeated code raised again, if it did.
+    pub fn repeat_nudge(&self, query: &str, had_code: bool, failure: Option<&CellError>) -> Option<String> {
+        (self.repeats.streak < MAX_REPEAT_STREAK).then(|| notes::repeat_note(query, had_code, failure))
     }
 
     /// Appended to every observation.
@@ -483,11 +484,29 @@ mod tests {
         assert!(!policy.observe_reply("first", &code));
         assert!(policy.observe_reply("same code, other words", &code));
         for _ in 1..MAX_REPEAT_STREAK {
-            assert!(policy.repeat_nudge(QUERY, true).is_some());
+            assert!(policy.repeat_nudge(QUERY, true, None).is_some());
             assert!(policy.observe_reply("again", &code));
         }
-        assert_eq!(policy.repeat_nudge(QUERY, true), None);
+        assert_eq!(policy.repeat_nudge(QUERY, true, None), None);
         assert!(!policy.observe_reply("new", &["print(2)".to_owned()]));
+    }
+
+    #[test]
+    fn a_repeated_failure_is_named_with_its_error_capped() {
+        let mut policy = AnswerPolicy::small();
+        let code = vec!["print(max(records('a')))".to_owned()];
+        policy.observe_reply("first", &code);
+        assert!(policy.observe_reply("again", &code));
+        let error = CellError {
+            kind: "TypeError".to_owned(),
+            message: format!("'>' not supported between instances of 'dict' and 'dict'{}", "x".repeat(10_000)),
+            traceback: String::new(),
+        };
+        let nudge = policy.repeat_nudge(QUERY, true, Some(&error)).unwrap();
+        assert!(nudge.contains("failed again with the same error: TypeError: '>' not supported"), "{nudge}");
+        assert!(nudge.len() < 1_000, "the guest's message is capped: {} bytes", nudge.len());
+        let plain = policy.repeat_nudge(QUERY, true, None).unwrap();
+        assert!(plain.contains("same output") || plain.contains("same as before"), "{plain}");
     }
 
     #[test]

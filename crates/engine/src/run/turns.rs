@@ -160,7 +160,8 @@ impl<'a> Loop<'a> {
             }
             self.policy.end_turn(outcomes.iter().map(|(view, _)| view), self.scope, &mut notes);
             if repeated {
-                match self.policy.repeat_nudge(query, !parsed.code_blocks.is_empty()) {
+                let failure = outcomes.iter().find_map(|(_, outcome)| outcome.error.as_ref());
+                match self.policy.repeat_nudge(query, !parsed.code_blocks.is_empty(), failure) {
                     Some(nudge) => notes.push(nudge),
                     None => break LimitKind::Repetition,
                 }
