@@ -167,6 +167,10 @@ pub struct ModelArgs {
     /// Seconds one model request may take before it is retried (raise it for large prompts on CPU-served models).
     #[arg(long, env = "RLM_REQUEST_TIMEOUT", default_value_t = 300.0)]
     pub request_timeout: f64,
+    /// Sampling temperature of every model call, from 0 (always the likeliest token) to 2 (default: the provider's
+    /// own; the in-process local model then decodes greedily, llama.cpp's and OpenAI's servers sample).
+    #[arg(long, env = "RLM_TEMPERATURE", value_parser = parse_temperature)]
+    pub temperature: Option<f32>,
     /// The request field for the output-token limit (auto: max_completion_tokens for OpenAI, max_tokens elsewhere).
     #[arg(long, value_enum, default_value_t = TokenFieldArg::Auto)]
     pub token_limit_field: TokenFieldArg,
@@ -296,4 +300,12 @@ impl LimitArgs {
             max_output_tokens: self.max_output_tokens,
         })
     }
+}
+
+fn parse_temperature(text: &str) -> std::result::Result<f32, String> {
+    let value: f32 = text.trim().parse().map_err(|_| format!("not a number: {text:?}"))?;
+    if !(0.0..=2.0).contains(&value) {
+        return Err(format!("must be from 0 to 2, got {value}"));
+    }
+    Ok(value)
 }

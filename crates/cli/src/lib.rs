@@ -127,6 +127,9 @@ async fn build_rlm(
         .route(models.route.into())
         .token_limit_field(models.token_limit_field.into())
         .request_timeout(crate::args::seconds(models.request_timeout, "request-timeout")?);
+    if let Some(temperature) = models.temperature {
+        builder = builder.temperature(temperature);
+    }
     if let Some(model) = &models.model {
         builder = builder.model(model);
     }

@@ -86,6 +86,7 @@ async fn run_prints_one_json_object_and_writes_the_trace() {
     .await;
     let output = rlm(Some(&server))
         .args(["run", "--json", "--model", "root", "--sub-model", "mini", "--query", "How many lines?"])
+        .args(["--temperature", "0"])
         .arg("--context")
         .arg(&context)
         .arg("--trace")
@@ -105,6 +106,10 @@ async fn run_prints_one_json_object_and_writes_the_trace() {
     let first: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
     assert_eq!(first["type"], "metadata");
     assert_eq!(first["query"], "How many lines?");
+    // --temperature reaches the root call and the sub-call alike.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(requests.iter().all(|r| r.body["temperature"] == 0.0), "{:?}", requests[0].body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,6 +261,14 @@ async fn missing_model_and_bad_flags_are_clear_errors() {
     } else {
         assert!(stderr.contains("no model set"), "{stderr}");
     }
+
+    let output = rlm(None)
+        .args(["run", "--context", "-", "--query", "q", "--model", "m", "--temperature", "3"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("must be from 0 to 2, got 3"));
 
     let output =
         rlm(None).args(["run", "--context", "-", "--query", "q", "--model", "local:gpt-9"]).output().await.unwrap();
