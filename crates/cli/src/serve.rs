@@ -226,6 +226,7 @@ async fn load_local(
     config.expected_sha256 = file.expected_sha256;
     config.threads = settings.threads;
     config.lookup = settings.lookup;
+    config.prompt_cache_dir = rlm::local::prompt_cache_dir(&rlm::local::model_cache_dir());
     let client = tokio::task::spawn_blocking(move || rlm_models_llama::LlamaClient::load(config))
         .await
         .context("loading the local model")??;

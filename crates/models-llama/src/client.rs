@@ -34,6 +34,9 @@ pub struct LlamaConfig {
     /// What one guessed token costs, in decodes of one token: guesses are made only as far as they are kept often
     /// enough to pay for themselves. The default was measured on a CPU; 0 guesses as far as every match goes.
     pub guess_cost: f64,
+    /// Directory where the cells of conversations' system prompts are saved, so a later process that loads the same
+    /// file and sends the same system prompt starts after it instead of reading it again; `None` saves nothing.
+    pub prompt_cache_dir: Option<PathBuf>,
 }
 
 impl LlamaConfig {
@@ -50,6 +53,7 @@ impl LlamaConfig {
             default_max_tokens: 2048,
             lookup: false,
             guess_cost: crate::lookup::DEFAULT_GUESS_COST,
+            prompt_cache_dir: None,
         }
     }
 }
@@ -94,6 +98,10 @@ pub struct LlamaStats {
     pub accepted_draft_tokens: AtomicU64,
     /// Decodes tried again without guessed tokens because the cache had no cells for them.
     pub retries_without_drafts: AtomicU64,
+    /// System prompts whose cells were saved to disk.
+    pub saved_prompts: AtomicU64,
+    /// Prompt tokens whose cells were loaded from a saved system prompt instead of decoded.
+    pub loaded_prompt_tokens: AtomicU64,
 }
 
 impl LlamaStats {
@@ -135,6 +143,14 @@ impl LlamaStats {
 
     pub fn retries_without_drafts(&self) -> u64 {
         self.retries_without_drafts.load(Ordering::Relaxed)
+    }
+
+    pub fn saved_prompts(&self) -> u64 {
+        self.saved_prompts.load(Ordering::Relaxed)
+    }
+
+    pub fn loaded_prompt_tokens(&self) -> u64 {
+        self.loaded_prompt_tokens.load(Ordering::Relaxed)
     }
 }
 

@@ -17,6 +17,7 @@
 mod client;
 mod lookup;
 mod memory;
+mod saved_prompts;
 mod worker;
 
 pub use client::{LlamaClient, LlamaConfig, LlamaStats, ModelInfo};

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -21,6 +22,7 @@ use tokio::sync::oneshot;
 
 use crate::client::{LlamaConfig, LlamaStats, ModelInfo};
 use crate::lookup::{self, Acceptance};
+use crate::saved_prompts::{MIN_SAVED_TOKENS, SavedPrompts};
 use crate::{LlamaError, memory};
 
 /// Tokens fed to one decode at most; prompts longer than this are fed over several steps.
@@ -167,8 +169,10 @@ fn run(
     if ready.send(Ok(info)).is_err() {
         return;
     }
+    let saved_prompts = config.prompt_cache_dir.clone().and_then(|dir| SavedPrompts::new(dir, &config.path, n_ctx));
     let mut scheduler = Scheduler {
         model: &model,
+        saved_prompts,
         context,
         template,
         stats,
@@ -272,6 +276,9 @@ struct Slot {
     completion_tokens: u64,
     max_tokens: u32,
     usage: Usage,
+    /// A system prompt of this many tokens is to be saved to this file once its cells are decoded (the prompt is fed
+    /// up to there and no further in the decode that completes it).
+    save_at: Option<(usize, PathBuf)>,
 }
 
 /// What an idle sequence's cache still holds after its request finished, so a later request that starts with the
@@ -290,6 +297,8 @@ struct Kept {
 struct Pending {
     request: ModelRequest,
     tokens: Vec<LlamaToken>,
+    /// How many of `tokens` are the system prompt, when it may be loaded from or saved to disk.
+    system_tokens: Option<usize>,
     reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>>,
 }
 
@@ -301,8 +310,19 @@ struct Placement {
     keep: usize,
 }
 
+/// What came of looking for a system prompt's saved cells.
+enum Loaded {
+    Yes,
+    /// None saved yet: they are to be saved in this file.
+    NoFile(PathBuf),
+    /// A file was there but did not load (it is deleted), or saving is off.
+    Failed,
+}
+
 struct Scheduler<'m> {
     model: &'m LlamaModel,
+    /// Where system prompts' cells are saved for later processes; `None` when that is off.
+    saved_prompts: Option<SavedPrompts>,
     context: LlamaContext<'m>,
     template: LlamaChatTemplate,
     stats: Arc<LlamaStats>,
@@ -348,7 +368,10 @@ impl Scheduler<'_> {
     fn accept(&mut self, job: Job) {
         match job {
             Job::Complete { request, reply } => match self.tokenize(&request) {
-                Ok(tokens) => self.pending.push_back(Pending { request, tokens, reply }),
+                Ok(tokens) => {
+                    let system_tokens = self.system_tokens(&request, &tokens);
+                    self.pending.push_back(Pending { request, tokens, system_tokens, reply });
+                }
                 Err(err) => {
                     let _ = reply.send(Err(err));
                 }
@@ -370,6 +393,11 @@ impl Scheduler<'_> {
     }
 
     fn render(&self, messages: &[ChatMessage]) -> rlm_protocol::Result<String> {
+        self.render_with(messages, true)
+    }
+
+    /// `messages` with the chat template, ending with the opening of the assistant's reply when `reply_follows`.
+    fn render_with(&self, messages: &[ChatMessage], reply_follows: bool) -> rlm_protocol::Result<String> {
         let chat = messages
             .iter()
             .map(|message| {
@@ -383,7 +411,7 @@ impl Scheduler<'_> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| rlm_protocol::Error::InvalidInput(format!("a message cannot be sent: {err}")))?;
         self.model
-            .apply_chat_template(&self.template, &chat, true)
+            .apply_chat_template(&self.template, &chat, reply_follows)
             .map_err(|err| rlm_protocol::Error::model(None, format!("applying the chat template failed: {err}"), false))
     }
 
@@ -401,6 +429,21 @@ impl Scheduler<'_> {
             )));
         }
         Ok(tokens)
+    }
+
+    /// The length of the system prompt at the start of `tokens`, when saved prompts are on and the request is a
+    /// conversation that opens with a system message long enough to be worth a file. The system message is rendered
+    /// alone; templates that render it differently there (so that it is no prefix of the whole) are left out.
+    fn system_tokens(&self, request: &ModelRequest, tokens: &[LlamaToken]) -> Option<usize> {
+        self.saved_prompts.as_ref()?;
+        let [system, _, ..] = request.messages.as_slice() else { return None };
+        if system.role != Role::System {
+            return None;
+        }
+        let text = self.render_with(std::slice::from_ref(system), false).ok()?;
+        let prefix = self.model.vocab().tokenize(text.as_bytes(), true, true);
+        (prefix.len() >= MIN_SAVED_TOKENS && prefix.len() < tokens.len() && tokens.starts_with(&prefix))
+            .then_some(prefix.len())
     }
 
     /// Starts pending requests that have a free sequence, in arrival order.
@@ -462,7 +505,7 @@ impl Scheduler<'_> {
     }
 
     fn start(&mut self, placement: Placement, pending: Pending) {
-        let Pending { request, tokens, reply } = pending;
+        let Pending { request, tokens, system_tokens, reply } = pending;
         let Placement { seq, share_from, mut keep } = placement;
         let keep_pos = u32::try_from(keep).unwrap_or(u32::MAX);
         let shared = match share_from {
@@ -479,6 +522,15 @@ impl Scheduler<'_> {
         }
         if share_from.is_some() && keep > 0 {
             self.stats.shared_prefixes.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut save_at = None;
+        if let Some(system) = system_tokens.filter(|&system| keep < system) {
+            match self.load_saved_prompt(seq, &tokens[..system]) {
+                Loaded::Yes => keep = system,
+                Loaded::NoFile(path) => save_at = Some((system, path)),
+                // The sequence was emptied to load into.
+                Loaded::Failed => keep = 0,
+            }
         }
         self.kept[seq as usize] = Kept::default();
         let max_tokens = request.max_output_tokens.unwrap_or(self.default_max_tokens);
@@ -508,7 +560,64 @@ impl Scheduler<'_> {
             completion_tokens: 0,
             max_tokens,
             usage,
+            save_at,
         });
+    }
+
+    /// Loads the saved cells of the system prompt `system` into the empty sequence `seq`, if a file has them.
+    fn load_saved_prompt(&mut self, seq: i32, system: &[LlamaToken]) -> Loaded {
+        let Some(saved) = &self.saved_prompts else {
+            let _ = self.context.kv_cache_seq_rm(seq, None, None);
+            return Loaded::Failed;
+        };
+        let path = saved.path_for(system);
+        if !path.is_file() {
+            return Loaded::NoFile(path);
+        }
+        let _ = self.context.kv_cache_seq_rm(seq, None, None);
+        match self.context.state_seq_load_file(&path, seq, system.len()) {
+            Ok((tokens, _)) if tokens == system => {
+                saved.mark_used(&path);
+                self.stats.loaded_prompt_tokens.fetch_add(system.len() as u64, Ordering::Relaxed);
+                Loaded::Yes
+            }
+            outcome => {
+                tracing::warn!(path = %path.display(), ok = outcome.is_ok(), "a saved system prompt did not load; deleting it");
+                let _ = self.context.kv_cache_seq_rm(seq, None, None);
+                let _ = std::fs::remove_file(&path);
+                Loaded::Failed
+            }
+        }
+    }
+
+    /// Saves the cells of each system prompt that has just been decoded in full and has no file yet.
+    fn save_prompts(&mut self) {
+        let Some(saved) = &self.saved_prompts else { return };
+        for slot in &mut self.slots {
+            let Some((system, _)) = &slot.save_at else { continue };
+            if slot.history.len() < *system {
+                continue;
+            }
+            let Some((system, path)) = slot.save_at.take() else { continue };
+            if slot.history.len() > system {
+                continue;
+            }
+            let Some(temporary) = saved.temporary_path(&path) else { continue };
+            let written = self.context.state_seq_save_file(&temporary, slot.seq, &slot.history);
+            match written
+                .map_err(|err| err.to_string())
+                .and_then(|_| std::fs::rename(&temporary, &path).map_err(|err| err.to_string()))
+            {
+                Ok(()) => {
+                    self.stats.saved_prompts.fetch_add(1, Ordering::Relaxed);
+                    saved.prune();
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), %err, "could not save a system prompt's cells");
+                    let _ = std::fs::remove_file(&temporary);
+                }
+            }
+        }
     }
 
     /// Gives up the cells of the idle cache worth least (one-shots before conversations, least recently used
@@ -560,6 +669,7 @@ impl Scheduler<'_> {
             }
         }
         self.commit();
+        self.save_prompts();
         self.sample_and_finish();
         Ok(())
     }
@@ -605,7 +715,15 @@ impl Scheduler<'_> {
             if slot.feed.is_empty() || room == 0 {
                 continue;
             }
-            let take = slot.feed.len().min(room);
+            // A system prompt to be saved ends a decode, so that its cells can be saved alone.
+            let until_save = match &slot.save_at {
+                Some((system, _)) => system.saturating_sub(slot.history.len()),
+                None => usize::MAX,
+            };
+            let take = slot.feed.len().min(room).min(until_save);
+            if take == 0 {
+                continue;
+            }
             let last = take == slot.feed.len();
             for (i, (&token, pos)) in slot.feed[..take].iter().zip(slot.pos..).enumerate() {
                 let wants_logits = last && i + 1 == take;

@@ -401,3 +401,69 @@ async fn lookup_gives_way_when_the_cache_is_full() {
     assert!(guessing.stats().accepted_draft_tokens() > 0);
     assert!(guessing.stats().retries_without_drafts() > 0, "the cache always had room for the guesses");
 }
+
+fn load_saving_prompts(model: &std::path::Path, prompt_cache: Option<PathBuf>) -> LlamaClient {
+    let mut config = LlamaConfig::new(model);
+    config.name = "local:tiny".to_owned();
+    config.threads = Some(1);
+    config.prompt_cache_dir = prompt_cache;
+    LlamaClient::load(config).unwrap()
+}
+
+fn saved_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).map(|entries| entries.map(|entry| entry.unwrap().path()).collect()).unwrap_or_default()
+}
+
+/// A client loaded later (as the next `rlm run` is) starts a conversation after the system prompt's saved cells,
+/// decodes only what follows, and writes what reading the whole prompt writes; a file that does not load is deleted
+/// and the prompt read instead.
+#[tokio::test]
+async fn a_later_client_starts_after_a_saved_system_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(&dir);
+    let prompts = dir.path().join("prompts");
+    let system = ChatMessage::system("You write code in a REPL. ".repeat(10));
+    let asking = |question: &str| request(vec![system.clone(), ChatMessage::user(question)], 8);
+
+    let first = load_saving_prompts(&model, Some(prompts.clone()));
+    let reply = first.complete(asking("the first question")).await.unwrap();
+    assert_eq!(reply.usage.cached_tokens, 0);
+    assert_eq!(first.stats().saved_prompts(), 1);
+    drop(first);
+    assert_eq!(saved_files(&prompts).len(), 1, "{:?}", saved_files(&prompts));
+
+    let second = load_saving_prompts(&model, Some(prompts.clone()));
+    let from_saved = second.complete(asking("the second question")).await.unwrap();
+    let loaded = second.stats().loaded_prompt_tokens();
+    assert!(loaded >= 64, "{loaded}");
+    assert_eq!(from_saved.usage.cached_tokens, loaded);
+    assert_eq!(second.stats().decoded_prompt_tokens(), from_saved.usage.prompt_tokens - loaded);
+    assert_eq!(second.stats().saved_prompts(), 0, "the file is there already");
+    // The conversation goes on from its own cache after the loaded cells.
+    let next = request(
+        vec![
+            system.clone(),
+            ChatMessage::user("the second question"),
+            ChatMessage::assistant(from_saved.content.clone()),
+            ChatMessage::user("go on"),
+        ],
+        8,
+    );
+    let turn = second.complete(next.clone()).await.unwrap();
+    assert!(turn.usage.cached_tokens >= from_saved.usage.prompt_tokens, "{:?}", turn.usage);
+    assert_caches_whole(&second).await;
+
+    let plain = load_saving_prompts(&model, None);
+    let read_in_full = plain.complete(asking("the second question")).await.unwrap();
+    assert_eq!(from_saved.content, read_in_full.content);
+    assert_eq!(plain.complete(next).await.unwrap().content, turn.content);
+    assert_eq!(plain.stats().saved_prompts() + plain.stats().loaded_prompt_tokens(), 0);
+
+    let [file] = saved_files(&prompts).try_into().unwrap();
+    std::fs::write(&file, b"not a saved cache").unwrap();
+    let third = load_saving_prompts(&model, Some(prompts.clone()));
+    let reread = third.complete(asking("the second question")).await.unwrap();
+    assert_eq!(reread.usage.cached_tokens, 0);
+    assert_eq!(reread.content, read_in_full.content);
+    assert!(!file.exists(), "a file that does not load is deleted");
+}

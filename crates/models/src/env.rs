@@ -31,6 +31,18 @@ pub fn model_cache_dir() -> PathBuf {
     cache.join("rlm").join("models")
 }
 
+/// Where the local model saves its system prompts' caches for later runs: `prompt-cache` in `model_dir`, or `None`
+/// when `RLM_LOCAL_PROMPT_CACHE` is `off` (or `0`, `false`, `no`).
+pub fn prompt_cache_dir(model_dir: &std::path::Path) -> Option<PathBuf> {
+    prompt_cache_dir_with(model_dir, std::env::var("RLM_LOCAL_PROMPT_CACHE").ok().as_deref())
+}
+
+fn prompt_cache_dir_with(model_dir: &std::path::Path, setting: Option<&str>) -> Option<PathBuf> {
+    let off =
+        setting.is_some_and(|value| matches!(value.trim().to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no"));
+    (!off).then(|| model_dir.join("prompt-cache"))
+}
+
 impl ProviderSettings {
     /// Keys from `ANTHROPIC_API_KEY` and `GEMINI_API_KEY`; base URLs from `ANTHROPIC_BASE_URL` (without `/v1`, as
     /// Anthropic's SDKs take it) and `GEMINI_BASE_URL` (without the version path), else the public endpoints. Empty
@@ -54,6 +66,15 @@ impl ProviderSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prompt_cache_sits_beside_the_models_unless_switched_off() {
+        let dir = std::path::Path::new("/m");
+        assert_eq!(prompt_cache_dir_with(dir, None), Some(PathBuf::from("/m/prompt-cache")));
+        assert_eq!(prompt_cache_dir_with(dir, Some("on")), Some(PathBuf::from("/m/prompt-cache")));
+        assert_eq!(prompt_cache_dir_with(dir, Some(" OFF ")), None);
+        assert_eq!(prompt_cache_dir_with(dir, Some("0")), None);
+    }
 
     #[test]
     fn variables_set_keys_and_base_urls() {

@@ -133,7 +133,7 @@ pub fn resolve_local(spec: &str, dir: &Path) -> Result<LocalModelFile, ModelsErr
     }
 }
 
-pub use crate::env::model_cache_dir;
+pub use crate::env::{model_cache_dir, prompt_cache_dir};
 
 /// A model file found in the cache directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -580,6 +580,7 @@ impl RlmBuilder {
         config.expected_sha256 = file.expected_sha256;
         config.n_ctx = self.root_window.and_then(|window| u32::try_from(window).ok());
         config.threads = self.local_threads;
+        config.prompt_cache_dir = local::prompt_cache_dir(&dir);
         if let Some(lookup) = self.local_lookup {
             config.lookup = lookup;
         }
