@@ -361,6 +361,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_read_ahead_goes_to_the_first_session_over_that_path() -> Result<(), Box<dyn std::error::Error>> {
+        let file = write_file(b"read ahead")?;
+        let other = write_file(b"other")?;
+        read_ahead(file.path().to_owned());
+        assert!(take_read_ahead(&Context::TextFile(other.path().to_owned())).is_none());
+        assert!(take_read_ahead(&Context::Text("read ahead".into())).is_none());
+        let taken = take_read_ahead(&Context::TextFile(file.path().to_owned())).ok_or("not read ahead")?;
+        Python::attach(|py| -> PyResult<()> {
+            assert_eq!(taken.bind(py).extract::<String>()?, "read ahead");
+            Ok(())
+        })?;
+        assert!(take_read_ahead(&Context::TextFile(file.path().to_owned())).is_none(), "taken once");
+        // A read-ahead that fails leaves the file to the session, which reports why.
+        let missing = file.path().with_extension("missing");
+        read_ahead(missing.clone());
+        assert!(take_read_ahead(&Context::TextFile(missing)).is_none());
+        Ok(())
+    }
+
+    #[test]
     fn json_values_convert() -> Result<(), Box<dyn std::error::Error>> {
         runtime()?;
         Python::attach(|py| -> Result<(), Box<dyn std::error::Error>> {

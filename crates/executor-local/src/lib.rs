@@ -123,7 +123,8 @@ impl LocalExecutor {
     /// started later waits for the start-up to end.
     pub fn initialize_in_background() {
         // An error here is reported again by the first session, which tries the same start-up.
-        let started = std::thread::Builder::new().name("rlm-python-start".to_owned()).spawn(|| drop(runtime::runtime()));
+        let started =
+            std::thread::Builder::new().name("rlm-python-start".to_owned()).spawn(|| drop(runtime::runtime()));
         drop(started);
     }
 

@@ -110,8 +110,11 @@ impl Shared {
         let _armed = Armed::new(self, generation, limits.deadline);
         Python::attach(|py| {
             let session = self.session.bind(py);
-            let (capture, prepared, compile_error): (Bound<'_, PyAny>, Option<Bound<'_, PyAny>>, Option<Bound<'_, PyAny>>) =
-                session.call_method1(intern!(py, "start_cell"), (code, cell_number, limits.max_chars))?.extract()?;
+            let (capture, prepared, compile_error): (
+                Bound<'_, PyAny>,
+                Option<Bound<'_, PyAny>>,
+                Option<Bound<'_, PyAny>>,
+            ) = session.call_method1(intern!(py, "start_cell"), (code, cell_number, limits.max_chars))?.extract()?;
             set_deadline(&self.deadline, Some(limits.deadline));
 
             let (failure, interrupted) = match prepared {
@@ -233,7 +236,8 @@ impl LocalSession {
             };
             let prelude = runtime.prelude.bind(py);
             let info = context::info(prelude, &value)?;
-            let bridge = HostBridge::new(host, handle.clone(), Arc::clone(&deadline), runtime.cell_timeout.clone_ref(py));
+            let bridge =
+                HostBridge::new(host, handle.clone(), Arc::clone(&deadline), runtime.cell_timeout.clone_ref(py));
             let bridge = Bound::new(py, bridge)?;
             let session = prelude.getattr("Session")?.call1((bridge, value))?;
             Ok((session.unbind(), info))
