@@ -1,7 +1,7 @@
 //! [`LocalSession`]: one persistent namespace in the process-wide interpreter.
 
 use std::os::raw::{c_long, c_ulong};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -49,8 +49,11 @@ struct Shared {
     armed: Mutex<Option<(u64, Instant)>>,
     /// Wakes an idle watchdog: a cell has started.
     cell_started: Notify,
-    /// Ends the watchdog once no cell runs any more.
+    /// Cells handed to a Python thread that have not ended yet (the future that waits for one may be gone).
+    pending: AtomicUsize,
+    /// Set when the session is closed or dropped: the watchdog ends once no cell is pending.
     closed: AtomicBool,
+    /// Wakes the watchdog to look at `closed` and `pending` again.
     closing: Notify,
 }
 
@@ -174,6 +177,25 @@ impl Shared {
     }
 }
 
+/// Counts a cell as pending from when it is handed to a Python thread until its work ends or is dropped unrun.
+struct Pending(Arc<Shared>);
+
+impl Pending {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.pending.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+        if self.0.closed.load(Ordering::SeqCst) {
+            self.0.closing.notify_one();
+        }
+    }
+}
+
 /// Shows the watchdog the deadline of the cell being run, until dropped (also when the cell's work panics).
 struct Armed<'a>(&'a Shared);
 
@@ -251,6 +273,7 @@ impl LocalSession {
             deadline,
             armed: Mutex::new(None),
             cell_started: Notify::new(),
+            pending: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             closing: Notify::new(),
         });
@@ -279,33 +302,42 @@ impl LocalSession {
 /// It sleeps until the deadline of the cell that runs when it looks; a cell that ends earlier leaves it sleeping, and
 /// when it wakes it looks again (the cell running then, if any, has a later deadline). So cells that start and end
 /// in quick succession cost it nothing: it wakes about once per time limit, not once per cell. A cell keeps being
-/// watched when the future that runs it is dropped, and when the session is closed or dropped while it runs.
+/// watched when the future that runs it is dropped, and when the session is closed or dropped meanwhile: the watchdog
+/// ends only once the session is closed and no cell is pending.
 async fn watchdog(shared: Arc<Shared>) {
+    // The last cell interrupted or found no longer running at its deadline (generations start at 1).
+    let mut done_with = 0;
     loop {
         match shared.armed() {
-            None if shared.closed.load(Ordering::Acquire) => return,
-            None => {
+            Some((generation, deadline)) if generation != done_with => {
+                if Instant::now() < deadline {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = shared.closing.notified() => {}
+                    }
+                    continue;
+                }
+                loop {
+                    let target = Arc::clone(&shared);
+                    let still_running =
+                        tokio::task::spawn_blocking(move || target.interrupt(generation)).await.unwrap_or(false);
+                    if !still_running {
+                        break;
+                    }
+                    tracing::debug!(generation, "cell past its time limit interrupted");
+                    tokio::time::sleep(REFIRE_INTERVAL).await;
+                }
+                done_with = generation;
+            }
+            _ => {
+                if shared.closed.load(Ordering::SeqCst) && shared.pending.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
                 tokio::select! {
                     () = shared.cell_started.notified() => {}
                     () = shared.closing.notified() => {}
                 }
             }
-            Some((_, deadline)) if Instant::now() < deadline => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(deadline) => {}
-                    () = shared.closing.notified() => {}
-                }
-            }
-            Some((generation, _)) => loop {
-                let target = Arc::clone(&shared);
-                let still_running =
-                    tokio::task::spawn_blocking(move || target.interrupt(generation)).await.unwrap_or(false);
-                if !still_running {
-                    break;
-                }
-                tracing::debug!(generation, "cell past its time limit interrupted");
-                tokio::time::sleep(REFIRE_INTERVAL).await;
-            },
         }
     }
 }
@@ -326,7 +358,14 @@ impl ReplSession for LocalSession {
             max_chars: self.max_captured_chars,
         };
         let code = code.to_owned();
-        let outcome = self.blocking(move |shared| shared.run_cell(&code, cell_number, generation, limits)).await;
+        let pending = Pending::new(&self.shared);
+        let outcome = self
+            .blocking(move |shared| {
+                let outcome = shared.run_cell(&code, cell_number, generation, limits);
+                drop(pending);
+                outcome
+            })
+            .await;
         Ok(outcome?)
     }
 
@@ -353,7 +392,7 @@ impl ReplSession for LocalSession {
 
 impl Drop for LocalSession {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
+        self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.closing.notify_one();
         if self.closed {
             return;
