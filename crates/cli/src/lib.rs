@@ -206,7 +206,32 @@ fn trace_target(file: Option<&std::path::Path>, no_trace: bool) -> TraceTarget {
     }
 }
 
+/// Context files at least this big are read into the local executor while the models are set up (smaller ones take
+/// only milliseconds to read, and could also be routed to a direct call, which reads the file its own way).
+#[cfg(feature = "local")]
+const READ_AHEAD_MIN_BYTES: u64 = 64 << 20;
+
+/// Starts what the local executor will need while the model clients are built: the interpreter, and the text of a big
+/// context file. Errors are left to the session, which reports them as without this.
+fn prepare_local_executor(executor: &ExecutorArgs, context: &std::path::Path, route: crate::args::RouteArg) {
+    #[cfg(feature = "local")]
+    if executor.executor == ExecutorKind::Local {
+        // The same files `rlm::context_from_path` hands to the executor as `Context::TextFile`.
+        let text_file = context.as_os_str() != "-"
+            && !context.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("json"))
+            && std::fs::metadata(context).is_ok_and(|m| m.is_file() && m.len() >= READ_AHEAD_MIN_BYTES);
+        if text_file && route != crate::args::RouteArg::Direct {
+            rlm::LocalExecutor::read_ahead(context);
+        } else {
+            rlm::LocalExecutor::initialize_in_background();
+        }
+    }
+    #[cfg(not(feature = "local"))]
+    let _ = (executor, context, route);
+}
+
 async fn run(args: RunArgs) -> Result<ExitCode> {
+    prepare_local_executor(&args.executor, &args.context, args.models.route);
     let trace = trace_target(args.trace.as_deref(), args.no_trace);
     let prices = args.prices.as_deref();
     let rlm = build_rlm(&args.models, args.timeout, trace, args.executor.build()?, true, true, prices).await?;
@@ -271,6 +296,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 async fn exec(args: ExecArgs) -> Result<ExitCode> {
+    if let Some(context) = &args.context {
+        // No routing here: the file always goes to the session.
+        prepare_local_executor(&args.executor, context, crate::args::RouteArg::Rlm);
+    }
     let code = if args.file.as_os_str() == "-" {
         let mut code = String::new();
         std::io::stdin().read_to_string(&mut code).context("cannot read code from standard input")?;

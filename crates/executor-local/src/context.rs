@@ -2,8 +2,10 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Mutex, PoisonError};
 
 use pyo3::IntoPyObjectExt;
 use pyo3::ffi;
@@ -13,10 +15,52 @@ use rlm_protocol::{Context, ContextInfo};
 use serde_json::Value;
 
 use crate::error::{LocalError, LocalResult};
+use crate::runtime::runtime;
 
 /// Bytes read per `read` call when filling a string from a file: small enough that the ASCII check that follows each
 /// read finds the bytes still in the CPU cache.
 const READ_CHUNK: usize = 256 << 10;
+
+/// A text file being read ahead of the session that will use it (see [`read_ahead`]).
+struct ReadAhead {
+    path: PathBuf,
+    /// The string, or `None` when reading ahead failed (the session then reads the file itself and reports why).
+    loaded: Receiver<Option<Py<PyAny>>>,
+}
+
+static READ_AHEAD: Mutex<Option<ReadAhead>> = Mutex::new(None);
+
+/// Starts the interpreter and reads the text file at `path` into a Python string on a new thread, so that the next
+/// session over `Context::TextFile(path)` takes the string instead of reading the file then. Replaces an earlier
+/// read-ahead that no session took.
+pub(crate) fn read_ahead(path: PathBuf) {
+    let (loaded_tx, loaded_rx) = std::sync::mpsc::sync_channel(1);
+    let mut slot = READ_AHEAD.lock().unwrap_or_else(PoisonError::into_inner);
+    let reader_path = path.clone();
+    let started = std::thread::Builder::new().name("rlm-context-read".to_owned()).spawn(move || {
+        let loaded = match runtime() {
+            Ok(_) => Python::attach(|py| load_text_file(py, &reader_path).ok().map(Bound::unbind)),
+            Err(_) => None,
+        };
+        // The receiver is gone only when a later read-ahead replaced this one.
+        let _ = loaded_tx.send(loaded);
+    });
+    *slot = started.is_ok().then_some(ReadAhead { path, loaded: loaded_rx });
+}
+
+/// The string read ahead for `context`, if it is a text file being read ahead; waits for the read to end. Call it
+/// without being attached to the interpreter (the reading thread needs it to finish).
+pub(crate) fn take_read_ahead(context: &Context) -> Option<Py<PyAny>> {
+    let Context::TextFile(path) = context else { return None };
+    let ahead = {
+        let mut slot = READ_AHEAD.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_none_or(|ahead| ahead.path != *path) {
+            return None;
+        }
+        slot.take()?
+    };
+    ahead.loaded.recv().ok().flatten()
+}
 
 /// Builds the Python value of `context`.
 pub(crate) fn load<'py>(py: Python<'py>, context: &Context) -> LocalResult<Bound<'py, PyAny>> {
@@ -238,7 +282,6 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::runtime::runtime;
 
     fn write_file(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
         let mut file = tempfile::NamedTempFile::new()?;
@@ -315,6 +358,26 @@ mod tests {
             assert!(matches!(missing.map(rlm_protocol::Error::from), Some(rlm_protocol::Error::Io(_))));
             Ok(())
         })
+    }
+
+    #[test]
+    fn a_file_read_ahead_goes_to_the_first_session_over_that_path() -> Result<(), Box<dyn std::error::Error>> {
+        let file = write_file(b"read ahead")?;
+        let other = write_file(b"other")?;
+        read_ahead(file.path().to_owned());
+        assert!(take_read_ahead(&Context::TextFile(other.path().to_owned())).is_none());
+        assert!(take_read_ahead(&Context::Text("read ahead".into())).is_none());
+        let taken = take_read_ahead(&Context::TextFile(file.path().to_owned())).ok_or("not read ahead")?;
+        Python::attach(|py| -> PyResult<()> {
+            assert_eq!(taken.bind(py).extract::<String>()?, "read ahead");
+            Ok(())
+        })?;
+        assert!(take_read_ahead(&Context::TextFile(file.path().to_owned())).is_none(), "taken once");
+        // A read-ahead that fails leaves the file to the session, which reports why.
+        let missing = file.path().with_extension("missing");
+        read_ahead(missing.clone());
+        assert!(take_read_ahead(&Context::TextFile(missing)).is_none());
+        Ok(())
     }
 
     #[test]

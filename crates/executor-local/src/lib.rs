@@ -82,6 +82,7 @@ mod context;
 mod error;
 mod runtime;
 mod session;
+mod threads;
 
 use std::sync::Arc;
 
@@ -106,6 +107,25 @@ impl LocalExecutor {
     pub fn initialize() -> rlm_protocol::Result<()> {
         runtime::runtime()?;
         Ok(())
+    }
+
+    /// Starts the interpreter and reads the text file at `path` into a Python string, on a new thread, and returns at
+    /// once: a program that knows its context file early (a command line) overlaps the interpreter's start-up and
+    /// the read with its other preparations. The next session over [`rlm_protocol::Context::TextFile`] of the same
+    /// path takes the string (waiting for the read to end) instead of reading the file; when the read-ahead failed,
+    /// that session reads the file itself and reports the error as always. Text that no session takes stays in
+    /// memory until the next read-ahead replaces it, so call this only for a file a session will use.
+    pub fn read_ahead(path: impl Into<std::path::PathBuf>) {
+        context::read_ahead(path.into());
+    }
+
+    /// Starts the interpreter on a new thread and returns at once (see [`LocalExecutor::initialize`]); a session
+    /// started later waits for the start-up to end.
+    pub fn initialize_in_background() {
+        // An error here is reported again by the first session, which tries the same start-up.
+        let started =
+            std::thread::Builder::new().name("rlm-python-start".to_owned()).spawn(|| drop(runtime::runtime()));
+        drop(started);
     }
 
     /// `major.minor` of the Python this crate was built against.

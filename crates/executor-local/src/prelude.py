@@ -4,9 +4,9 @@ Loaded once per process as the module ``_rlm_prelude``. The Rust side (``lib.rs`
 
 * ``install_streams()`` once, to route ``sys.stdout`` / ``sys.stderr`` per thread;
 * ``Session(host, context)`` per REPL session: owns the session's globals dict and the reserved functions;
-* per cell: ``begin_capture`` -> ``Session.prepare`` -> ``Session.run`` -> ``Session.finish`` -> ``end_capture``
-  (which also repairs the process-wide state a cell may have tampered with: ``sys.stdout`` / ``sys.stderr`` and the
-  ``builtins`` module).
+* per cell: ``Session.start_cell`` (``begin_capture``, ``Session.prepare``) -> ``Session.run`` ->
+  ``Session.end_cell`` (``Session.finish``, ``end_capture``, which also repairs the process-wide state a cell may have
+  tampered with: ``sys.stdout`` / ``sys.stderr`` and the ``builtins`` module).
 
 Everything here runs with the GIL held by the thread that runs the cell.
 """
@@ -191,6 +191,26 @@ class Session(SessionCore):  # noqa: F821 (defined by the REPL core)
 
     def _capture(self):
         return _captures.get(_get_ident())
+
+    # One cell is three calls from Rust (each call costs more than the Python it saves): `start_cell`, then `run`
+    # with the watchdog armed (only user code may be interrupted), then `end_cell`.
+
+    def start_cell(self, source, cell_number, limit):
+        """Opens the capture and compiles the cell: (capture, prepared, None), or (capture, None, the compile error)."""
+        capture = begin_capture(limit)
+        try:
+            return capture, self.prepare(source, cell_number), None
+        except BaseException as exc:  # noqa: BLE001 (a SyntaxError is the cell's outcome, reported by Rust)
+            return capture, None, exc
+
+    def end_cell(self, capture):
+        """Restores the reserved names and closes the capture (always, even when `finish` fails);
+        returns (stdout, stderr, dropped, answer, final_var)."""
+        try:
+            finished = self.finish()
+        finally:
+            captured = end_capture(capture)
+        return captured + finished
 
     def close(self):
         self.globals.clear()

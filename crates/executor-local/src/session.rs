@@ -1,15 +1,18 @@
 //! [`LocalSession`]: one persistent namespace in the process-wide interpreter.
 
 use std::os::raw::{c_long, c_ulong};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pyo3::ffi;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyTraceback;
 use rlm_protocol::{CellError, CellOutcome, ContextInfo, FinalVar, ReplSession, SessionSpec, SubCallHost};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::bridge::{DeadlineSlot, HostBridge, set_deadline};
@@ -42,6 +45,16 @@ struct Shared {
     running: Mutex<Option<RunningCell>>,
     generation: AtomicU64,
     deadline: DeadlineSlot,
+    /// The generation and deadline of the cell being run now, for the watchdog.
+    armed: Mutex<Option<(u64, Instant)>>,
+    /// Wakes an idle watchdog: a cell has started.
+    cell_started: Notify,
+    /// Cells handed to a Python thread that have not ended yet (the future that waits for one may be gone).
+    pending: AtomicUsize,
+    /// Set when the session is closed or dropped: the watchdog ends once no cell is pending.
+    closed: AtomicBool,
+    /// Wakes the watchdog to look at `closed` and `pending` again.
+    closing: Notify,
 }
 
 impl Shared {
@@ -90,20 +103,28 @@ impl Shared {
         }
     }
 
+    fn armed(&self) -> Option<(u64, Instant)> {
+        *self.armed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn run_cell(&self, code: &str, cell_number: u64, generation: u64, limits: Limits) -> LocalResult<CellOutcome> {
         let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
         let started = std::time::Instant::now();
+        let _armed = Armed::new(self, generation, limits.deadline);
         Python::attach(|py| {
-            let prelude = self.runtime.prelude.bind(py);
             let session = self.session.bind(py);
-            let capture = prelude.call_method1("begin_capture", (limits.max_chars,))?;
+            let (capture, prepared, compile_error): (
+                Bound<'_, PyAny>,
+                Option<Bound<'_, PyAny>>,
+                Option<Bound<'_, PyAny>>,
+            ) = session.call_method1(intern!(py, "start_cell"), (code, cell_number, limits.max_chars))?.extract()?;
             set_deadline(&self.deadline, Some(limits.deadline));
 
-            let (failure, interrupted) = match session.call_method1("prepare", (code, cell_number)) {
-                Err(err) => (Some(err), false),
-                Ok(prepared) => {
+            let (failure, interrupted) = match prepared {
+                None => (None, false),
+                Some(prepared) => {
                     self.register(py, generation);
-                    let result = session.call_method1("run", (prepared, limits.max_chars));
+                    let result = session.call_method1(intern!(py, "run"), (prepared, limits.max_chars));
                     let interrupted = self.unregister(py);
                     (result.err(), interrupted)
                 }
@@ -117,7 +138,7 @@ impl Shared {
                     format!("cell exceeded the {} s time limit and was interrupted", limits.timeout.as_secs_f64());
                 // Keep the frames (where the cell was stopped); the last line names the internal exception.
                 let mut traceback: String = match &failure {
-                    Some(err) => describe(session, err)?
+                    Some(err) => describe(session, err.value(py).as_any(), err.traceback(py))?
                         .traceback
                         .lines()
                         .filter(|line| !line.starts_with("_rlm_prelude.CellTimeout"))
@@ -128,17 +149,16 @@ impl Shared {
                 traceback.push_str(&format!("TimeoutError: {message}"));
                 Some(CellError { kind: "TimeoutError".to_owned(), message, traceback })
             } else {
-                match &failure {
-                    Some(err) => Some(describe(session, err)?),
-                    None => None,
+                match (&failure, &compile_error) {
+                    (Some(err), _) => Some(describe(session, err.value(py).as_any(), err.traceback(py))?),
+                    (None, Some(exc)) => Some(describe(session, exc, None)?),
+                    (None, None) => None,
                 }
             };
 
-            let finished = session.call_method0("finish");
-            // Always unregister the capture, even when `finish` failed.
-            let (stdout, stderr, dropped_chars): (String, String, u64) =
-                prelude.call_method1("end_capture", (capture,))?.extract()?;
-            let (answer, final_var): (Option<String>, Option<(String, Option<String>)>) = finished?.extract()?;
+            type Ended = (String, String, u64, Option<String>, Option<(String, Option<String>)>);
+            let (stdout, stderr, dropped_chars, answer, final_var): Ended =
+                session.call_method1(intern!(py, "end_cell"), (capture,))?.extract()?;
             Ok(CellOutcome {
                 stdout,
                 stderr,
@@ -157,10 +177,50 @@ impl Shared {
     }
 }
 
-fn describe(session: &Bound<'_, PyAny>, err: &PyErr) -> PyResult<CellError> {
-    let py = session.py();
+/// Counts a cell as pending from when it is handed to a Python thread until its work ends or is dropped unrun.
+struct Pending(Arc<Shared>);
+
+impl Pending {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.pending.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+        if self.0.closed.load(Ordering::SeqCst) {
+            self.0.closing.notify_one();
+        }
+    }
+}
+
+/// Shows the watchdog the deadline of the cell being run, until dropped (also when the cell's work panics).
+struct Armed<'a>(&'a Shared);
+
+impl<'a> Armed<'a> {
+    fn new(shared: &'a Shared, generation: u64, deadline: Instant) -> Self {
+        *shared.armed.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, deadline));
+        // Stored as a permit when the watchdog is not waiting for a cell (it then sleeps until a deadline anyway).
+        shared.cell_started.notify_one();
+        Self(shared)
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        *self.0.armed.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+fn describe(
+    session: &Bound<'_, PyAny>,
+    exception: &Bound<'_, PyAny>,
+    traceback: Option<Bound<'_, PyTraceback>>,
+) -> PyResult<CellError> {
     let (kind, message, traceback): (String, String, String) =
-        session.call_method1("describe_error", (err.value(py), err.traceback(py)))?.extract()?;
+        session.call_method1(intern!(session.py(), "describe_error"), (exception, traceback))?.extract()?;
     Ok(CellError { kind, message, traceback })
 }
 
@@ -173,7 +233,7 @@ struct Limits {
 
 /// A REPL session of the [`crate::LocalExecutor`]: its own globals dict in the process-wide CPython interpreter.
 ///
-/// Cells run on tokio's blocking threads. Dropping a session without [`ReplSession::close`] still clears its
+/// Cells run on the executor's Python threads (see `threads.rs`). Dropping a session without [`ReplSession::close`] still clears its
 /// namespace (in a blocking task) when a tokio runtime is available.
 #[derive(Debug)]
 pub struct LocalSession {
@@ -190,11 +250,16 @@ impl LocalSession {
     pub(crate) fn create(spec: SessionSpec, host: Arc<dyn SubCallHost>, handle: Handle) -> LocalResult<Self> {
         let runtime = runtime()?;
         let deadline: DeadlineSlot = Arc::new(Mutex::new(None));
+        let read_ahead = context::take_read_ahead(&spec.context);
         let (session, info) = Python::attach(|py| -> LocalResult<_> {
-            let value = context::load(py, &spec.context)?;
+            let value = match read_ahead {
+                Some(value) => value.into_bound(py),
+                None => context::load(py, &spec.context)?,
+            };
             let prelude = runtime.prelude.bind(py);
             let info = context::info(prelude, &value)?;
-            let bridge = HostBridge::new(host, handle, Arc::clone(&deadline), runtime.cell_timeout.clone_ref(py));
+            let bridge =
+                HostBridge::new(host, handle.clone(), Arc::clone(&deadline), runtime.cell_timeout.clone_ref(py));
             let bridge = Bound::new(py, bridge)?;
             let session = prelude.getattr("Session")?.call1((bridge, value))?;
             Ok((session.unbind(), info))
@@ -206,7 +271,13 @@ impl LocalSession {
             running: Mutex::new(None),
             generation: AtomicU64::new(0),
             deadline,
+            armed: Mutex::new(None),
+            cell_started: Notify::new(),
+            pending: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            closing: Notify::new(),
         });
+        handle.spawn(watchdog(Arc::clone(&shared)));
         Ok(Self {
             shared,
             info,
@@ -222,21 +293,52 @@ impl LocalSession {
         f: impl FnOnce(&Shared) -> LocalResult<T> + Send + 'static,
     ) -> LocalResult<T> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || f(&shared)).await?
+        crate::threads::run(move || f(&shared)).await?
     }
 }
 
-/// Interrupts cell `generation` once `deadline` passes, re-raising until the cell has ended.
-async fn watchdog(shared: Arc<Shared>, generation: u64, deadline: Instant) {
-    tokio::time::sleep_until(deadline).await;
+/// One per session, for its life: interrupts a cell once its deadline passes, re-raising until the cell has ended.
+///
+/// It sleeps until the deadline of the cell that runs when it looks; a cell that ends earlier leaves it sleeping, and
+/// when it wakes it looks again (the cell running then, if any, has a later deadline). So cells that start and end
+/// in quick succession cost it nothing: it wakes about once per time limit, not once per cell. A cell keeps being
+/// watched when the future that runs it is dropped, and when the session is closed or dropped meanwhile: the watchdog
+/// ends only once the session is closed and no cell is pending.
+async fn watchdog(shared: Arc<Shared>) {
+    // The last cell interrupted or found no longer running at its deadline (generations start at 1).
+    let mut done_with = 0;
     loop {
-        let target = Arc::clone(&shared);
-        let still_running = tokio::task::spawn_blocking(move || target.interrupt(generation)).await.unwrap_or(false);
-        if !still_running {
-            return;
+        match shared.armed() {
+            Some((generation, deadline)) if generation != done_with => {
+                if Instant::now() < deadline {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(deadline) => {}
+                        () = shared.closing.notified() => {}
+                    }
+                    continue;
+                }
+                loop {
+                    let target = Arc::clone(&shared);
+                    let still_running =
+                        tokio::task::spawn_blocking(move || target.interrupt(generation)).await.unwrap_or(false);
+                    if !still_running {
+                        break;
+                    }
+                    tracing::debug!(generation, "cell past its time limit interrupted");
+                    tokio::time::sleep(REFIRE_INTERVAL).await;
+                }
+                done_with = generation;
+            }
+            _ => {
+                if shared.closed.load(Ordering::SeqCst) && shared.pending.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                tokio::select! {
+                    () = shared.cell_started.notified() => {}
+                    () = shared.closing.notified() => {}
+                }
+            }
         }
-        tracing::debug!(generation, "cell past its time limit interrupted");
-        tokio::time::sleep(REFIRE_INTERVAL).await;
     }
 }
 
@@ -255,11 +357,15 @@ impl ReplSession for LocalSession {
             timeout: self.cell_timeout,
             max_chars: self.max_captured_chars,
         };
-        // Detached on purpose: if this future is dropped, the watchdog still stops the cell.
-        let watchdog = tokio::spawn(watchdog(Arc::clone(&self.shared), generation, limits.deadline));
         let code = code.to_owned();
-        let outcome = self.blocking(move |shared| shared.run_cell(&code, cell_number, generation, limits)).await;
-        watchdog.abort();
+        let pending = Pending::new(&self.shared);
+        let outcome = self
+            .blocking(move |shared| {
+                let outcome = shared.run_cell(&code, cell_number, generation, limits);
+                drop(pending);
+                outcome
+            })
+            .await;
         Ok(outcome?)
     }
 
@@ -286,6 +392,8 @@ impl ReplSession for LocalSession {
 
 impl Drop for LocalSession {
     fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.closing.notify_one();
         if self.closed {
             return;
         }

@@ -449,6 +449,28 @@ async fn timeout_while_waiting_for_a_sub_call() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_whose_caller_gave_up_is_still_stopped_at_its_deadline() -> TestResult {
+    let mut s = session_with(timeout_spec(Duration::from_secs(1)), Arc::new(EchoHost::default())).await?;
+    let started = Instant::now();
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), s.run_cell("while True:\n    pass")).await;
+    assert!(abandoned.is_err(), "the busy cell cannot have ended");
+    // The next cell waits for the abandoned one, which the session's watchdog stops at its deadline.
+    let outcome = run_ok(&mut s, "print('after')").await?;
+    assert_eq!(outcome.stdout, "after\n");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(950) && elapsed < Duration::from_secs(4), "{elapsed:?}");
+    // Many quick cells, then one that runs too long: still interrupted on time.
+    for n in 0..50 {
+        run_ok(&mut s, &format!("y = {n}")).await?;
+    }
+    let started = Instant::now();
+    let outcome = s.run_cell("while True:\n    pass").await?;
+    assert_eq!(outcome.error.map(|e| e.kind), Some("TimeoutError".to_owned()));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn captured_output_is_capped() -> TestResult {
     let mut spec = SessionSpec::new(Context::text(""));
     spec.max_captured_chars = 100;

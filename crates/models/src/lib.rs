@@ -17,6 +17,7 @@ mod prices;
 mod providers;
 mod retry;
 mod spec;
+mod tls;
 mod transport;
 mod windows;
 

@@ -190,8 +190,7 @@ pub async fn pull(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let target = dir.join(model.file_name);
     let partial = dir.join(format!("{}.partial", model.file_name));
-    crate::openai::install_crypto_provider();
-    let http = reqwest::Client::builder()
+    let http = crate::tls::client_builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
         .build()

@@ -42,8 +42,7 @@ impl OpenAiClient {
         {
             return Err(ModelsError::InvalidApiKey);
         }
-        install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .user_agent(concat!("rlm/", env!("CARGO_PKG_VERSION")))
@@ -189,13 +188,6 @@ struct RequestBody<'a> {
     max_completion_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f32>,
-}
-
-pub(crate) fn install_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race with another installer is fine: some provider is then installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
 }
 
 /// `{base_url}/chat/completions`, validating the base URL.

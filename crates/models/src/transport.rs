@@ -10,7 +10,7 @@ use rlm_protocol::{Error, ModelResponse, Result, Secret};
 use serde_json::Value;
 
 use crate::ModelsError;
-use crate::openai::{error_chain, install_crypto_provider, provider_message};
+use crate::openai::{error_chain, provider_message};
 use crate::retry::{Failure, RetryPolicy, parse_retry_after, with_retries};
 
 /// Endpoint, key, timeouts and retries of a native provider client. `Debug` never shows the key (a [`Secret`]).
@@ -76,8 +76,7 @@ pub(crate) fn endpoint(base_url: &str, path: &str) -> Result<Url, ModelsError> {
 }
 
 pub(crate) fn http_client(config: &HttpConfig) -> Result<reqwest::Client, ModelsError> {
-    install_crypto_provider();
-    reqwest::Client::builder()
+    crate::tls::client_builder()
         .timeout(config.request_timeout)
         .connect_timeout(config.connect_timeout)
         .user_agent(concat!("rlm/", env!("CARGO_PKG_VERSION")))

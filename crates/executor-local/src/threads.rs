@@ -1,0 +1,136 @@
+//! The threads that run Python work for the sessions: each stays attached to the interpreter (keeps its Python thread
+//! state) for as long as it lives, and waits for the next job with the GIL released.
+//!
+//! Why not tokio's blocking pool: a thread unknown to the interpreter gets a fresh thread state for every
+//! `Python::attach` and loses it again at the end, and in CPython that means allocating (and at the end unmapping)
+//! the thread state's frame stack: a few system calls and page faults for every cell, on the cell's critical path. A
+//! thread here pays that once.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::error::{LocalError, LocalResult};
+
+/// How long a thread waits for work before it ends (tokio's blocking threads wait as long).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A waiting thread: where to send it its next job.
+struct Idle {
+    id: u64,
+    jobs: Sender<Job>,
+}
+
+struct Pool {
+    idle: Mutex<Vec<Idle>>,
+    next_id: AtomicU64,
+}
+
+static POOL: Pool = Pool { idle: Mutex::new(Vec::new()), next_id: AtomicU64::new(0) };
+
+/// Runs `work` on a Python thread and waits for its result without blocking the async runtime. The interpreter must
+/// be running (see [`crate::runtime::runtime`]).
+pub(crate) async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> LocalResult<T> {
+    let (done_tx, done_rx) = oneshot::channel();
+    submit(Box::new(move || {
+        // The receiver may be gone (its future was dropped): the work has still run, as with `spawn_blocking`.
+        let _ = done_tx.send(work());
+    }))?;
+    // A panic in `work` drops the sender without a result.
+    done_rx.await.map_err(|_| LocalError::Task("the Python work panicked".to_owned()))
+}
+
+fn submit(job: Job) -> LocalResult<()> {
+    let mut job = job;
+    loop {
+        let waiting = POOL.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        match waiting {
+            // A thread that timed out in the meantime has dropped its receiver: the job comes back; try the next.
+            Some(thread) => match thread.jobs.send(job) {
+                Ok(()) => return Ok(()),
+                Err(returned) => job = returned.0,
+            },
+            None => return spawn(job),
+        }
+    }
+}
+
+fn spawn(first: Job) -> LocalResult<()> {
+    let id = POOL.next_id.fetch_add(1, Ordering::Relaxed);
+    std::thread::Builder::new()
+        .name("rlm-python".to_owned())
+        .spawn(move || serve(id, first))
+        .map(drop)
+        .map_err(|err| LocalError::Task(format!("cannot start a thread for Python: {err}")))
+}
+
+/// The life of one thread: attached to the interpreter throughout, without the GIL except while a job holds it.
+fn serve(id: u64, first: Job) {
+    Python::attach(|py| {
+        py.detach(|| {
+            let (jobs_tx, jobs_rx) = channel::<Job>();
+            let mut job = first;
+            loop {
+                // A panicking job has already dropped its result sender (its caller gets an error); the thread and
+                // its thread state stay usable.
+                let _ = catch_unwind(AssertUnwindSafe(job));
+                POOL.idle.lock().unwrap_or_else(PoisonError::into_inner).push(Idle { id, jobs: jobs_tx.clone() });
+                match next_job(id, &jobs_rx) {
+                    Some(next) => job = next,
+                    None => return,
+                }
+            }
+        });
+    });
+}
+
+/// The next job, or `None` when the thread has waited long enough and may end.
+fn next_job(id: u64, jobs: &Receiver<Job>) -> Option<Job> {
+    match jobs.recv_timeout(IDLE_TIMEOUT) {
+        Ok(job) => Some(job),
+        Err(RecvTimeoutError::Disconnected) => None,
+        Err(RecvTimeoutError::Timeout) => {
+            let mut idle = POOL.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            match idle.iter().position(|waiting| waiting.id == id) {
+                Some(index) => {
+                    idle.swap_remove(index);
+                    None
+                }
+                // Someone took this thread just now: its job is on the way.
+                None => {
+                    drop(idle);
+                    jobs.recv().ok()
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn work_runs_attached_and_panics_become_errors() -> Result<(), LocalError> {
+        crate::runtime::runtime()?;
+        let sum = run(|| Python::attach(|py| py.eval(c"1 + 2", None, None).and_then(|v| v.extract::<i64>()))).await?;
+        assert_eq!(sum.map_err(LocalError::from)?, 3);
+        let failed = run(|| -> u32 { panic!("job panics") }).await;
+        assert!(matches!(failed, Err(LocalError::Task(_))), "{failed:?}");
+        // The pool still serves work after a panic, also many jobs at once.
+        let jobs: Vec<_> = (0..8u64).map(|i| tokio::spawn(run(move || i * 2))).collect();
+        let mut results = Vec::new();
+        for job in jobs {
+            results.push(job.await.map_err(LocalError::from)??);
+        }
+        assert_eq!(results, (0..8).map(|i| i * 2).collect::<Vec<u64>>());
+        Ok(())
+    }
+}
