@@ -382,6 +382,16 @@ class _Line(str):
         return default if value is None else value
 
 
+# Said when code compares or adds up whole records. Weak models write max(records(...)) for "which value has the
+# largest total", and Python's own message ("'>' not supported between instances of ...") does not say what to do.
+_RECORDS_ARE_NOT_VALUES = (
+    "{what}: a record is a dict of fields, not one value. For the record with the largest value of a field: "
+    "max(rows, key=lambda r: r[\"field\"]). To add up a field: sum(r[\"field\"] for r in rows). For the value of "
+    "a field with the largest total of a number field: sum_by(\"field\", \"number field\"). For the most common "
+    "value of a field: count_by(\"field\")."
+)
+
+
 class _Record(dict):
     """The fields of one line. A field the line does not have reads as None instead of raising KeyError: records of
     one text often differ in their fields, and `r["x"] == "y"` should simply be false for those."""
@@ -390,6 +400,11 @@ class _Record(dict):
 
     def __missing__(self, key):
         return None
+
+    def _not_a_value(self, *_args):
+        raise TypeError(_RECORDS_ARE_NOT_VALUES.format(what="records cannot be compared or added up"))
+
+    __lt__ = __le__ = __gt__ = __ge__ = __add__ = __radd__ = _not_a_value
 
 
 _NUMBER = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d+)?")
@@ -533,21 +548,62 @@ def _matching_rows(context, words, helper):
     return [term.text for term in terms], rows, indexes
 
 
-def _none_found(noun, terms, rows):
-    """Why nothing matched: which words occur in no line at all, so the model can drop them or use the text's own."""
+# The opening of the note printed when a word given to lines_with / records (and the helpers built on them) occurs in
+# no line at all. The engine recognises it (crates/engine/src/run/answer_policy.rs): a count of 0 built on such a
+# word says nothing about the question, so it must keep this opening.
+ABSENT_WORDS_OPENING = "Not in any line of context: "
+
+
+def _field_values(rows, name):
+    """How often each value of the field `name` (any case) occurs in the rows, most common first."""
+    counts = collections.Counter()
+    for index in range(rows.first, len(rows.lines)):
+        fields = rows.fields(index)
+        if fields:
+            for key, value in fields.items():
+                if str(key).lower() == name:
+                    counts[_safe_str(value)] += 1
+    return counts.most_common()
+
+
+def _none_found(helper, noun, terms, rows, fixed=()):
+    """Why nothing matched. A word that occurs in no line at all (often a word of the question that names what is
+    counted, "loan records", which the lines never write) makes every count 0 whatever the data says: that is
+    printed at once, with the count without those words, because the empty list is usually passed straight to len()
+    and its own summary is never seen. A condition on a field that exists, with a value it never has, is a real
+    "none": it lists the values the field has instead. `fixed`: the helper's arguments before the words."""
+    parsed = [_Term(t, helper) for t in terms]
     listed = ", ".join(repr(t) for t in terms)
-    absent = [
-        term.text
-        for term in (_Term(t, "lines_with") for t in terms)
-        if not any(term.matches(rows, i) for i in range(rows.first, len(rows.lines)))
-    ]
-    if absent and len(absent) < len(terms):
-        missing = ", ".join(repr(t) for t in absent)
-        return (
-            f"No {noun} contains all of: {listed}. Not in any line: {missing}. Leave those out, or find how the text "
-            f"writes them with search()."
+    indexes = range(rows.first, len(rows.lines))
+    absent, never = [], []
+    for term in parsed:
+        if any(term.matches(rows, i) for i in indexes):
+            continue
+        values = _field_values(rows, term.field[0]) if term.field else []
+        (never if values else absent).append((term, values))
+    if absent:
+        missing = ", ".join(repr(term.text) for term, _ in absent)
+        rest = [t.text for t in parsed if all(t is not term for term, _ in absent)]
+        call = ", ".join(repr(t) for t in (*fixed, *terms))
+        note = f"{ABSENT_WORDS_OPENING}{missing}. So {helper}({call}) finds nothing; that says nothing about the question."
+        if rest:
+            others = ", ".join(repr(t) for t in rest)
+            count = sum(1 for i in indexes if all(t.matches(rows, i) for t in parsed if t.text in rest))
+            again = ", ".join(repr(t) for t in (*fixed, *rest))
+            note += f" Without {missing}: {_count(count, 'line')} with {others}: {helper}({again})."
+        else:
+            note += " Find how the text writes it with search()."
+        print(note)
+        return f"No {noun} contains all of: {listed} (see the line above)."
+    if never:
+        told = "; ".join(
+            f"{term.text!r} is in no line, the values of {term.field[0]!r} are: "
+            + ", ".join(f"{value} ({n})" for value, n in values[:12])
+            + (f" and {len(values) - 12} more" if len(values) > 12 else "")
+            for term, values in never
         )
-    return f"No {noun} contains all of: {listed}. Check how the text writes them with search()."
+        return f"No {noun} contains all of: {listed}. {told}."
+    return f"No {noun} contains all of: {listed}. Each of them is in some line, but no line has all of them."
 
 
 def _count(n, noun):
@@ -567,7 +623,7 @@ def lines_with_text(context, *words):
         every = [_Line(rows.lines[i], rows, i) for i in range(len(rows.lines))]
         return _Lines(every, f"{_count(len(rows.lines), 'line')} in context:")
     if not indexes:
-        return _Lines([], _none_found("line", terms, rows))
+        return _Lines([], _none_found("lines_with", "line", terms, rows))
     found = [_Line(rows.lines[i], rows, i) for i in indexes]
     return _Lines(found, f"{_count(len(indexes), 'line')} {_describe_terms(terms)}:")
 
@@ -577,6 +633,8 @@ def records_text(context, *words):
     `key=value` or `key: value` pairs, or the columns of a CSV whose first line names them. Numbers become int/float.
     Lines without fields are left out. A list of dicts (a JSON file) gives its dicts."""
     terms, rows, indexes = _matching_rows(context, words, "records")
+    if terms and not indexes:
+        return _Lines([], _none_found("records", "line", terms, rows))
     found = [record for record in (rows.fields(i) for i in indexes) if record]
     if not found:
         where = f"lines with {', '.join(repr(t) for t in terms)}" if terms else "lines"
@@ -587,6 +645,154 @@ def records_text(context, *words):
         )
     described = f"from lines {_describe_terms(terms)}" if terms else "(one per line with fields)"
     return _Lines(found, f"{_count(len(found), 'record')} {described}:")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# count_by() and sum_by(): the value of a field with the most records, or with the largest total of a number field
+# ("which team is most common", "summing took_ms per outcome, which is highest"). Weak models get these wrong with
+# records() and Counter (they compare dicts, index the wrong thing, or answer a number seen in a passage); one call
+# that prints the ranking leaves nothing to get wrong.
+# ---------------------------------------------------------------------------------------------------------------------
+
+_SHOWN_GROUPS = 15
+# A number as a field may write it: "1,234", "$12.50", "87ms", "12.5 %".
+_LOOSE_NUMBER = re.compile(r"[-+]?[$€£]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*[A-Za-z%]{0,3}")
+
+
+class _Groups(list):
+    """(value, count or total) pairs, largest first. Prints as the ranking with a line saying what was computed."""
+
+    def __init__(self, pairs, summary):
+        super().__init__(pairs)
+        self.summary = summary
+
+    def most_common(self, n=None):
+        """Like Counter.most_common: the first n pairs (all when n is None)."""
+        return list(self) if n is None else list(self[: max(0, int(n))])
+
+    def __repr__(self):
+        shown = "\n".join(f"  {value}: {total}" for value, total in self[:_SHOWN_GROUPS])
+        rest = len(self) - _SHOWN_GROUPS
+        more = f"\n  ... and {rest} more (the list holds all {len(self)})" if rest > 0 else ""
+        tie = ""
+        if len(self) > 1 and self[0][1] == self[1][1]:
+            tied = [str(value) for value, total in self if total == self[0][1]]
+            tie = f"\nA tie at the top: {', '.join(tied)}."
+        return f"{self.summary}\n{shown}{more}{tie}" if self else self.summary
+
+    __str__ = __repr__
+
+
+def _field_key(records, name):
+    """The key the records use for the field called `name`: as written, else ignoring case and the difference
+    between spaces, hyphens and underscores ("Return Status" is "return_status"); None when no record has it."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    for record in records:
+        if name in record:
+            return name
+    wanted = re.sub(r"[\s-]+", "_", name.strip()).lower()
+    # "outcomes" for the field outcome, as a question's wording has it.
+    singular = wanted[:-1] if len(wanted) > 3 and wanted.endswith("s") and not wanted.endswith("ss") else wanted
+    for candidate in dict.fromkeys((wanted, singular)):
+        for record in records:
+            for key in record:
+                if re.sub(r"[\s-]+", "_", str(key).strip()).lower() == candidate:
+                    return key
+    return None
+
+
+def _as_number(value):
+    """A field's value as a number (also "1,234", "$12.50", "87ms"), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    match = _LOOSE_NUMBER.fullmatch(_safe_str(value).strip())
+    if not match:
+        return None
+    whole = match.group(1).replace(",", "")
+    return float(whole + match.group(2)) if match.group(2) else int(whole)
+
+
+def _grouped_records(context, helper, words, fixed):
+    """(terms, rows, records of the lines with all of `words`, None), or (terms, rows, None, why there are none)."""
+    terms, rows, indexes = _matching_rows(context, words, helper)
+    if terms and not indexes:
+        return terms, rows, None, _none_found(helper, "line", terms, rows, fixed)
+    found = [record for record in (rows.fields(i) for i in indexes) if record]
+    if not found:
+        return terms, rows, None, (
+            f"No records: no lines {_describe_terms(terms) if terms else ''} with fields (key=value pairs, JSON "
+            "objects or CSV columns). Look at a few lines with print(context[:500])."
+        )
+    return terms, rows, found, None
+
+
+def _no_such_field(helper, name, records):
+    fields = list(dict.fromkeys(str(key) for record in records[:50] for key in record))
+    return ValueError(f"{helper}(): no record has a field {name!r}. The records have these fields: {', '.join(fields)}")
+
+
+def _among(terms, n):
+    return f"{_count(n, 'record')}" + (f" {_describe_terms(terms)}" if terms else "")
+
+
+def count_by_text(context, field, *words):
+    """How many records of the lines with all of `words` have each value of `field`, most common first."""
+    terms, _, found, why = _grouped_records(context, "count_by", words, (field,))
+    if found is None:
+        return _Groups([], why)
+    key = _field_key(found, field)
+    if key is None:
+        raise _no_such_field("count_by", field, found)
+    counts = collections.Counter(record[key] for record in found if record.get(key) is not None)
+    without = len(found) - sum(counts.values())
+    lacking = f" ({_count(without, 'record')} without {key})" if without else ""
+    summary = (
+        f"count_by({', '.join(repr(t) for t in (field, *terms))}): how many of the {_among(terms, len(found))} "
+        f"have each value of {key}{lacking}, most common first:"
+    )
+    return _Groups(counts.most_common(), summary)
+
+
+def sum_by_text(context, field, number_field, *words):
+    """The total of `number_field` for each value of `field`, over the records of the lines with all of `words`,
+    highest first."""
+    terms, _, found, why = _grouped_records(context, "sum_by", words, (field, number_field))
+    if found is None:
+        return _Groups([], why)
+    key, number_key = _field_key(found, field), _field_key(found, number_field)
+    for name, resolved in ((field, key), (number_field, number_key)):
+        if resolved is None:
+            raise _no_such_field("sum_by", name, found)
+
+    def numeric_share(name):
+        values = [record[name] for record in found if record.get(name) is not None]
+        return sum(1 for value in values if _as_number(value) is not None) / max(1, len(values))
+
+    swapped = ""
+    if numeric_share(number_key) < 0.5 <= numeric_share(key):
+        # sum_by("took_ms", "outcome") for "sum took_ms by outcome": the number field is the one with numbers.
+        key, number_key = number_key, key
+        swapped = f" ({number_key!r} is the field with numbers, so it is the one added up)"
+    totals, skipped = {}, 0
+    for record in found:
+        group, amount = record.get(key), _as_number(record.get(number_key))
+        if group is None or amount is None:
+            skipped += 1
+            continue
+        totals[group] = totals.get(group, 0) + amount
+    ranked = sorted(
+        ((group, round(total, 10) if isinstance(total, float) else total) for group, total in totals.items()),
+        key=lambda pair: -pair[1],
+    )
+    lacking = f" ({_count(skipped, 'record')} without both fields left out)" if skipped else ""
+    summary = (
+        f"sum_by({', '.join(repr(t) for t in (field, number_field, *terms))}): {number_key} added up for each value "
+        f"of {key} over the {_among(terms, len(found))}{lacking}{swapped}, highest total first:"
+    )
+    return _Groups(ranked, summary)
 
 
 def helpers_for(context):
@@ -607,8 +813,25 @@ def helpers_for(context):
         columns; numbers as int/float; a missing field reads as None), as a list."""
         return records_text(context, *words)
 
+    def count_by(field, *words):
+        """How many records (of the lines with all of `words`) have each value of `field`, most common first, as a
+        list of (value, count) pairs."""
+        return count_by_text(context, field, *words)
+
+    def sum_by(field, number_field, *words):
+        """The total of `number_field` for each value of `field` (over the lines with all of `words`), highest
+        first, as a list of (value, total) pairs."""
+        return sum_by_text(context, field, number_field, *words)
+
     # Counter is the tool for "which is most common" and "how many of each"; weak models use it and forget the import.
-    return {"search": search, "lines_with": lines_with, "records": records, "Counter": collections.Counter}
+    return {
+        "search": search,
+        "lines_with": lines_with,
+        "records": records,
+        "count_by": count_by,
+        "sum_by": sum_by,
+        "Counter": collections.Counter,
+    }
 
 
 class SessionCore:

@@ -713,9 +713,90 @@ async fn lines_with_and_records_return_every_match_for_code_to_count() {
     let json = Context::Json(serde_json::json!([{"name": "ann", "age": 31}, {"name": "bob", "age": 40}]));
     let oldest = run(json, "print(max(records(), key=lambda r: r['age'])['name'], len(records('name=ann')))").await;
     assert_eq!(oldest.stdout.trim(), "bob 1");
-    // Nothing found, and a wrong argument, are said plainly.
-    let none = run(Context::text(logs), "print(lines_with('action=fly'))\nlines_with(3)").await;
+    // Nothing found, and a wrong argument, are said plainly. A condition on a field that exists, with a value it
+    // never has, is a real "none": the field's values are listed.
+    let none = run(Context::text(logs.clone()), "print(lines_with('action=fly'))\nlines_with(3)").await;
     assert!(none.stdout.starts_with("No line contains all of: 'action=fly'"), "{}", none.stdout);
+    assert!(
+        none.stdout.contains("the values of 'action' are: logout (20), login (10), search (10)"),
+        "{}",
+        none.stdout
+    );
     assert_eq!(none.error.map(|e| e.kind).as_deref(), Some("TypeError"));
+    // Words that are each in some line, never together: a genuine 0, said so, with no note about absent words.
+    let apart = run(Context::text(logs.clone()), "print(len(lines_with('action=login', 'host=api-1')))").await;
+    assert_eq!(apart.stdout.trim(), "0", "{apart:?}");
+    let apart = run(Context::text(logs.clone()), "print(lines_with('action=login', 'host=api-1'))").await;
+    assert!(apart.stdout.contains("Each of them is in some line, but no line has all of them."), "{}", apart.stdout);
+    // A word in no line at all makes any count 0: printed at once, even when the list only goes to len(), with the
+    // count without it. The engine recognises the note by its opening.
+    let absent = run(Context::text(logs.clone()), "print(len(lines_with('log records', 'action=logout')))").await;
+    assert_eq!(
+        absent.stdout.trim(),
+        "Not in any line of context: 'log records'. So lines_with('log records', 'action=logout') finds nothing; \
+         that says nothing about the question. Without 'log records': 20 lines with 'action=logout': \
+         lines_with('action=logout').\n0"
+    );
+    let absent_records = run(Context::text(logs), "rows = records('entries')").await;
+    assert!(absent_records.stdout.starts_with("Not in any line of context: 'entries'."), "{absent_records:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn count_by_and_sum_by_rank_the_values_of_a_field() {
+    let server = start(ScriptedServer::builder()).await;
+    let rlm = builder(&server, "root").build().unwrap();
+    // outcome: ok for i % 3 == 0, timeout for 1, error for 2; took_ms = 10 * i (i in 0..12), "slow" lines in the
+    // last three.
+    let logs: String = (0..12)
+        .map(|i| {
+            let outcome = ["ok", "timeout", "error"][i % 3];
+            let speed = if i >= 9 { "slow" } else { "fast" };
+            format!("ts: 2026-05-01 11:{i:02}:00, outcome: {outcome}, took_ms: {}, speed: {speed}\n", 10 * i)
+        })
+        .collect();
+    let run = |code: &'static str| {
+        let (rlm, context) = (rlm.clone(), Context::text(logs.clone()));
+        async move { rlm.exec(context, code, Duration::from_secs(30)).await.unwrap() }
+    };
+    // Totals: ok 0+30+60+90 = 180, timeout 10+40+70+100 = 220, error 20+50+80+110 = 260.
+    let summed = run("print(sum_by('outcome', 'took_ms'))").await;
+    assert_eq!(
+        summed.stdout.trim(),
+        "sum_by('outcome', 'took_ms'): took_ms added up for each value of outcome over the 12 records, highest \
+         total first:\n  error: 260\n  timeout: 220\n  ok: 180"
+    );
+    // The fields in the other order ("sum took_ms by outcome"), a condition, a field named with a plural and other
+    // case; the result is a list of (value, total) pairs with Counter's most_common.
+    let swapped = run("r = sum_by('Took ms', 'outcomes', 'speed=slow')\nprint(r[0], r.most_common(1), dict(r))").await;
+    assert_eq!(swapped.stdout.trim(), "('error', 110) [('error', 110)] {'error': 110, 'timeout': 100, 'ok': 90}");
+    let counted = run("print(count_by('outcome', 'speed=fast'))").await;
+    assert_eq!(
+        counted.stdout.trim(),
+        "count_by('outcome', 'speed=fast'): how many of the 9 records with 'speed=fast' have each value of \
+         outcome, most common first:\n  ok: 3\n  timeout: 3\n  error: 3\nA tie at the top: ok, timeout, error."
+    );
+    // A field no record has: the error lists the fields there are.
+    let wrong = run("count_by('result')").await;
+    let error = wrong.error.expect("an unknown field is an error");
+    assert_eq!(error.kind, "ValueError");
+    assert!(
+        error
+            .message
+            .contains("no record has a field 'result'. The records have these fields: ts, outcome, took_ms, speed"),
+        "{}",
+        error.message
+    );
+    // Whole records compared or added up: the error names the helpers that do what was meant.
+    for code in ["max(records('outcome'))", "sum(records('outcome'))"] {
+        let failed = run(code).await;
+        let error = failed.error.expect("records are not values");
+        assert_eq!(error.kind, "TypeError", "{code}");
+        assert!(
+            error.message.contains("sum_by(\"field\", \"number field\")") && error.message.contains("count_by("),
+            "{}",
+            error.message
+        );
+    }
     server.shutdown().await;
 }

@@ -21,6 +21,11 @@ const RESERVED: &[&str] = &[
     "SHOW_VARS",
     "FINAL_VAR",
     "search",
+    "lines_with",
+    "records",
+    "count_by",
+    "sum_by",
+    "Counter",
     "FINAL",
     "answer",
 ];
