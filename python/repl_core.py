@@ -399,6 +399,12 @@ class _Record(dict):
     __slots__ = ()
 
     def __missing__(self, key):
+        # r["Took_MS"] for the field "took ms": the question's spelling rather than the text's.
+        if isinstance(key, str):
+            wanted = _field_name(key)
+            for name, value in self.items():
+                if isinstance(name, str) and _field_name(name) == wanted:
+                    return value
         return None
 
     def _not_a_value(self, *_args):
@@ -447,9 +453,39 @@ def _csv_header(lines):
     return None, None
 
 
+def _field_name(name):
+    """A field's name for comparison: case, and spaces, hyphens and underscores between words, do not matter."""
+    return re.sub(r"[\s_-]+", "_", name.strip()).lower()
+
+
+# One clause of a sentence that states a field: "the status was error", "took ms recorded as 329", "host db-1".
+_PROSE_CLAUSE = re.compile(
+    r"(?:the\s+)?(?P<name>[A-Za-z][\w]*(?:\s+[A-Za-z][\w]*){0,2}?)"
+    r"(?:\s+(?:was|is|were|are|equals|[a-z]+ed\s+as)\s+|\s*[=:]\s*|\s+)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"']+)",
+    re.IGNORECASE,
+)
+_PROSE_SPLIT = re.compile(r",\s+(?:and\s+)?|;\s+|\s+and\s+|\s+-\s+|:\s+(?=[A-Za-z])")
+
+
+def _prose_record(line):
+    """The fields of a sentence made of clauses that each state one ("At 06:56, the host was api-1, status error
+    and took ms recorded as 87."), when at least three of its clauses do and they are most of them; else None."""
+    clauses = [c.strip().rstrip(".!;") for c in _PROSE_SPLIT.split(line.strip()) if c.strip()]
+    fields = {}
+    for clause in clauses:
+        match = _PROSE_CLAUSE.fullmatch(clause)
+        if match and match.group("name").lower() not in ("at", "on", "in", "entry"):
+            fields.setdefault(match.group("name").lower(), _value(match.group("value")))
+    if len(fields) >= 3 and 2 * len(fields) >= len(clauses):
+        return _Record(fields)
+    return None
+
+
 def _parse_record(line):
     """The fields of a line: its JSON object (also after a prefix, as in `RECORD {...}`), else its key=value pairs,
-    else its `key: value` pairs (two or more, so that a lone "Note: ..." is not a record); None when it has none."""
+    else its `key: value` pairs (two or more, so that a lone "Note: ..." is not a record), else the clauses of a
+    sentence that each state a field (see `_prose_record`); None when it has none."""
     start, end = line.find("{"), line.rfind("}")
     if 0 <= start < end:
         try:
@@ -462,7 +498,7 @@ def _parse_record(line):
     if not pairs:
         pairs = _COLON_PAIR.findall(line)
         if len(pairs) < 2:
-            return None
+            return _prose_record(line)
     return _Record((key, _value(value)) for key, value in pairs)
 
 
@@ -507,11 +543,18 @@ class _Rows:
         return _Record(zip(self.names, map(_value, row))) if len(row) == len(self.names) else None
 
 
+# A condition written as words: "return_status lost", "branch is riverside", "sku name = mirror".
+_WORDS_CONDITION = re.compile(
+    r"([A-Za-z_][\w.-]*(?:\s+(?!(?:is|was)\s)[A-Za-z_][\w.-]*)?)\s+(?:(?:is|was|=|:)\s+)?(\S+)", re.IGNORECASE
+)
+
+
 class _Term:
     """One word or condition of lines_with / records: the text as written (ignoring case, at word boundaries where it
     begins or ends with a word character, so "user=u11" is not in "user=u1101" and "error" is not in "errors"); a
     condition `field=value` also matches a line whose field has that value in any layout (`status: error`,
-    `"status": "error"`, a CSV column); the name of a CSV column matches every row (the header holds it)."""
+    `"status": "error"`, a CSV column, a sentence), and so does a field and its value written as words ("status
+    error", "branch is riverside"); the name of a CSV column matches every row (the header holds it)."""
 
     def __init__(self, text, helper):
         if not isinstance(text, str) or not text.strip():
@@ -520,24 +563,30 @@ class _Term:
         start = r"(?<!\w)" if re.match(r"\w", self.text) else ""
         end = r"(?!\w)" if re.search(r"\w$", self.text) else ""
         self.pattern = re.compile(start + re.escape(self.text) + end, re.IGNORECASE)
-        condition = _CONDITION.fullmatch(self.text)
+        condition = _CONDITION.fullmatch(self.text) or _WORDS_CONDITION.fullmatch(self.text)
         self.field = None
         if condition:
-            self.field = (condition.group(1).lower(), condition.group(2).strip().strip("'\"").lower())
+            self.field = (_field_name(condition.group(1)), condition.group(2).strip().strip("'\"").lower())
+            # Every layout writes the value itself: lines without it are not parsed (which is slow) at all.
+            self.value_pattern = re.compile(re.escape(self.field[1]), re.IGNORECASE)
+        # Only `field=value` says for sure that it is a condition; "loan records" is just two words.
+        self.is_condition = _CONDITION.fullmatch(self.text) is not None
 
     def matches(self, rows, index):
         if self.pattern.search(rows.lines[index]):
             return True
-        if rows.names is not None and self.field is None:
+        if rows.names is not None and not self.is_condition and self.text.lower() in (n.lower() for n in rows.names):
             # A CSV column's name is written only in the header: a row "has" it when it has that column.
-            return self.text.lower() in (name.lower() for name in rows.names)
-        if self.field is None:
+            return True
+        if self.field is None or not self.value_pattern.search(rows.lines[index]):
             return False
         fields = rows.fields(index)
         if not fields:
             return False
         name, wanted = self.field
-        return any(str(key).lower() == name and _safe_str(value).lower() == wanted for key, value in fields.items())
+        return any(
+            _field_name(str(key)) == name and _safe_str(value).lower() == wanted for key, value in fields.items()
+        )
 
 
 def _matching_rows(context, words, helper):
@@ -561,7 +610,7 @@ def _field_values(rows, name):
         fields = rows.fields(index)
         if fields:
             for key, value in fields.items():
-                if str(key).lower() == name:
+                if _field_name(str(key)) == name:
                     counts[_safe_str(value)] += 1
     return counts.most_common()
 
@@ -585,7 +634,8 @@ def _none_found(helper, noun, terms, rows, fixed=()):
         missing = ", ".join(repr(term.text) for term, _ in absent)
         rest = [t.text for t in parsed if all(t is not term for term, _ in absent)]
         call = ", ".join(repr(t) for t in (*fixed, *terms))
-        note = f"{ABSENT_WORDS_OPENING}{missing}. So {helper}({call}) finds nothing; that says nothing about the question."
+        note = f"{ABSENT_WORDS_OPENING}{missing}. So {helper}({call}) finds nothing; "
+        note += "that says nothing about the question."
         if rest:
             others = ", ".join(repr(t) for t in rest)
             count = sum(1 for i in indexes if all(t.matches(rows, i) for t in parsed if t.text in rest))
@@ -660,25 +710,36 @@ _LOOSE_NUMBER = re.compile(r"[-+]?[$€£]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s
 
 
 class _Groups(list):
-    """(value, count or total) pairs, largest first. Prints as the ranking with a line saying what was computed."""
+    """(value, count or total) pairs, largest first. Prints as a line saying what was computed, the ranking, and the
+    values at both ends by name: weak models answer with the last value they read, so the list must not end on the
+    smallest without saying that it is the smallest."""
 
-    def __init__(self, pairs, summary):
+    def __init__(self, pairs, summary, ends=("most common", "least common")):
         super().__init__(pairs)
         self.summary = summary
+        self.ends = ends
 
     def most_common(self, n=None):
         """Like Counter.most_common: the first n pairs (all when n is None)."""
         return list(self) if n is None else list(self[: max(0, int(n))])
 
+    def _end(self, label, total):
+        values = [str(value) for value, n in self if n == total]
+        if len(values) == 1:
+            return f"{label}: {values[0]} ({total})."
+        return f"{label}: a tie between {', '.join(values)} ({total} each)."
+
     def __repr__(self):
+        if not self:
+            return self.summary
         shown = "\n".join(f"  {value}: {total}" for value, total in self[:_SHOWN_GROUPS])
         rest = len(self) - _SHOWN_GROUPS
         more = f"\n  ... and {rest} more (the list holds all {len(self)})" if rest > 0 else ""
-        tie = ""
-        if len(self) > 1 and self[0][1] == self[1][1]:
-            tied = [str(value) for value, total in self if total == self[0][1]]
-            tie = f"\nA tie at the top: {', '.join(tied)}."
-        return f"{self.summary}\n{shown}{more}{tie}" if self else self.summary
+        most, least = self.ends
+        ends = self._end(most[0].upper() + most[1:], self[0][1])
+        if len(self) > 1 and self[0][1] != self[-1][1]:
+            ends = self._end(least[0].upper() + least[1:], self[-1][1]) + "\n" + ends
+        return f"{self.summary}\n{shown}{more}\n{ends}"
 
     __str__ = __repr__
 
@@ -691,15 +752,19 @@ def _field_key(records, name):
     for record in records:
         if name in record:
             return name
-    wanted = re.sub(r"[\s-]+", "_", name.strip()).lower()
+    wanted = _field_name(name)
     # "outcomes" for the field outcome, as a question's wording has it.
     singular = wanted[:-1] if len(wanted) > 3 and wanted.endswith("s") and not wanted.endswith("ss") else wanted
     for candidate in dict.fromkeys((wanted, singular)):
         for record in records:
             for key in record:
-                if re.sub(r"[\s-]+", "_", str(key).strip()).lower() == candidate:
+                if _field_name(str(key)) == candidate:
                     return key
-    return None
+    # "team value" for the field team, as "which team value is most common" has it: one word of the name, when only
+    # one of its words names a field.
+    words = set(wanted.split("_"))
+    named = {key for record in records[:200] for key in record if _field_name(str(key)) in words}
+    return named.pop() if len(named) == 1 else None
 
 
 def _as_number(value):
@@ -753,7 +818,7 @@ def count_by_text(context, field, *words):
         f"count_by({', '.join(repr(t) for t in (field, *terms))}): how many of the {_among(terms, len(found))} "
         f"have each value of {key}{lacking}, most common first:"
     )
-    return _Groups(counts.most_common(), summary)
+    return _Groups(counts.most_common(), summary, (f"most common {key}", f"least common {key}"))
 
 
 def sum_by_text(context, field, number_field, *words):
@@ -792,7 +857,7 @@ def sum_by_text(context, field, number_field, *words):
         f"sum_by({', '.join(repr(t) for t in (field, number_field, *terms))}): {number_key} added up for each value "
         f"of {key} over the {_among(terms, len(found))}{lacking}{swapped}, highest total first:"
     )
-    return _Groups(ranked, summary)
+    return _Groups(ranked, summary, (f"highest total of {number_key}", f"lowest total of {number_key}"))
 
 
 def helpers_for(context):

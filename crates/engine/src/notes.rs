@@ -65,7 +65,11 @@ pub fn absent_word_zero_note(answer: &str, helper_note: Option<&str>) -> String 
     let shown: String = answer.chars().take(80).collect();
     let quoted = helper_note.map(|note| format!(" The output said: \"{note}\"")).unwrap_or_default();
     format!(
-        "FINAL({shown}) was not accepted yet: that 0 comes from matching lines with a word that is in no line of          the text, so it says nothing about the question.{quoted} Words of the question that only name what is          counted (\"records\", \"entries\", \"loans\") are usually not written in the lines. Count again with          only the words that are in the lines, one for each condition of the question. If the answer is really 0,          reply FINAL(0) again."
+        "FINAL({shown}) was not accepted yet: that 0 comes from matching lines with a word that is in no line of \
+         the text, so it says nothing about the question.{quoted} Words of the question that only name what is \
+         counted (\"records\", \"entries\", \"loans\") are usually not written in the lines. Count again with only \
+         the words that are in the lines, one for each condition of the question. If the answer is really 0, reply \
+         FINAL(0) again."
     )
 }
 

@@ -15,8 +15,9 @@ use crate::question::aggregate_cue;
 /// before that gets a nudge to change course.
 const MAX_REPEAT_STREAK: u32 = 3;
 
-/// How often a second look ([`Refusal::is_second_look`]) may refuse answers in one run. Those rules refuse answers
-/// that are usually, not always, wrong; a model that gives the same answer after being told why is let through.
+/// How often second looks ([`Refusal::ZeroFromAbsentWord`], [`Refusal::AggregateFromSearch`]) may refuse answers in
+/// one run. They refuse answers that are usually, not always, wrong: a model that gives the same answer after being
+/// told why is let through, and they do not apply to the answer asked for when a limit has run out.
 const MAX_SECOND_LOOKS: u32 = 2;
 
 /// The rules one run follows to accept an answer, the evidence they rest on, repeat detection, and the nudges the
@@ -119,12 +120,6 @@ impl Refusal {
             Self::ZeroFromAbsentWord => "it is a count of 0 built on a word that is in no line",
             Self::AggregateFromSearch => "the question asks for an aggregate and no code computed it over all lines",
         }
-    }
-
-    /// Whether this refusal is a second look: the answer is usually wrong, but may be right, so the model is asked to
-    /// check once or twice rather than refused for good, and a run that ends at a limit is not refused for it.
-    pub fn is_second_look(self) -> bool {
-        matches!(self, Self::ZeroFromAbsentWord | Self::AggregateFromSearch)
     }
 }
 
@@ -647,7 +642,6 @@ mod tests {
         // Second looks are asked for at most twice a run, then the answer stands.
         assert_eq!(policy.refusal("alpha", RANKING, false, &scope), Some(Refusal::AggregateFromSearch));
         assert_eq!(policy.refusal("alpha", RANKING, false, &scope), None);
-        assert!(Refusal::AggregateFromSearch.is_second_look() && !Refusal::SearchCount.is_second_look());
     }
 
     #[test]
