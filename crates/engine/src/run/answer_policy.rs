@@ -341,7 +341,17 @@ fn answer_words(answer: &str) -> impl Iterator<Item = String> + '_ {
 /// Whether every word of `answer` occurs in `seen` (lower-cased output).
 fn supported_by(answer: &str, seen: &str) -> bool {
     let mut words = answer_words(answer).peekable();
-    words.peek().is_some() && words.all(|word| seen.contains(word.as_str()))
+    if words.peek().is_none() {
+        // A short label ("ok") is seen only as a whole word of the output.
+        let mut short = short_words(answer).peekable();
+        return short.peek().is_some() && short.all(|word| short_words(seen).any(|other| other == word));
+    }
+    words.all(|word| seen.contains(word.as_str()))
+}
+
+/// Every word of `text`, lower-cased, however short.
+fn short_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase)
 }
 
 /// Whether `answer` has a word the question does not: an answer that only restates the question's words (the key
@@ -350,7 +360,12 @@ fn supported_by(answer: &str, seen: &str) -> bool {
 fn adds_to(answer: &str, query: &str) -> bool {
     let query_lower = query.to_lowercase();
     let query_numbers: Vec<&str> = query.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).collect();
-    answer_words(answer).any(|word| {
+    let mut words = answer_words(answer).peekable();
+    if words.peek().is_none() {
+        // A short label ("ok", "no"): the question's only when it is one of its whole words ("ok" is in "took_ms").
+        return short_words(answer).any(|word| !short_words(&query_lower).any(|other| other == word));
+    }
+    words.any(|word| {
         if word.chars().all(|c| c.is_ascii_digit()) {
             !query_numbers.contains(&word.as_str())
         } else {
@@ -457,6 +472,20 @@ mod tests {
             reads_context("print(search(\"x\"))") && reads_context("len(context)") && !reads_context("SHOW_VARS()")
         );
         assert!(reads_context("print(len(lines_with('a', 'b')))") && reads_context("rows = records('a')"));
+    }
+
+    #[test]
+    fn a_short_label_is_an_answer_unless_it_is_a_whole_word_of_the_question() {
+        let query = "Summing took_ms per outcome across the log lines, which outcome comes out highest?";
+        assert!(adds_to("ok", query), "\"ok\" is inside took_ms, not a word of the question");
+        assert!(adds_to(" OK ", query) && adds_to("no", "Is it late?"));
+        assert!(!adds_to("per", query) && !adds_to("", query) && !adds_to("...", query));
+        let seen = " highest total of took_ms: ok (30879).";
+        assert!(supported_by("ok", seen) && !supported_by("no", seen) && !supported_by("to", seen));
+        // Refused before as only repeating the question: the label answer of a ranking printed by code.
+        let scope = Scope::top_level();
+        let mut policy = small_after("print(sum_by('outcome', 'took_ms'))", seen, &scope);
+        assert_eq!(policy.refusal("ok", query, false, &scope), None);
     }
 
     #[test]
