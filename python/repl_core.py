@@ -761,9 +761,12 @@ def _field_key(records, name):
                 if _field_name(str(key)) == candidate:
                     return key
     # "team value" for the field team, as "which team value is most common" has it: one word of the name, when only
-    # one of its words names a field.
+    # one of its words names a field; "ms" for the field "took ms", when only one field has that word.
     words = set(wanted.split("_"))
-    named = {key for record in records[:200] for key in record if _field_name(str(key)) in words}
+    keys = {key for record in records[:200] for key in record}
+    named = {key for key in keys if _field_name(str(key)) in words}
+    if not named and len(words) == 1:
+        named = {key for key in keys if wanted in _field_name(str(key)).split("_")}
     return named.pop() if len(named) == 1 else None
 
 
@@ -796,7 +799,11 @@ def _grouped_records(context, helper, words, fixed):
 
 def _no_such_field(helper, name, records):
     fields = list(dict.fromkeys(str(key) for record in records[:50] for key in record))
-    return ValueError(f"{helper}(): no record has a field {name!r}. The records have these fields: {', '.join(fields)}")
+    return ValueError(
+        f"{helper}(): no record has a field {name!r}. The records have these fields: {', '.join(fields)}. "
+        f"{helper}() takes field names first, then the words of lines to keep; for the total of one field over the "
+        f"lines with a condition, use sum(r[\"field\"] for r in records(\"condition\"))."
+    )
 
 
 def _among(terms, n):
@@ -828,6 +835,15 @@ def sum_by_text(context, field, number_field, *words):
     if found is None:
         return _Groups([], why)
     key, number_key = _field_key(found, field), _field_key(found, number_field)
+    if key is not None and number_key is None:
+        # sum_by("area", "north", "total_usd") for "the total_usd of orders where area is north": a value of the
+        # field in the number field's place, and the number field among the words. Keep the lines with the value.
+        given = next((w for w in words if isinstance(w, str) and _field_key(found, w) is not None), None)
+        if given is not None and _safe_str(number_field).strip().lower() in (
+            _safe_str(record.get(key)).lower() for record in found
+        ):
+            rest = [w for w in words if w is not given]
+            return sum_by_text(context, field, given, f"{key}={_safe_str(number_field).strip()}", *rest)
     for name, resolved in ((field, key), (number_field, number_key)):
         if resolved is None:
             raise _no_such_field("sum_by", name, found)

@@ -806,6 +806,10 @@ async fn count_by_and_sum_by_rank_the_values_of_a_field() {
          outcome, most common first:\n  ok: 3\n  timeout: 3\n  error: 3\nMost common outcome: a tie between ok, \
          timeout, error (3 each)."
     );
+    // A value in the number field's place and the number field among the words ("the took_ms of the timeouts"); a
+    // word of a field's name ("ms" for took_ms) when only one field has it.
+    let forgiven = run("print(sum_by('outcome', 'timeout', 'took_ms')[0], sum_by('outcome', 'ms')[0])").await;
+    assert_eq!(forgiven.stdout.trim(), "('timeout', 220) ('error', 260)", "{forgiven:?}");
     // "outcome value" (as in "which outcome value is most common"): the one word of it that names a field.
     let named = run("print(count_by('outcome value', 'speed=slow').most_common(1))").await;
     assert_eq!(named.stdout.trim(), "[('ok', 1)]");
