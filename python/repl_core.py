@@ -382,6 +382,16 @@ class _Line(str):
         return default if value is None else value
 
 
+# Said when code compares or adds up whole records. Weak models write max(records(...)) for "which value has the
+# largest total", and Python's own message ("'>' not supported between instances of ...") does not say what to do.
+_RECORDS_ARE_NOT_VALUES = (
+    "{what}: a record is a dict of fields, not one value. For the record with the largest value of a field: "
+    "max(rows, key=lambda r: r[\"field\"]). To add up a field: sum(r[\"field\"] for r in rows). For the value of "
+    "a field with the largest total of a number field: sum_by(\"field\", \"number field\"). For the most common "
+    "value of a field: count_by(\"field\")."
+)
+
+
 class _Record(dict):
     """The fields of one line. A field the line does not have reads as None instead of raising KeyError: records of
     one text often differ in their fields, and `r["x"] == "y"` should simply be false for those."""
@@ -389,7 +399,18 @@ class _Record(dict):
     __slots__ = ()
 
     def __missing__(self, key):
+        # r["Took_MS"] for the field "took ms": the question's spelling rather than the text's.
+        if isinstance(key, str):
+            wanted = _field_name(key)
+            for name, value in self.items():
+                if isinstance(name, str) and _field_name(name) == wanted:
+                    return value
         return None
+
+    def _not_a_value(self, *_args):
+        raise TypeError(_RECORDS_ARE_NOT_VALUES.format(what="records cannot be compared or added up"))
+
+    __lt__ = __le__ = __gt__ = __ge__ = __add__ = __radd__ = _not_a_value
 
 
 _NUMBER = re.compile(r"[+-]?(?:0|[1-9]\d*)(?:\.\d+)?")
@@ -432,9 +453,39 @@ def _csv_header(lines):
     return None, None
 
 
+def _field_name(name):
+    """A field's name for comparison: case, and spaces, hyphens and underscores between words, do not matter."""
+    return re.sub(r"[\s_-]+", "_", name.strip()).lower()
+
+
+# One clause of a sentence that states a field: "the status was error", "took ms recorded as 329", "host db-1".
+_PROSE_CLAUSE = re.compile(
+    r"(?:the\s+)?(?P<name>[A-Za-z][\w]*(?:\s+[A-Za-z][\w]*){0,2}?)"
+    r"(?:\s+(?:was|is|were|are|equals|[a-z]+ed\s+as)\s+|\s*[=:]\s*|\s+)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s\"']+)",
+    re.IGNORECASE,
+)
+_PROSE_SPLIT = re.compile(r",\s+(?:and\s+)?|;\s+|\s+and\s+|\s+-\s+|:\s+(?=[A-Za-z])")
+
+
+def _prose_record(line):
+    """The fields of a sentence made of clauses that each state one ("At 06:56, the host was api-1, status error
+    and took ms recorded as 87."), when at least three of its clauses do and they are most of them; else None."""
+    clauses = [c.strip().rstrip(".!;") for c in _PROSE_SPLIT.split(line.strip()) if c.strip()]
+    fields = {}
+    for clause in clauses:
+        match = _PROSE_CLAUSE.fullmatch(clause)
+        if match and match.group("name").lower() not in ("at", "on", "in", "entry"):
+            fields.setdefault(match.group("name").lower(), _value(match.group("value")))
+    if len(fields) >= 3 and 2 * len(fields) >= len(clauses):
+        return _Record(fields)
+    return None
+
+
 def _parse_record(line):
     """The fields of a line: its JSON object (also after a prefix, as in `RECORD {...}`), else its key=value pairs,
-    else its `key: value` pairs (two or more, so that a lone "Note: ..." is not a record); None when it has none."""
+    else its `key: value` pairs (two or more, so that a lone "Note: ..." is not a record), else the clauses of a
+    sentence that each state a field (see `_prose_record`); None when it has none."""
     start, end = line.find("{"), line.rfind("}")
     if 0 <= start < end:
         try:
@@ -447,7 +498,7 @@ def _parse_record(line):
     if not pairs:
         pairs = _COLON_PAIR.findall(line)
         if len(pairs) < 2:
-            return None
+            return _prose_record(line)
     return _Record((key, _value(value)) for key, value in pairs)
 
 
@@ -492,11 +543,18 @@ class _Rows:
         return _Record(zip(self.names, map(_value, row))) if len(row) == len(self.names) else None
 
 
+# A condition written as words: "return_status lost", "branch is riverside", "sku name = mirror".
+_WORDS_CONDITION = re.compile(
+    r"([A-Za-z_][\w.-]*(?:\s+(?!(?:is|was)\s)[A-Za-z_][\w.-]*)?)\s+(?:(?:is|was|=|:)\s+)?(\S+)", re.IGNORECASE
+)
+
+
 class _Term:
     """One word or condition of lines_with / records: the text as written (ignoring case, at word boundaries where it
     begins or ends with a word character, so "user=u11" is not in "user=u1101" and "error" is not in "errors"); a
     condition `field=value` also matches a line whose field has that value in any layout (`status: error`,
-    `"status": "error"`, a CSV column); the name of a CSV column matches every row (the header holds it)."""
+    `"status": "error"`, a CSV column, a sentence), and so does a field and its value written as words ("status
+    error", "branch is riverside"); the name of a CSV column matches every row (the header holds it)."""
 
     def __init__(self, text, helper):
         if not isinstance(text, str) or not text.strip():
@@ -505,24 +563,30 @@ class _Term:
         start = r"(?<!\w)" if re.match(r"\w", self.text) else ""
         end = r"(?!\w)" if re.search(r"\w$", self.text) else ""
         self.pattern = re.compile(start + re.escape(self.text) + end, re.IGNORECASE)
-        condition = _CONDITION.fullmatch(self.text)
+        condition = _CONDITION.fullmatch(self.text) or _WORDS_CONDITION.fullmatch(self.text)
         self.field = None
         if condition:
-            self.field = (condition.group(1).lower(), condition.group(2).strip().strip("'\"").lower())
+            self.field = (_field_name(condition.group(1)), condition.group(2).strip().strip("'\"").lower())
+            # Every layout writes the value itself: lines without it are not parsed (which is slow) at all.
+            self.value_pattern = re.compile(re.escape(self.field[1]), re.IGNORECASE)
+        # Only `field=value` says for sure that it is a condition; "loan records" is just two words.
+        self.is_condition = _CONDITION.fullmatch(self.text) is not None
 
     def matches(self, rows, index):
         if self.pattern.search(rows.lines[index]):
             return True
-        if rows.names is not None and self.field is None:
+        if rows.names is not None and not self.is_condition and self.text.lower() in (n.lower() for n in rows.names):
             # A CSV column's name is written only in the header: a row "has" it when it has that column.
-            return self.text.lower() in (name.lower() for name in rows.names)
-        if self.field is None:
+            return True
+        if self.field is None or not self.value_pattern.search(rows.lines[index]):
             return False
         fields = rows.fields(index)
         if not fields:
             return False
         name, wanted = self.field
-        return any(str(key).lower() == name and _safe_str(value).lower() == wanted for key, value in fields.items())
+        return any(
+            _field_name(str(key)) == name and _safe_str(value).lower() == wanted for key, value in fields.items()
+        )
 
 
 def _matching_rows(context, words, helper):
@@ -533,21 +597,63 @@ def _matching_rows(context, words, helper):
     return [term.text for term in terms], rows, indexes
 
 
-def _none_found(noun, terms, rows):
-    """Why nothing matched: which words occur in no line at all, so the model can drop them or use the text's own."""
+# The opening of the note printed when a word given to lines_with / records (and the helpers built on them) occurs in
+# no line at all. The engine recognises it (crates/engine/src/run/answer_policy.rs): a count of 0 built on such a
+# word says nothing about the question, so it must keep this opening.
+ABSENT_WORDS_OPENING = "Not in any line of context: "
+
+
+def _field_values(rows, name):
+    """How often each value of the field `name` (any case) occurs in the rows, most common first."""
+    counts = collections.Counter()
+    for index in range(rows.first, len(rows.lines)):
+        fields = rows.fields(index)
+        if fields:
+            for key, value in fields.items():
+                if _field_name(str(key)) == name:
+                    counts[_safe_str(value)] += 1
+    return counts.most_common()
+
+
+def _none_found(helper, noun, terms, rows, fixed=()):
+    """Why nothing matched. A word that occurs in no line at all (often a word of the question that names what is
+    counted, "loan records", which the lines never write) makes every count 0 whatever the data says: that is
+    printed at once, with the count without those words, because the empty list is usually passed straight to len()
+    and its own summary is never seen. A condition on a field that exists, with a value it never has, is a real
+    "none": it lists the values the field has instead. `fixed`: the helper's arguments before the words."""
+    parsed = [_Term(t, helper) for t in terms]
     listed = ", ".join(repr(t) for t in terms)
-    absent = [
-        term.text
-        for term in (_Term(t, "lines_with") for t in terms)
-        if not any(term.matches(rows, i) for i in range(rows.first, len(rows.lines)))
-    ]
-    if absent and len(absent) < len(terms):
-        missing = ", ".join(repr(t) for t in absent)
-        return (
-            f"No {noun} contains all of: {listed}. Not in any line: {missing}. Leave those out, or find how the text "
-            f"writes them with search()."
+    indexes = range(rows.first, len(rows.lines))
+    absent, never = [], []
+    for term in parsed:
+        if any(term.matches(rows, i) for i in indexes):
+            continue
+        values = _field_values(rows, term.field[0]) if term.field else []
+        (never if values else absent).append((term, values))
+    if absent:
+        missing = ", ".join(repr(term.text) for term, _ in absent)
+        rest = [t.text for t in parsed if all(t is not term for term, _ in absent)]
+        call = ", ".join(repr(t) for t in (*fixed, *terms))
+        note = f"{ABSENT_WORDS_OPENING}{missing}. So {helper}({call}) finds nothing; "
+        note += "that says nothing about the question."
+        if rest:
+            others = ", ".join(repr(t) for t in rest)
+            count = sum(1 for i in indexes if all(t.matches(rows, i) for t in parsed if t.text in rest))
+            again = ", ".join(repr(t) for t in (*fixed, *rest))
+            note += f" Without {missing}: {_count(count, 'line')} with {others}: {helper}({again})."
+        else:
+            note += " Find how the text writes it with search()."
+        print(note)
+        return f"No {noun} contains all of: {listed} (see the line above)."
+    if never:
+        told = "; ".join(
+            f"{term.text!r} is in no line, the values of {term.field[0]!r} are: "
+            + ", ".join(f"{value} ({n})" for value, n in values[:12])
+            + (f" and {len(values) - 12} more" if len(values) > 12 else "")
+            for term, values in never
         )
-    return f"No {noun} contains all of: {listed}. Check how the text writes them with search()."
+        return f"No {noun} contains all of: {listed}. {told}."
+    return f"No {noun} contains all of: {listed}. Each of them is in some line, but no line has all of them."
 
 
 def _count(n, noun):
@@ -567,7 +673,7 @@ def lines_with_text(context, *words):
         every = [_Line(rows.lines[i], rows, i) for i in range(len(rows.lines))]
         return _Lines(every, f"{_count(len(rows.lines), 'line')} in context:")
     if not indexes:
-        return _Lines([], _none_found("line", terms, rows))
+        return _Lines([], _none_found("lines_with", "line", terms, rows))
     found = [_Line(rows.lines[i], rows, i) for i in indexes]
     return _Lines(found, f"{_count(len(indexes), 'line')} {_describe_terms(terms)}:")
 
@@ -577,6 +683,8 @@ def records_text(context, *words):
     `key=value` or `key: value` pairs, or the columns of a CSV whose first line names them. Numbers become int/float.
     Lines without fields are left out. A list of dicts (a JSON file) gives its dicts."""
     terms, rows, indexes = _matching_rows(context, words, "records")
+    if terms and not indexes:
+        return _Lines([], _none_found("records", "line", terms, rows))
     found = [record for record in (rows.fields(i) for i in indexes) if record]
     if not found:
         where = f"lines with {', '.join(repr(t) for t in terms)}" if terms else "lines"
@@ -587,6 +695,185 @@ def records_text(context, *words):
         )
     described = f"from lines {_describe_terms(terms)}" if terms else "(one per line with fields)"
     return _Lines(found, f"{_count(len(found), 'record')} {described}:")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# count_by() and sum_by(): the value of a field with the most records, or with the largest total of a number field
+# ("which team is most common", "summing took_ms per outcome, which is highest"). Weak models get these wrong with
+# records() and Counter (they compare dicts, index the wrong thing, or answer a number seen in a passage); one call
+# that prints the ranking leaves nothing to get wrong.
+# ---------------------------------------------------------------------------------------------------------------------
+
+_SHOWN_GROUPS = 15
+# A number as a field may write it: "1,234", "$12.50", "87ms", "12.5 %".
+_LOOSE_NUMBER = re.compile(r"[-+]?[$€£]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*[A-Za-z%]{0,3}")
+
+
+class _Groups(list):
+    """(value, count or total) pairs, largest first. Prints as a line saying what was computed, the ranking, and the
+    values at both ends by name: weak models answer with the last value they read, so the list must not end on the
+    smallest without saying that it is the smallest."""
+
+    def __init__(self, pairs, summary, ends=("most common", "least common")):
+        super().__init__(pairs)
+        self.summary = summary
+        self.ends = ends
+
+    def most_common(self, n=None):
+        """Like Counter.most_common: the first n pairs (all when n is None)."""
+        return list(self) if n is None else list(self[: max(0, int(n))])
+
+    def _end(self, label, total):
+        values = [str(value) for value, n in self if n == total]
+        if len(values) == 1:
+            return f"{label}: {values[0]} ({total})."
+        return f"{label}: a tie between {', '.join(values)} ({total} each)."
+
+    def __repr__(self):
+        if not self:
+            return self.summary
+        shown = "\n".join(f"  {value}: {total}" for value, total in self[:_SHOWN_GROUPS])
+        rest = len(self) - _SHOWN_GROUPS
+        more = f"\n  ... and {rest} more (the list holds all {len(self)})" if rest > 0 else ""
+        most, least = self.ends
+        ends = self._end(most[0].upper() + most[1:], self[0][1])
+        if len(self) > 1 and self[0][1] != self[-1][1]:
+            ends = self._end(least[0].upper() + least[1:], self[-1][1]) + "\n" + ends
+        return f"{self.summary}\n{shown}{more}\n{ends}"
+
+    __str__ = __repr__
+
+
+def _field_key(records, name):
+    """The key the records use for the field called `name`: as written, else ignoring case and the difference
+    between spaces, hyphens and underscores ("Return Status" is "return_status"); None when no record has it."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    for record in records:
+        if name in record:
+            return name
+    wanted = _field_name(name)
+    # "outcomes" for the field outcome, as a question's wording has it.
+    singular = wanted[:-1] if len(wanted) > 3 and wanted.endswith("s") and not wanted.endswith("ss") else wanted
+    for candidate in dict.fromkeys((wanted, singular)):
+        for record in records:
+            for key in record:
+                if _field_name(str(key)) == candidate:
+                    return key
+    # "team value" for the field team, as "which team value is most common" has it: one word of the name, when only
+    # one of its words names a field; "ms" for the field "took ms", when only one field has that word.
+    words = set(wanted.split("_"))
+    keys = {key for record in records[:200] for key in record}
+    named = {key for key in keys if _field_name(str(key)) in words}
+    if not named and len(words) == 1:
+        named = {key for key in keys if wanted in _field_name(str(key)).split("_")}
+    return named.pop() if len(named) == 1 else None
+
+
+def _as_number(value):
+    """A field's value as a number (also "1,234", "$12.50", "87ms"), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    match = _LOOSE_NUMBER.fullmatch(_safe_str(value).strip())
+    if not match:
+        return None
+    whole = match.group(1).replace(",", "")
+    return float(whole + match.group(2)) if match.group(2) else int(whole)
+
+
+def _grouped_records(context, helper, words, fixed):
+    """(terms, rows, records of the lines with all of `words`, None), or (terms, rows, None, why there are none)."""
+    terms, rows, indexes = _matching_rows(context, words, helper)
+    if terms and not indexes:
+        return terms, rows, None, _none_found(helper, "line", terms, rows, fixed)
+    found = [record for record in (rows.fields(i) for i in indexes) if record]
+    if not found:
+        return terms, rows, None, (
+            f"No records: no lines {_describe_terms(terms) if terms else ''} with fields (key=value pairs, JSON "
+            "objects or CSV columns). Look at a few lines with print(context[:500])."
+        )
+    return terms, rows, found, None
+
+
+def _no_such_field(helper, name, records):
+    fields = list(dict.fromkeys(str(key) for record in records[:50] for key in record))
+    return ValueError(
+        f"{helper}(): no record has a field {name!r}. The records have these fields: {', '.join(fields)}. "
+        f"{helper}() takes field names first, then the words of lines to keep; for the total of one field over the "
+        f"lines with a condition, use sum(r[\"field\"] for r in records(\"condition\"))."
+    )
+
+
+def _among(terms, n):
+    return f"{_count(n, 'record')}" + (f" {_describe_terms(terms)}" if terms else "")
+
+
+def count_by_text(context, field, *words):
+    """How many records of the lines with all of `words` have each value of `field`, most common first."""
+    terms, _, found, why = _grouped_records(context, "count_by", words, (field,))
+    if found is None:
+        return _Groups([], why)
+    key = _field_key(found, field)
+    if key is None:
+        raise _no_such_field("count_by", field, found)
+    counts = collections.Counter(record[key] for record in found if record.get(key) is not None)
+    without = len(found) - sum(counts.values())
+    lacking = f" ({_count(without, 'record')} without {key})" if without else ""
+    summary = (
+        f"count_by({', '.join(repr(t) for t in (field, *terms))}): how many of the {_among(terms, len(found))} "
+        f"have each value of {key}{lacking}, most common first:"
+    )
+    return _Groups(counts.most_common(), summary, (f"most common {key}", f"least common {key}"))
+
+
+def sum_by_text(context, field, number_field, *words):
+    """The total of `number_field` for each value of `field`, over the records of the lines with all of `words`,
+    highest first."""
+    terms, _, found, why = _grouped_records(context, "sum_by", words, (field, number_field))
+    if found is None:
+        return _Groups([], why)
+    key, number_key = _field_key(found, field), _field_key(found, number_field)
+    if key is not None and number_key is None:
+        # sum_by("area", "north", "total_usd") for "the total_usd of orders where area is north": a value of the
+        # field in the number field's place, and the number field among the words. Keep the lines with the value.
+        given = next((w for w in words if isinstance(w, str) and _field_key(found, w) is not None), None)
+        if given is not None and _safe_str(number_field).strip().lower() in (
+            _safe_str(record.get(key)).lower() for record in found
+        ):
+            rest = [w for w in words if w is not given]
+            return sum_by_text(context, field, given, f"{key}={_safe_str(number_field).strip()}", *rest)
+    for name, resolved in ((field, key), (number_field, number_key)):
+        if resolved is None:
+            raise _no_such_field("sum_by", name, found)
+
+    def numeric_share(name):
+        values = [record[name] for record in found if record.get(name) is not None]
+        return sum(1 for value in values if _as_number(value) is not None) / max(1, len(values))
+
+    swapped = ""
+    if numeric_share(number_key) < 0.5 <= numeric_share(key):
+        # sum_by("took_ms", "outcome") for "sum took_ms by outcome": the number field is the one with numbers.
+        key, number_key = number_key, key
+        swapped = f" ({number_key!r} is the field with numbers, so it is the one added up)"
+    totals, skipped = {}, 0
+    for record in found:
+        group, amount = record.get(key), _as_number(record.get(number_key))
+        if group is None or amount is None:
+            skipped += 1
+            continue
+        totals[group] = totals.get(group, 0) + amount
+    ranked = sorted(
+        ((group, round(total, 10) if isinstance(total, float) else total) for group, total in totals.items()),
+        key=lambda pair: -pair[1],
+    )
+    lacking = f" ({_count(skipped, 'record')} without both fields left out)" if skipped else ""
+    summary = (
+        f"sum_by({', '.join(repr(t) for t in (field, number_field, *terms))}): {number_key} added up for each value "
+        f"of {key} over the {_among(terms, len(found))}{lacking}{swapped}, highest total first:"
+    )
+    return _Groups(ranked, summary, (f"highest total of {number_key}", f"lowest total of {number_key}"))
 
 
 def helpers_for(context):
@@ -607,8 +894,25 @@ def helpers_for(context):
         columns; numbers as int/float; a missing field reads as None), as a list."""
         return records_text(context, *words)
 
+    def count_by(field, *words):
+        """How many records (of the lines with all of `words`) have each value of `field`, most common first, as a
+        list of (value, count) pairs."""
+        return count_by_text(context, field, *words)
+
+    def sum_by(field, number_field, *words):
+        """The total of `number_field` for each value of `field` (over the lines with all of `words`), highest
+        first, as a list of (value, total) pairs."""
+        return sum_by_text(context, field, number_field, *words)
+
     # Counter is the tool for "which is most common" and "how many of each"; weak models use it and forget the import.
-    return {"search": search, "lines_with": lines_with, "records": records, "Counter": collections.Counter}
+    return {
+        "search": search,
+        "lines_with": lines_with,
+        "records": records,
+        "count_by": count_by,
+        "sum_by": sum_by,
+        "Counter": collections.Counter,
+    }
 
 
 class SessionCore:

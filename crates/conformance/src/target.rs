@@ -137,8 +137,8 @@ impl Target for ExecutorTarget {
 /// `exec(compile(cell, '<cell N>', 'exec'), namespace)` in one namespace, recording the kind of exception each cell
 /// ended with. Like the REPL it registers the source for tracebacks and puts `context` back after every cell; unlike
 /// the REPL it does not echo a trailing expression. It binds the REPL's helpers over `context` (`search`,
-/// `lines_with`, `records`) from the same source the executors embed (`python/repl_core.py`), so the executors are
-/// compared with plain python3 running that code.
+/// `lines_with`, `records`, `count_by`, `sum_by`) from the same source the executors embed (`python/repl_core.py`),
+/// so the executors are compared with plain python3 running that code.
 #[derive(Debug, Clone)]
 pub struct Python3Target {
     program: String,

@@ -7,7 +7,7 @@ use rlm_protocol::{CellError, CellOutcome, LimitKind};
 
 use crate::guard::search_terms;
 use crate::prompt::group_thousands;
-use crate::question::aggregate_cue;
+use crate::question::{RANKING, aggregate_cue, asks_for_ranking};
 
 /// A code line that searches `context` for the most specific words of `query`; for a question that asks for an
 /// aggregate, one that gets every line with its conditions instead (search shows only a few places).
@@ -56,6 +56,42 @@ pub fn search_count_note(answer: &str, query: &str) -> String {
          shows only the first few of them. It is not a count of what the question asks. Count with code over all \
          lines, with one word for each condition of the question, for example:\n```repl\nprint(len({}))\n```",
         lines_call(query)
+    )
+}
+
+/// Why a count of 0 is not accepted yet: the lines were matched with a word that is in no line. `helper_note` is
+/// the helpers' own line about it (which words, and the count without them), when it was seen.
+pub fn absent_word_zero_note(answer: &str, helper_note: Option<&str>) -> String {
+    let shown: String = answer.chars().take(80).collect();
+    let quoted = helper_note.map(|note| format!(" The output said: \"{note}\"")).unwrap_or_default();
+    format!(
+        "FINAL({shown}) was not accepted yet: that 0 comes from matching lines with a word that is in no line of \
+         the text, so it says nothing about the question.{quoted} Words of the question that only name what is \
+         counted (\"records\", \"entries\", \"loans\") are usually not written in the lines. Count again with only \
+         the words that are in the lines, one for each condition of the question. If the answer is really 0, reply \
+         FINAL(0) again."
+    )
+}
+
+/// Why an aggregate read from `search()` passages is not accepted yet, with the helper for the kind of aggregate the
+/// question asks for.
+pub fn aggregate_from_search_note(answer: &str, query: &str) -> String {
+    let shown: String = answer.chars().take(80).collect();
+    let (kind, _) = aggregate_cue(query).unwrap_or(("an aggregate", ""));
+    // "Which station accounts for the most value in total?" asks for a total per value, then the largest.
+    let kind = if asks_for_ranking(query) { RANKING } else { kind };
+    let code = match kind {
+        "a count" => format!("print(len({}))", lines_call(query)),
+        "a total" | "a statistic" => {
+            "rows = records(\"a condition\")\nprint(sum(r[\"a number field\"] for r in rows), len(rows))".to_owned()
+        }
+        _ => "print(count_by(\"a field\", \"a condition\"))\nprint(sum_by(\"a field\", \"a number field\"))".to_owned(),
+    };
+    format!(
+        "FINAL({shown}) was not accepted yet: the question asks for {kind}, and search() shows only some of the \
+         places, so an answer read from its passages is a guess. Compute it with code over all lines, with the \
+         question's words in place of the quoted ones, for example:\n```repl\n{code}\n```\nIf the result is the same, \
+         reply with FINAL( then the result then )."
     )
 }
 
@@ -132,8 +168,9 @@ pub fn question_reminder(query: &str) -> String {
         // Told only "use code", a model that has just printed the computed result writes the same code again.
         Some((kind, _)) => format!(
             "Question: {query}\nThis question asks for {kind}. If the output above is that result, computed by code \
-             over all lines (lines_with or records, then len, sum, max, min or Counter), reply with FINAL( then the \
-             result then ). If not, write a code block that computes it. Never count what search shows."
+             over all lines (lines_with or records, then len, sum, max or min; count_by or sum_by for the value with \
+             the most), reply with FINAL( then the result then ). If not, write a code block that computes it. Never \
+             count what search shows."
         ),
         None => format!(
             "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \

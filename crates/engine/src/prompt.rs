@@ -151,13 +151,18 @@ pub fn small_system_prompt(facts: &PromptFacts<'_>) -> String {
          print(len(rows))\n\
          ```\n\
          - records(\"word\"): like lines_with, but each line becomes a dict of its fields (key=value pairs, JSON \
-         or CSV columns; numbers become numbers; a missing field is None), for sums, averages and most common \
-         values, like this:\n\
+         or CSV columns; numbers become numbers; a missing field is None), for sums and averages, like this:\n\
          ```repl\n\
-         from collections import Counter\n\
          rows = records(\"a condition\")\n\
          print(sum(r[\"a number field\"] for r in rows))\n\
-         print(Counter(r[\"a field\"] for r in rows).most_common(5))\n\
+         ```\n\
+         - count_by(\"field\", \"condition\"): how many records have each value of the field, most common first. \
+         For which value is most common, or which of two values occurs more often.\n\
+         - sum_by(\"field\", \"number field\", \"condition\"): the total of the number field for each value of \
+         the field, highest first. For which value has the largest total. Like this:\n\
+         ```repl\n\
+         print(count_by(\"a field\", \"a condition\"))\n\
+         print(sum_by(\"a field\", \"a number field\"))\n\
          ```\n",
     );
     match facts.sub_prompt_chars() {
@@ -181,8 +186,10 @@ pub fn small_system_prompt(facts: &PromptFacts<'_>) -> String {
          2. Never print all of `context`.\n\
          3. If a search finds nothing, search again with fewer or different words.\n\
          4. Questions about how many, how much, a total, an average, the most or the least need code over all \
-         lines: lines_with or records, then len, sum, max, min or Counter. Print the result.\n\
-         5. When the printed output shows the answer, reply with FINAL( then the answer then ) and nothing else.\n",
+         lines: lines_with or records, then len, sum, max or min; or count_by or sum_by. Print the result.\n\
+         5. Give the helpers only words that are written in the lines, like field names and values. Leave out \
+         words that only name what is counted (\"records\", \"entries\").\n\
+         6. When the printed output shows the answer, reply with FINAL( then the answer then ) and nothing else.\n",
     );
     let _ = write!(text, "You have {} replies in total.", facts.limits.max_iterations);
     text
@@ -245,6 +252,9 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
          - `lines_with(*words) -> list[str]`: every line of `context` that contains all the words (as written, \
          ignoring case); `records(*words) -> list[dict]`: those lines parsed into fields (key=value pairs, JSON \
          objects or CSV columns; numbers as numbers; a missing field is None). For exact counts, sums and rankings.\n\
+         - `count_by(field, *words)` and `sum_by(field, number_field, *words)` -> `list[tuple]`: over the records of \
+         the lines with all the words, how many have each value of `field` (most common first), or the total of \
+         `number_field` for each value of `field` (highest first).\n\
          - `SHOW_VARS()`: lists the variables you have defined.\n\
          - `FINAL_VAR(name)`: ends the run with `str()` of the variable called `name` as the answer.\n\n",
     );
@@ -391,7 +401,7 @@ mod tests {
         for prompt in [&text, &standard] {
             assert!(prompt.contains("lines_with(") && prompt.contains("records("), "{prompt}");
         }
-        assert!(text.contains("print(len(rows))") && text.contains("Counter("), "{text}");
+        assert!(text.contains("print(len(rows))") && text.contains("count_by(") && text.contains("sum_by("), "{text}");
         assert!(text.contains("never count what it shows"), "{text}");
     }
 

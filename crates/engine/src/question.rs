@@ -16,7 +16,7 @@ const AGGREGATE_CUES: &[(&str, &str)] = &[
     ("a total", "total|totals|sum|sums|add up|altogether|combined|overall"),
     ("a statistic", "average|averages|median|percent|percentage|proportion|ratio"),
     (
-        "an extreme or a ranking",
+        RANKING,
         "most|least|fewest|highest|lowest|largest|smallest|biggest|maximum|minimum|max|min|longest|shortest|busiest|\
          rank|ranked|frequent|frequently",
     ),
@@ -28,11 +28,27 @@ const AGGREGATE_CUES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The kind of aggregate that picks out a value by how it ranks: the most, the highest, the least, ...
+pub const RANKING: &str = "an extreme or a ranking";
+
+/// Whether `query` asks which value ranks first or last, or which of two occurs more (whatever else it asks too:
+/// "which station accounts for the most value in total" is a total per station, then the largest).
+pub fn asks_for_ranking(query: &str) -> bool {
+    let words = lower_words(query);
+    AGGREGATE_CUES
+        .iter()
+        .filter(|(kind, _)| *kind == RANKING || *kind == "a comparison of groups")
+        .any(|(_, cues)| cues.split('|').any(|cue| contains_phrase(&words, cue)))
+}
+
+fn lower_words(query: &str) -> Vec<String> {
+    query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
 /// What kind of aggregate `query` asks for, with the word that says so (`("a count", "how many")`), or `None` for a
 /// question that asks for something found in one place.
 pub fn aggregate_cue(query: &str) -> Option<(&'static str, &'static str)> {
-    let words: Vec<String> =
-        query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    let words = lower_words(query);
     AGGREGATE_CUES
         .iter()
         .find_map(|(kind, cues)| cues.split('|').find(|cue| contains_phrase(&words, cue)).map(|cue| (*kind, cue)))
@@ -80,6 +96,21 @@ mod tests {
             ("Comparing the two hosts, which one fails more often?", "a comparison of groups"),
         ] {
             assert_eq!(aggregate_cue(query).map(|(k, _)| k), Some(kind), "{query}");
+        }
+    }
+
+    #[test]
+    fn rankings_are_recognised_whatever_else_the_question_asks() {
+        for query in [
+            "Over every one of the samples, which value of station accounts for the most value in total?",
+            "Which outcome has the largest total took_ms?",
+            "Are there more sales with sku mirror or with sku lamp?",
+            "What is the most frequent priority among tickets in category access?",
+        ] {
+            assert!(asks_for_ranking(query), "{query}");
+        }
+        for query in ["What is the total amount of orders from the north?", "How many loans were lost?"] {
+            assert!(!asks_for_ranking(query), "{query}");
         }
     }
 

@@ -21,6 +21,11 @@ const RESERVED: &[&str] = &[
     "SHOW_VARS",
     "FINAL_VAR",
     "search",
+    "lines_with",
+    "records",
+    "count_by",
+    "sum_by",
+    "Counter",
     "FINAL",
     "answer",
 ];
@@ -248,6 +253,20 @@ mod tests {
     use rlm_protocol::CellError;
 
     use super::*;
+
+    #[test]
+    fn every_helper_the_repl_provides_is_reserved() {
+        // The helpers are the keys of the dict `helpers_for` returns in the REPL core every executor runs.
+        let core = include_str!("../../../python/repl_core.py");
+        let body = &core[core.find("def helpers_for(").expect("helpers_for is defined")..];
+        let returned = &body[body.find("return {").expect("it returns a dict")..];
+        let returned = &returned[..returned.find('}').expect("the dict ends")];
+        let helpers: Vec<&str> = returned.split('"').skip(1).step_by(2).collect();
+        assert!(helpers.len() >= 6 && helpers.contains(&"sum_by"), "{helpers:?}");
+        for helper in helpers {
+            assert!(RESERVED.contains(&helper), "{helper} is a REPL helper but not reserved");
+        }
+    }
 
     #[test]
     fn a_dict_with_a_context_key_is_the_seed_clients_namespace() {

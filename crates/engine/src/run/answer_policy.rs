@@ -9,10 +9,16 @@ use crate::guard::{RepeatTracker, placeholder_reason};
 use crate::host::collapse_whitespace;
 use crate::notes::{self, CellView};
 use crate::prompt::PromptProfile;
+use crate::question::aggregate_cue;
 
 /// Replies in a row that repeat their predecessor before the run stops with `LimitKind::Repetition`; each one
 /// before that gets a nudge to change course.
 const MAX_REPEAT_STREAK: u32 = 3;
+
+/// How often second looks ([`Refusal::ZeroFromAbsentWord`], [`Refusal::AggregateFromSearch`]) may refuse answers in
+/// one run. They refuse answers that are usually, not always, wrong: a model that gives the same answer after being
+/// told why is let through, and they do not apply to the answer asked for when a limit has run out.
+const MAX_SECOND_LOOKS: u32 = 2;
 
 /// The rules one run follows to accept an answer, the evidence they rest on, repeat detection, and the nudges the
 /// model gets between turns. The loop asks it; it alone knows the prompt profile.
@@ -52,6 +58,16 @@ enum Rules {
         search_counts: BTreeSet<String>,
         /// Every whole number shown in output other than those summary lines.
         other_numbers: BTreeSet<String>,
+        /// Whether some code so far computed over the data itself (`lines_with`, `records`, `count_by`, `sum_by`,
+        /// `context`) rather than only reading what `search()` showed.
+        computed: bool,
+        /// Whether a cell of the current turn called one of the helpers that match lines.
+        matched_this_turn: bool,
+        /// The helpers' note that a word given to them is in no line (python/repl_core.py, `_none_found`), when the
+        /// latest turn that matched lines printed one: a count of 0 then rests on that word.
+        absent_words: Option<String>,
+        /// Answers refused by second looks so far.
+        second_looks: u32,
     },
 }
 
@@ -70,6 +86,11 @@ pub(crate) enum Refusal {
     /// Its number was only ever shown as how many places `search()` found: a count of places with some words, not
     /// of what the question asks.
     SearchCount,
+    /// A second look: 0, when the latest lines matched came with the note that a word given is in no line.
+    ZeroFromAbsentWord,
+    /// A second look: the question asks for an aggregate and no code has computed over the data, only `search()`
+    /// passages were read.
+    AggregateFromSearch,
 }
 
 impl Refusal {
@@ -81,6 +102,9 @@ impl Refusal {
             Self::NoEvidence => notes::answer_before_evidence_note(query),
             Self::EchoesQuestion | Self::Unsupported => notes::unsupported_answer_note(),
             Self::SearchCount => notes::search_count_note(answer, query),
+            // Their notes need what the policy saw: `AnswerPolicy::refusal_note` gives them.
+            Self::ZeroFromAbsentWord => notes::absent_word_zero_note(answer, None),
+            Self::AggregateFromSearch => notes::aggregate_from_search_note(answer, query),
         }
     }
 
@@ -93,6 +117,8 @@ impl Refusal {
             Self::EchoesQuestion => "it only repeats words of the question",
             Self::Unsupported => "it was written next to new code and is in no output seen",
             Self::SearchCount => "its number was only shown as how many places search() found",
+            Self::ZeroFromAbsentWord => "it is a count of 0 built on a word that is in no line",
+            Self::AggregateFromSearch => "the question asks for an aggregate and no code computed it over all lines",
         }
     }
 }
@@ -116,6 +142,10 @@ impl AnswerPolicy {
             ungrounded_noted: 0,
             search_counts: BTreeSet::new(),
             other_numbers: BTreeSet::new(),
+            computed: false,
+            matched_this_turn: false,
+            absent_words: None,
+            second_looks: 0,
         })
     }
 
@@ -151,7 +181,13 @@ impl AnswerPolicy {
     /// Records the cells a turn ran, before the answer it proposes is checked.
     pub fn observe_cells<'c>(&mut self, cells: impl IntoIterator<Item = (&'c str, &'c CellOutcome)>) {
         for (code, outcome) in cells {
-            self.context_read |= reads_context(code) || crate::session::uses_any(code, &self.data_names);
+            let uses_data = crate::session::uses_any(code, &self.data_names);
+            self.context_read |= reads_context(code) || uses_data;
+            if let Rules::Small { computed, matched_this_turn, .. } = &mut self.rules {
+                // A helper's note (a word in no line) is printed also when its cell then fails.
+                *matched_this_turn |= matches_lines(code);
+                *computed |= outcome.error.is_none() && (computes_over_data(code) || uses_data);
+            }
             if outcome.error.is_none() {
                 self.code_ran = true;
                 // Output is evidence once code has read the data: `SHOW_VARS()` printing "no variables" is not.
@@ -160,8 +196,42 @@ impl AnswerPolicy {
         }
     }
 
-    /// Why `answer` cannot end the run yet; `None` when it can. `with_code`: the same reply also ran code.
-    pub fn refusal(&self, answer: &str, query: &str, with_code: bool, scope: &Scope) -> Option<Refusal> {
+    /// Why `answer` cannot end the run yet; `None` when it can. `with_code`: the same reply also ran code. Counts the
+    /// second looks it asks for.
+    pub fn refusal(&mut self, answer: &str, query: &str, with_code: bool, scope: &Scope) -> Option<Refusal> {
+        if let Some(refusal) = self.final_refusal(answer, query, with_code, scope) {
+            return Some(refusal);
+        }
+        let Rules::Small { computed, absent_words, second_looks, .. } = &mut self.rules else {
+            return None;
+        };
+        if *second_looks >= MAX_SECOND_LOOKS {
+            return None;
+        }
+        let refusal = if absent_words.is_some() && is_zero(answer) {
+            Refusal::ZeroFromAbsentWord
+        } else if !*computed && aggregate_cue(query).is_some() {
+            Refusal::AggregateFromSearch
+        } else {
+            return None;
+        };
+        *second_looks += 1;
+        Some(refusal)
+    }
+
+    /// What the model is told about `refusal` of `answer`.
+    pub fn refusal_note(&self, refusal: Refusal, answer: &str, query: &str) -> String {
+        match (refusal, &self.rules) {
+            (Refusal::ZeroFromAbsentWord, Rules::Small { absent_words, .. }) => {
+                notes::absent_word_zero_note(answer, absent_words.as_deref())
+            }
+            _ => refusal.note(answer, query),
+        }
+    }
+
+    /// Why `answer` cannot end the run, leaving out second looks: for the answer asked for when a limit has run out,
+    /// after which the model cannot check anything any more.
+    pub fn final_refusal(&self, answer: &str, query: &str, with_code: bool, scope: &Scope) -> Option<Refusal> {
         if let Some(reason) = placeholder_reason(answer) {
             return Some(Refusal::Placeholder(reason));
         }
@@ -204,11 +274,25 @@ impl AnswerPolicy {
         notes: &mut Vec<String>,
     ) {
         self.seen_output |= std::mem::take(&mut self.evidence_this_turn);
-        if let Rules::Small { seen_text, ungrounded_noted, search_counts, other_numbers } = &mut self.rules {
+        if let Rules::Small {
+            seen_text,
+            ungrounded_noted,
+            search_counts,
+            other_numbers,
+            matched_this_turn,
+            absent_words,
+            ..
+        } = &mut self.rules
+        {
+            let mut absent_note = None;
             for view in views {
                 seen_text.push(' ');
                 seen_text.push_str(&collapse_whitespace(&view.stdout).to_lowercase());
                 for line in view.stdout.lines() {
+                    if line.starts_with(ABSENT_WORDS_OPENING) {
+                        // The line names the words (from model-written code), so it can be any size.
+                        absent_note = Some(line.chars().take(600).collect::<String>());
+                    }
                     match search_summary_count(line) {
                         Some(count) => {
                             search_counts.insert(count);
@@ -216,6 +300,11 @@ impl AnswerPolicy {
                         None => other_numbers.extend(whole_numbers(line)),
                     }
                 }
+            }
+            // Lines matched again without the note: whatever 0 that gave rests on words that are there.
+            let matched = std::mem::take(matched_this_turn);
+            if absent_note.is_some() || matched {
+                *absent_words = absent_note;
             }
             let ungrounded = scope.ungrounded_count();
             if ungrounded > *ungrounded_noted {
@@ -252,7 +341,17 @@ fn answer_words(answer: &str) -> impl Iterator<Item = String> + '_ {
 /// Whether every word of `answer` occurs in `seen` (lower-cased output).
 fn supported_by(answer: &str, seen: &str) -> bool {
     let mut words = answer_words(answer).peekable();
-    words.peek().is_some() && words.all(|word| seen.contains(word.as_str()))
+    if words.peek().is_none() {
+        // A short label ("ok") is seen only as a whole word of the output.
+        let mut short = short_words(answer).peekable();
+        return short.peek().is_some() && short.all(|word| short_words(seen).any(|other| other == word));
+    }
+    words.all(|word| seen.contains(word.as_str()))
+}
+
+/// Every word of `text`, lower-cased, however short.
+fn short_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_lowercase)
 }
 
 /// Whether `answer` has a word the question does not: an answer that only restates the question's words (the key
@@ -261,7 +360,12 @@ fn supported_by(answer: &str, seen: &str) -> bool {
 fn adds_to(answer: &str, query: &str) -> bool {
     let query_lower = query.to_lowercase();
     let query_numbers: Vec<&str> = query.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).collect();
-    answer_words(answer).any(|word| {
+    let mut words = answer_words(answer).peekable();
+    if words.peek().is_none() {
+        // A short label ("ok", "no"): the question's only when it is one of its whole words ("ok" is in "took_ms").
+        return short_words(answer).any(|word| !short_words(&query_lower).any(|other| other == word));
+    }
+    words.any(|word| {
         if word.chars().all(|c| c.is_ascii_digit()) {
             !query_numbers.contains(&word.as_str())
         } else {
@@ -301,9 +405,34 @@ fn only_search_counts(answer: &str, search_counts: &BTreeSet<String>, other_numb
     !numbers.is_empty() && numbers.iter().all(|n| search_counts.contains(n) && !other_numbers.contains(n))
 }
 
-/// Whether code reads the data: names `context` or calls the `search` helper.
+/// Whether code reads the data: names `context` or calls one of the helpers over it.
 fn reads_context(code: &str) -> bool {
-    ["context", "search(", "lines_with(", "records("].iter().any(|name| code.contains(name))
+    code.contains("context") || code.contains("search(") || matches_lines(code)
+}
+
+/// The REPL helpers that match lines of `context` (python/repl_core.py) and print [`ABSENT_WORDS_OPENING`] when a
+/// word given to them is in no line.
+const LINE_HELPERS: [&str; 4] = ["lines_with(", "records(", "count_by(", "sum_by("];
+
+/// Whether code calls a helper that matches lines.
+fn matches_lines(code: &str) -> bool {
+    LINE_HELPERS.iter().any(|name| code.contains(name))
+}
+
+/// Whether code computes over the data itself, not only over what `search()` showed: it matches lines or uses
+/// `context` directly.
+fn computes_over_data(code: &str) -> bool {
+    matches_lines(code) || code.contains("context")
+}
+
+/// The opening of the helpers' note that a word given to them is in no line of `context` (python/repl_core.py,
+/// `ABSENT_WORDS_OPENING`).
+const ABSENT_WORDS_OPENING: &str = "Not in any line of context: ";
+
+/// Whether `answer` is a count of nothing: it has numbers and all of them are 0 ("0", "0.0", "There are 0.").
+fn is_zero(answer: &str) -> bool {
+    let mut numbers = whole_numbers(answer).peekable();
+    numbers.peek().is_some() && numbers.all(|n| n == "0")
 }
 
 #[cfg(test)]
@@ -346,6 +475,20 @@ mod tests {
     }
 
     #[test]
+    fn a_short_label_is_an_answer_unless_it_is_a_whole_word_of_the_question() {
+        let query = "Summing took_ms per outcome across the log lines, which outcome comes out highest?";
+        assert!(adds_to("ok", query), "\"ok\" is inside took_ms, not a word of the question");
+        assert!(adds_to(" OK ", query) && adds_to("no", "Is it late?"));
+        assert!(!adds_to("per", query) && !adds_to("", query) && !adds_to("...", query));
+        let seen = " highest total of took_ms: ok (30879).";
+        assert!(supported_by("ok", seen) && !supported_by("no", seen) && !supported_by("to", seen));
+        // Refused before as only repeating the question: the label answer of a ranking printed by code.
+        let scope = Scope::top_level();
+        let mut policy = small_after("print(sum_by('outcome', 'took_ms'))", seen, &scope);
+        assert_eq!(policy.refusal("ok", query, false, &scope), None);
+    }
+
+    #[test]
     fn a_number_inside_a_larger_number_of_the_question_is_not_a_question_word() {
         let query = "Among the 1500 log lines, how many have action=logout and status=error?";
         assert!(adds_to("1", query));
@@ -358,7 +501,7 @@ mod tests {
     fn placeholders_are_refused_by_both_rules() {
         let scope = Scope::top_level();
         for policy in [AnswerPolicy::standard(), AnswerPolicy::small()] {
-            let policy = after_turn(policy, "print(context[:100])", "the text", &scope);
+            let mut policy = after_turn(policy, "print(context[:100])", "the text", &scope);
             assert!(matches!(policy.refusal("your answer", QUERY, false, &scope), Some(Refusal::Placeholder(_))));
         }
     }
@@ -395,14 +538,14 @@ mod tests {
         policy.end_turn([&view("brisk-pebble: 4473224")], &scope, &mut Vec::new());
         assert_eq!(policy.refusal("4473224", QUERY, false, &scope), None);
 
-        let code_without_the_data = after_turn(AnswerPolicy::small(), "SHOW_VARS()", "no variables", &scope);
+        let mut code_without_the_data = after_turn(AnswerPolicy::small(), "SHOW_VARS()", "no variables", &scope);
         assert_eq!(code_without_the_data.refusal("4473224", QUERY, false, &scope), Some(Refusal::NoEvidence));
     }
 
     #[test]
     fn small_rules_refuse_echoes_of_the_question_except_for_choices() {
         let scope = Scope::top_level();
-        let policy = after_turn(AnswerPolicy::small(), "print(search('pebble'))", "brisk-pebble 4473224", &scope);
+        let mut policy = after_turn(AnswerPolicy::small(), "print(search('pebble'))", "brisk-pebble 4473224", &scope);
         assert_eq!(policy.refusal("brisk-pebble", QUERY, false, &scope), Some(Refusal::EchoesQuestion));
         let choice = "Is the special number for brisk-pebble odd or even?";
         assert_eq!(policy.refusal("brisk-pebble", choice, false, &scope), None);
@@ -411,7 +554,7 @@ mod tests {
     #[test]
     fn small_rules_refuse_an_answer_next_to_new_code_unless_it_was_seen() {
         let scope = Scope::top_level();
-        let policy = after_turn(AnswerPolicy::small(), "print(search('pebble'))", "brisk-pebble 4473224", &scope);
+        let mut policy = after_turn(AnswerPolicy::small(), "print(search('pebble'))", "brisk-pebble 4473224", &scope);
         assert_eq!(policy.refusal("5313471", QUERY, true, &scope), Some(Refusal::Unsupported));
         assert_eq!(policy.refusal("4473224", QUERY, true, &scope), None);
         assert_eq!(policy.refusal("5313471", QUERY, false, &scope), None, "without new code it stands");
@@ -425,23 +568,109 @@ mod tests {
                         counts places with these words, not what the question asks.\n\
                         2026-03-14T06:56:21Z host=api-1 user=u1101 action=logout status=error latency_ms=87\n---\n\
                         2026-03-14T06:58:02Z host=web-1 user=u1120 action=logout status=ok latency_ms=412";
-        let policy = after_turn(AnswerPolicy::small(), "print(search('action=logout'))", searched, &scope);
+        let mut policy = after_turn(AnswerPolicy::small(), "print(search('action=logout'))", searched, &scope);
         assert_eq!(policy.refusal("77", COUNT, false, &scope), Some(Refusal::SearchCount));
         assert_eq!(policy.refusal("There are 77 such lines.", COUNT, false, &scope), Some(Refusal::SearchCount));
         let note = Refusal::SearchCount.note("77", COUNT);
         assert!(note.contains("lines_with(\"action=logout\", \"status=error\")"), "{note}");
-        // A number shown elsewhere too (here, a value in a passage) may be what the question asks for.
-        assert_eq!(policy.refusal("87", COUNT, false, &scope), None);
+        // A number shown elsewhere too (here, a value in a passage) may be what the question asks for; only the
+        // second look at an aggregate read from passages asks about it.
+        assert_eq!(policy.refusal("87", COUNT, false, &scope), Some(Refusal::AggregateFromSearch));
         // Once code has printed the number, it is evidence.
-        let counted = after_turn(policy, "print(len(lines_with('action=logout')))", "77", &scope);
+        let mut counted = after_turn(policy, "print(len(lines_with('action=logout')))", "77", &scope);
         assert_eq!(counted.refusal("77", COUNT, false, &scope), None);
         // "one place" counts as 1.
-        let one =
+        let mut one =
             after_turn(AnswerPolicy::small(), "print(search('x'))", "search found 'x' in one place:\nx y", &scope);
         assert_eq!(one.refusal("1", COUNT, false, &scope), Some(Refusal::SearchCount));
         // The standard rules leave it to the model.
-        let standard = after_turn(AnswerPolicy::standard(), "print(search('action=logout'))", searched, &scope);
+        let mut standard = after_turn(AnswerPolicy::standard(), "print(search('action=logout'))", searched, &scope);
         assert_eq!(standard.refusal("77", COUNT, false, &scope), None);
+    }
+
+    /// A small policy after one turn whose cell ran `code` and printed `stdout`, for `query`-independent checks.
+    fn small_after(code: &str, stdout: &str, scope: &Scope) -> AnswerPolicy {
+        after_turn(AnswerPolicy::small(), code, stdout, scope)
+    }
+
+    #[test]
+    fn a_zero_built_on_a_word_in_no_line_gets_a_second_look() {
+        const COUNT: &str = "How many loan records have return_status lost?";
+        let scope = Scope::top_level();
+        let absent = "Not in any line of context: 'loan records'. So lines_with('loan records', 'return_status', \
+                      'lost') finds nothing; that says nothing about the question. Without 'loan records': 28 lines \
+                      with 'return_status', 'lost': lines_with('return_status', 'lost').\n0";
+        let code = "print(len(lines_with('loan records', 'return_status', 'lost')))";
+        let mut policy = small_after(code, absent, &scope);
+        assert_eq!(policy.refusal("0", COUNT, false, &scope), Some(Refusal::ZeroFromAbsentWord));
+        let note = policy.refusal_note(Refusal::ZeroFromAbsentWord, "0", COUNT);
+        assert!(note.contains("Without 'loan records': 28 lines"), "the helper's count is quoted: {note}");
+        assert!(note.contains("FINAL(0) again"), "a real 0 stays answerable: {note}");
+        // Other numbers are not touched; a model that insists is let through after the second look.
+        assert_eq!(policy.refusal("28", COUNT, false, &scope), None);
+        assert_eq!(policy.refusal("0", COUNT, false, &scope), Some(Refusal::ZeroFromAbsentWord));
+        assert_eq!(policy.refusal("0", COUNT, false, &scope), None, "at most {MAX_SECOND_LOOKS} second looks");
+        // At a limit no second look applies: the model cannot check any more.
+        let fresh = small_after(code, absent, &scope);
+        assert_eq!(fresh.final_refusal("0", COUNT, false, &scope), None);
+
+        // Matching lines again without the note clears it: that 0 rests on words that are in the lines.
+        let mut recounted =
+            after_turn(small_after(code, absent, &scope), "print(len(lines_with('a', 'b')))", "0", &scope);
+        assert_eq!(recounted.refusal("0", COUNT, false, &scope), None);
+        // Code that matches no lines (a search) keeps the note in force.
+        let mut searched = after_turn(
+            small_after(code, absent, &scope),
+            "print(search('lost'))",
+            "search found 'lost' in 3 places:\nx",
+            &scope,
+        );
+        assert_eq!(searched.refusal("0", COUNT, false, &scope), Some(Refusal::ZeroFromAbsentWord));
+        // A genuine 0 (every word is in some line, never together) has no note and is accepted at once.
+        let none = "No line contains all of: 'return_status', 'lost'. Each of them is in some line, but no line has \
+                    all of them.\n0";
+        let mut genuine = small_after("print(lines_with('return_status', 'lost'), len(lines_with('x')))", none, &scope);
+        assert_eq!(genuine.refusal("0", COUNT, false, &scope), None);
+        assert!(is_zero("0") && is_zero("There are 0.0 of them") && !is_zero("0.5") && !is_zero("none"));
+        // The standard rules leave it to the model.
+        let mut standard = after_turn(AnswerPolicy::standard(), code, absent, &scope);
+        assert_eq!(standard.refusal("0", COUNT, false, &scope), None);
+    }
+
+    #[test]
+    fn an_aggregate_read_from_search_passages_gets_a_second_look() {
+        const RANKING: &str = "Which station accounts for the most value in total?";
+        let scope = Scope::top_level();
+        let passages = "search found 'station' in 400 places; only the first 10 are shown below.\n\
+                        {\"value\": 111, \"station\": \"alpha\"}";
+        let mut searched = small_after("print(search('station'))", passages, &scope);
+        assert_eq!(searched.refusal("111", RANKING, false, &scope), Some(Refusal::AggregateFromSearch));
+        let note = searched.refusal_note(Refusal::AggregateFromSearch, "111", RANKING);
+        assert!(note.contains("sum_by(") && note.contains("count_by("), "{note}");
+        let count_note = Refusal::AggregateFromSearch.note("5", "How many lines have status=error and host=api-1?");
+        assert!(
+            count_note.contains(r#"print(len(lines_with("#) && count_note.contains(r#""host=api-1""#),
+            "{count_note}"
+        );
+        // A lookup is not an aggregate: what search shows may be its answer.
+        let mut lookup = small_after("print(search('brisk-pebble'))", "brisk-pebble: 4473224", &scope);
+        assert_eq!(lookup.refusal("4473224", QUERY, false, &scope), None);
+        // Code over the data (a helper, or `context` itself) has computed it.
+        for code in ["print(sum_by('station', 'value'))", "print(len([l for l in context.splitlines() if 'x' in l]))"] {
+            let mut computed =
+                after_turn(small_after("print(search('station'))", passages, &scope), code, "alpha: 5", &scope);
+            assert_eq!(computed.refusal("alpha", RANKING, false, &scope), None, "{code}");
+        }
+        // A failed cell computed nothing.
+        let mut policy = small_after("print(search('station'))", passages, &scope);
+        let error = CellError { kind: "TypeError".into(), message: "x".into(), traceback: String::new() };
+        let failed = CellOutcome { error: Some(error), ..CellOutcome::default() };
+        policy.observe_cells([("print(max(records('station')))", &failed)]);
+        policy.end_turn([&view("")], &scope, &mut Vec::new());
+        assert_eq!(policy.refusal("alpha", RANKING, false, &scope), Some(Refusal::AggregateFromSearch));
+        // Second looks are asked for at most twice a run, then the answer stands.
+        assert_eq!(policy.refusal("alpha", RANKING, false, &scope), Some(Refusal::AggregateFromSearch));
+        assert_eq!(policy.refusal("alpha", RANKING, false, &scope), None);
     }
 
     #[test]

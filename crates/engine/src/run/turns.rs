@@ -153,7 +153,7 @@ impl<'a> Loop<'a> {
             if let Some(proposal) = proposal {
                 match self.policy.refusal(&proposal.answer, query, !outcomes.is_empty(), self.scope) {
                     None => return Ending::answered(proposal.answer, proposal.finished_by, iterations),
-                    Some(refusal) => notes.push(refusal.note(&proposal.answer, query)),
+                    Some(refusal) => notes.push(self.policy.refusal_note(refusal, &proposal.answer, query)),
                 }
             } else if outcomes.is_empty() {
                 notes.push(self.policy.no_code_note(query));
@@ -243,7 +243,10 @@ impl<'a> Loop<'a> {
                 let refused = match &answer {
                     None => Some("it named a variable that does not exist".to_owned()),
                     Some(answer) => {
-                        self.policy.refusal(answer, query, false, self.scope).map(|refusal| refusal.reason().to_owned())
+                        // No code can run any more: a second look could only end the run without an answer.
+                        self.policy
+                            .final_refusal(answer, query, false, self.scope)
+                            .map(|refusal| refusal.reason().to_owned())
                     }
                 };
                 match (answer, refused) {
