@@ -806,6 +806,19 @@ def _no_such_field(helper, name, records):
     )
 
 
+def _field_list(records):
+    return ", ".join(dict.fromkeys(str(key) for record in records[:50] for key in record))
+
+
+class _Total(_Groups):
+    """One total, when sum_by() was given no field to group by: prints what was added up and the total."""
+
+    def __repr__(self):
+        return f"{self.summary}\nTotal: {self[0][1]}"
+
+    __str__ = __repr__
+
+
 def _among(terms, n):
     return f"{_count(n, 'record')}" + (f" {_describe_terms(terms)}" if terms else "")
 
@@ -817,7 +830,18 @@ def count_by_text(context, field, *words):
         return _Groups([], why)
     key = _field_key(found, field)
     if key is None:
-        raise _no_such_field("count_by", field, found)
+        # count_by("lost", "poetry") for "how many loans are lost and in poetry": values where the field belongs.
+        # When the first word is in the lines, count the lines with all of the words, as lines_with() does.
+        all_words = (field, *words)
+        _, _, indexes = _matching_rows(context, all_words, "count_by")
+        if not indexes:
+            raise _no_such_field("count_by", field, found)
+        lines = lines_with_text(context, *all_words)
+        lines.summary = (
+            f"count_by(): {field!r} is not a field of the records (their fields: {_field_list(found)}), so it was "
+            f"taken as a word of the lines. {lines.summary}"
+        )
+        return lines
     counts = collections.Counter(record[key] for record in found if record.get(key) is not None)
     without = len(found) - sum(counts.values())
     lacking = f" ({_count(without, 'record')} without {key})" if without else ""
@@ -844,6 +868,25 @@ def sum_by_text(context, field, number_field, *words):
         ):
             rest = [w for w in words if w is not given]
             return sum_by_text(context, field, given, f"{key}={_safe_str(number_field).strip()}", *rest)
+    if key is None and number_key is not None:
+        # sum_by("order records", "amount", "territory=central") for "the total amount with territory central": no
+        # field to group by, so the plain total. A first word that the lines write is a condition ("north"); one
+        # they never write ("order records") names what is added up and is left out.
+        with_field, rows, indexes = _matching_rows(context, (field, *words), "sum_by")
+        kept = [record for record in (rows.fields(i) for i in indexes) if record]
+        if kept:
+            found, terms, how = kept, with_field, "so it was taken as a word of the lines"
+        else:
+            how = "and no line has it, so it was left out"
+        amounts = [_as_number(record.get(number_key)) for record in found]
+        amounts = [amount for amount in amounts if amount is not None]
+        total = sum(amounts)
+        total = round(total, 10) if isinstance(total, float) else total
+        summary = (
+            f"sum_by(): {field!r} is not a field of the records (their fields: {_field_list(found)}), {how}. "
+            f"{number_key} added up over the {_among(terms, len(found))} ({_count(len(amounts), 'value')}):"
+        )
+        return _Total([("total", total)], summary)
     for name, resolved in ((field, key), (number_field, number_key)):
         if resolved is None:
             raise _no_such_field("sum_by", name, found)

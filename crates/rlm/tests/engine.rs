@@ -813,7 +813,26 @@ async fn count_by_and_sum_by_rank_the_values_of_a_field() {
     // "outcome value" (as in "which outcome value is most common"): the one word of it that names a field.
     let named = run("print(count_by('outcome value', 'speed=slow').most_common(1))").await;
     assert_eq!(named.stdout.trim(), "[('ok', 1)]");
-    // A field no record has: the error lists the fields there are.
+    // Values where the field belongs ("how many timeouts are slow"): counted as words of the lines, as lines_with
+    // does. No field to group by ("the took_ms of the log entries"): the plain total, leaving out a first word that
+    // no line writes.
+    let as_words = run("print(count_by('timeout', 'speed=slow'))").await;
+    assert!(
+        as_words.stdout.starts_with(
+            "count_by(): 'timeout' is not a field of the records (their fields: ts, outcome, took_ms, speed), so it \
+             was taken as a word of the lines. 1 line with all of 'timeout', 'speed=slow':\n"
+        ),
+        "{as_words:?}"
+    );
+    let total = run("r = sum_by('log entries', 'took_ms', 'speed=slow')\nprint(r)\nprint(r[0])").await;
+    assert_eq!(
+        total.stdout.trim(),
+        "sum_by(): 'log entries' is not a field of the records (their fields: ts, outcome, took_ms, speed), and no \
+         line has it, so it was left out. took_ms added up over the 3 records with 'speed=slow' (3 values):\nTotal: \
+         300\n('total', 300)",
+        "{total:?}"
+    );
+    // A field no record has, and no line writes: the error lists the fields there are.
     let wrong = run("count_by('result')").await;
     let error = wrong.error.expect("an unknown field is an error");
     assert_eq!(error.kind, "ValueError");
