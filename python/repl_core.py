@@ -709,13 +709,33 @@ _SHOWN_GROUPS = 15
 _LOOSE_NUMBER = re.compile(r"[-+]?[$€£]?\s*(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*[A-Za-z%]{0,3}")
 
 
+class _Pair(tuple):
+    """(value, count or total). Compares by the number first, so max(), min() and sorted() over a ranking go by the
+    count or total, as meant (a plain tuple compares the values' names first: max() would give the last name)."""
+
+    def _key(self):
+        return (self[1], _safe_str(self[0]))
+
+    def __lt__(self, other):
+        return self._key() < other._key() if isinstance(other, _Pair) else tuple.__lt__(self, other)
+
+    def __le__(self, other):
+        return self._key() <= other._key() if isinstance(other, _Pair) else tuple.__le__(self, other)
+
+    def __gt__(self, other):
+        return self._key() > other._key() if isinstance(other, _Pair) else tuple.__gt__(self, other)
+
+    def __ge__(self, other):
+        return self._key() >= other._key() if isinstance(other, _Pair) else tuple.__ge__(self, other)
+
+
 class _Groups(list):
     """(value, count or total) pairs, largest first. Prints as a line saying what was computed, the ranking, and the
     values at both ends by name: weak models answer with the last value they read, so the list must not end on the
     smallest without saying that it is the smallest."""
 
     def __init__(self, pairs, summary, ends=("most common", "least common")):
-        super().__init__(pairs)
+        super().__init__(_Pair(pair) for pair in pairs)
         self.summary = summary
         self.ends = ends
 
@@ -863,9 +883,18 @@ def sum_by_text(context, field, number_field, *words):
         # sum_by("area", "north", "total_usd") for "the total_usd of orders where area is north": a value of the
         # field in the number field's place, and the number field among the words. Keep the lines with the value.
         given = next((w for w in words if isinstance(w, str) and _field_key(found, w) is not None), None)
-        if given is not None and _safe_str(number_field).strip().lower() in (
-            _safe_str(record.get(key)).lower() for record in found
-        ):
+        is_value = _safe_str(number_field).strip().lower() in (_safe_str(record.get(key)).lower() for record in found)
+        if given is None and is_value:
+            # sum_by("territory", "central") for "the total amount with territory=central": no number field named;
+            # when the records have exactly one field of numbers besides, that is the one to add up.
+            keys = dict.fromkeys(k for record in found[:200] for k in record if k != key)
+            numeric = [
+                k for k in keys
+                if sum(1 for r in found if _as_number(r.get(k)) is not None) >= 0.9 * len(found)
+            ]
+            if len(numeric) == 1:
+                given = numeric[0]
+        if given is not None and is_value:
             rest = [w for w in words if w is not given]
             return sum_by_text(context, field, given, f"{key}={_safe_str(number_field).strip()}", *rest)
     if key is None and number_key is not None:
@@ -917,6 +946,23 @@ def sum_by_text(context, field, number_field, *words):
         f"of {key} over the {_among(terms, len(found))}{lacking}{swapped}, highest total first:"
     )
     return _Groups(ranked, summary, (f"highest total of {number_key}", f"lowest total of {number_key}"))
+
+
+def _final_of_a_name(tree):
+    """The name in a cell that ends with `FINAL(name)`, a bare name as its only argument; else None."""
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return None
+    call = tree.body[-1].value
+    if (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "FINAL"
+        and len(call.args) == 1
+        and not call.keywords
+        and isinstance(call.args[0], ast.Name)
+    ):
+        return call.args[0].id
+    return None
 
 
 def helpers_for(context):
@@ -1092,6 +1138,7 @@ class SessionCore:
         # Lets tracebacks (also of functions defined here and called from later cells) show the source lines.
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         tree = ast.parse(source, filename, "exec")
+        self.final_word = _final_of_a_name(tree)
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = compile(ast.Expression(tree.body.pop().value), filename, "eval", dont_inherit=True)
@@ -1104,7 +1151,16 @@ class SessionCore:
         exec(body, self.globals)
         if last is None:
             return
-        value = eval(last, self.globals)
+        try:
+            value = eval(last, self.globals)
+        except NameError as exc:
+            # FINAL(kilo) for the answer "kilo": a word written as the answer, not a variable. (Only a name that is
+            # undefined: FINAL(total) with a variable `total` is that variable's value.)
+            word = getattr(self, "final_word", None)
+            if word is None or getattr(exc, "name", None) != word:
+                raise
+            self.final_call = word
+            return
         if value is None or isinstance(value, _Shown):
             return
         if isinstance(value, (str, bytes)) and len(value) > echo_limit:

@@ -7,7 +7,7 @@ use rlm_protocol::{CellError, CellOutcome, LimitKind};
 
 use crate::guard::search_terms;
 use crate::prompt::group_thousands;
-use crate::question::{RANKING, aggregate_cue, asks_for_ranking};
+use crate::question::{RANKING, aggregate_cue, asks_for_ranking, asks_for_total};
 
 /// A code line that searches `context` for the most specific words of `query`; for a question that asks for an
 /// aggregate, one that gets every line with its conditions instead (search shows only a few places).
@@ -166,12 +166,29 @@ pub fn repeat_note(query: &str, had_code: bool, failure: Option<&CellError>) -> 
 pub fn question_reminder(query: &str) -> String {
     match aggregate_cue(query) {
         // Told only "use code", a model that has just printed the computed result writes the same code again.
-        Some((kind, _)) => format!(
-            "Question: {query}\nThis question asks for {kind}. If the output above is that result, computed by code \
-             over all lines (lines_with or records, then len, sum, max or min; count_by or sum_by for the value with \
-             the most), reply with FINAL( then the result then ). If not, write a code block that computes it. Never \
-             count what search shows."
-        ),
+        Some((kind, _)) => {
+            // "Which station accounts for the most value in total" is a total per value, then the largest: weak models
+            // reach for count_by there, which counts lines instead.
+            let (kind, how) = match kind {
+                "a count" => (kind, "lines_with or records, then len"),
+                _ if asks_for_ranking(query) && asks_for_total(query) => (
+                    "a total for each value, then the highest or lowest",
+                    "sum_by(\"a field\", \"a number field\") adds up the number field for each value of the field; \
+                     count_by only counts lines",
+                ),
+                _ if asks_for_ranking(query) => (
+                    RANKING,
+                    "count_by(\"a field\") counts the lines of each value; sum_by(\"a field\", \"a number field\") \
+                     adds up a number field for each value",
+                ),
+                _ => (kind, "lines_with or records, then len, sum, max or min"),
+            };
+            format!(
+                "Question: {query}\nThis question asks for {kind}. If the output above is that result, computed by \
+                 code over all lines ({how}), reply with FINAL( then the result then ). If not, write a code block \
+                 that computes it. Never count what search shows."
+            )
+        }
         None => format!(
             "Question: {query}\nIf the output above shows the answer, reply with FINAL( then the answer then ). If it \
              does not, write another code block."
@@ -305,6 +322,13 @@ mod tests {
         assert_eq!(suggested_search(lookup), r#"print(search("brisk-pebble"))"#);
         assert!(question_reminder(count).contains("asks for a count"), "{}", question_reminder(count));
         assert!(!question_reminder(lookup).contains("asks for"), "{}", question_reminder(lookup));
+        // A total per value, then the largest: sum_by, not count_by; a plain ranking: count_by first.
+        let ranked_total = question_reminder("Which value of station accounts for the most value in total?");
+        assert!(ranked_total.contains("asks for a total for each value, then the highest or lowest"), "{ranked_total}");
+        assert!(ranked_total.contains("sum_by(\"a field\", \"a number field\") adds up"), "{ranked_total}");
+        let ranked = question_reminder("Which user has the most log lines with status=timeout?");
+        assert!(ranked.contains("asks for an extreme or a ranking") && ranked.contains("count_by(\"a field\") counts"));
+        assert!(!question_reminder(count).contains("count_by"), "{}", question_reminder(count));
         let note = search_count_note("77", count);
         assert!(note.contains(r#"print(len(lines_with("action=logout", "status=error")))"#), "{note}");
     }

@@ -41,6 +41,15 @@ pub fn asks_for_ranking(query: &str) -> bool {
         .any(|(_, cues)| cues.split('|').any(|cue| contains_phrase(&words, cue)))
 }
 
+/// Whether `query` asks for a total or sum of something (whatever else it asks too).
+pub fn asks_for_total(query: &str) -> bool {
+    let words = lower_words(query);
+    AGGREGATE_CUES
+        .iter()
+        .filter(|(kind, _)| *kind == "a total")
+        .any(|(_, cues)| cues.split('|').any(|cue| contains_phrase(&words, cue)))
+}
+
 fn lower_words(query: &str) -> Vec<String> {
     query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
