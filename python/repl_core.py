@@ -543,6 +543,26 @@ class _Rows:
         return _Record(zip(self.names, map(_value, row))) if len(row) == len(self.names) else None
 
 
+# The rows of the text the helpers were last called on. A cell often calls several helpers over the same context, and
+# each would otherwise split it into lines and parse the fields of the lines again. Only for text (immutable) and up
+# to a size where keeping the lines costs little; the text itself is kept too, so `is` cannot match another object.
+# One (text, rows) tuple, replaced whole, so that threads of other sessions never see half of an entry.
+_ROWS_CACHE_MAX_CHARS = 64 * 1024 * 1024
+_rows_cache = None
+
+
+def _rows_of(context):
+    global _rows_cache
+    if not isinstance(context, str) or len(context) > _ROWS_CACHE_MAX_CHARS:
+        return _Rows(context)
+    cached = _rows_cache
+    if cached is not None and cached[0] is context:
+        return cached[1]
+    rows = _Rows(context)
+    _rows_cache = (context, rows)
+    return rows
+
+
 # A condition written as words: "return_status lost", "branch is riverside", "sku name = mirror".
 _WORDS_CONDITION = re.compile(
     r"([A-Za-z_][\w.-]*(?:\s+(?!(?:is|was)\s)[A-Za-z_][\w.-]*)?)\s+(?:(?:is|was|=|:)\s+)?(\S+)", re.IGNORECASE
@@ -592,7 +612,7 @@ class _Term:
 def _matching_rows(context, words, helper):
     """The terms, the rows, and the indexes of the rows that match every term (all rows but a CSV header when none)."""
     terms = [_Term(word, helper) for word in words]
-    rows = _Rows(context)
+    rows = _rows_of(context)
     indexes = [i for i in range(rows.first, len(rows.lines)) if all(term.matches(rows, i) for term in terms)]
     return [term.text for term in terms], rows, indexes
 
