@@ -73,6 +73,25 @@ pub fn absent_word_zero_note(answer: &str, helper_note: Option<&str>) -> String 
     )
 }
 
+/// Why a count or total is not the answer to a question that asks which value: `value`, the one a printed ranking
+/// gave that number to.
+pub fn number_for_which_note(answer: &str, value: Option<&str>) -> String {
+    let shown: String = answer.chars().take(80).collect();
+    let named = match value {
+        Some(value) => {
+            let value: String = value.chars().take(80).collect();
+            format!(
+                " In the ranking printed, {shown} is the number beside {value}: if that is the one the question asks for, reply FINAL({value})."
+            )
+        }
+        None => " Reply with the name of the value the numbers point to, not the numbers.".to_owned(),
+    };
+    format!(
+        "FINAL({shown}) was not accepted yet: the question asks which one, and a count or total is not a value.{named} \
+         If the answer really is the number, reply FINAL({shown}) again."
+    )
+}
+
 /// Why an aggregate read from `search()` passages is not accepted yet, with the helper for the kind of aggregate the
 /// question asks for.
 pub fn aggregate_from_search_note(answer: &str, query: &str) -> String {

@@ -50,6 +50,26 @@ pub fn asks_for_total(query: &str) -> bool {
         .any(|(_, cues)| cues.split('|').any(|cue| contains_phrase(&words, cue)))
 }
 
+/// Whether `query` asks for a value by how it ranks or compares ("Which station ...the most ...?", "Who has the
+/// fewest ...?", "Are there more ... with sku mirror or with sku lamp?"), not for a number: a count, total or statistic
+/// printed beside that value is not its answer.
+pub fn asks_which_value(query: &str) -> bool {
+    let words = lower_words(query);
+    let names_a_value = ["which", "who", "whose", "whom"].iter().any(|w| contains_phrase(&words, w))
+        || (words.iter().any(|w| w == "or") && comparison_words(&words));
+    let asks_a_number = ["how many", "how much", "number of", "what is the total", "what is the sum"]
+        .iter()
+        .any(|cue| contains_phrase(&words, cue));
+    names_a_value && !asks_a_number && asks_for_ranking(query)
+}
+
+fn comparison_words(words: &[String]) -> bool {
+    AGGREGATE_CUES
+        .iter()
+        .filter(|(kind, _)| *kind == "a comparison of groups")
+        .any(|(_, cues)| cues.split('|').any(|cue| contains_phrase(words, cue)))
+}
+
 fn lower_words(query: &str) -> Vec<String> {
     query.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
@@ -120,6 +140,28 @@ mod tests {
         }
         for query in ["What is the total amount of orders from the north?", "How many loans were lost?"] {
             assert!(!asks_for_ranking(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn which_value_questions_are_told_from_number_questions() {
+        for query in [
+            "Over every one of the samples, which value of station accounts for the most value in total?",
+            "Which user has the most log lines with status=timeout?",
+            "Who sold the fewest lamps?",
+            "Are there more sales with sku mirror or with sku lamp?",
+            "Which outcome comes out highest when summing took_ms per outcome?",
+        ] {
+            assert!(asks_which_value(query), "{query}");
+        }
+        for query in [
+            "How many lines does the most common user have?",
+            "What is the total amount of orders from the north?",
+            "Which lines mention Paris?",
+            "Did api-1 have more errors than api-2?",
+            "What is the largest took_ms?",
+        ] {
+            assert!(!asks_which_value(query), "{query}");
         }
     }
 

@@ -1,6 +1,6 @@
 //! When a proposed answer may end a run, and what the model is told between turns: [`AnswerPolicy`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rlm_protocol::{CellError, CellOutcome};
 
@@ -9,7 +9,7 @@ use crate::guard::{RepeatTracker, placeholder_reason};
 use crate::host::collapse_whitespace;
 use crate::notes::{self, CellView};
 use crate::prompt::PromptProfile;
-use crate::question::aggregate_cue;
+use crate::question::{aggregate_cue, asks_which_value};
 
 /// Replies in a row that repeat their predecessor before the run stops with `LimitKind::Repetition`; each one
 /// before that gets a nudge to change course.
@@ -68,6 +68,13 @@ enum Rules {
         absent_words: Option<String>,
         /// Answers refused by second looks so far.
         second_looks: u32,
+        /// The counts and totals of rankings printed (`count_by`, `sum_by`: lines "  alpha: 367"), each with the
+        /// value it belongs to.
+        ranked_numbers: BTreeMap<Vec<String>, String>,
+        /// The values those rankings named, lower-cased: a number among them ("2019") is a value, not a count.
+        ranked_values: BTreeSet<String>,
+        /// The last answer refused as [`Refusal::NumberForWhich`]: given again after the note, it stands.
+        number_for_which: Option<String>,
     },
 }
 
@@ -91,6 +98,9 @@ pub(crate) enum Refusal {
     /// A second look: the question asks for an aggregate and no code has computed over the data, only `search()`
     /// passages were read.
     AggregateFromSearch,
+    /// A second look: the question asks which value ranks first (or which of two), and the answer is a count or
+    /// total a ranking printed beside a value, or only numbers ("122 > 93").
+    NumberForWhich,
 }
 
 impl Refusal {
@@ -105,6 +115,7 @@ impl Refusal {
             // Their notes need what the policy saw: `AnswerPolicy::refusal_note` gives them.
             Self::ZeroFromAbsentWord => notes::absent_word_zero_note(answer, None),
             Self::AggregateFromSearch => notes::aggregate_from_search_note(answer, query),
+            Self::NumberForWhich => notes::number_for_which_note(answer, None),
         }
     }
 
@@ -119,6 +130,7 @@ impl Refusal {
             Self::SearchCount => "its number was only shown as how many places search() found",
             Self::ZeroFromAbsentWord => "it is a count of 0 built on a word that is in no line",
             Self::AggregateFromSearch => "the question asks for an aggregate and no code computed it over all lines",
+            Self::NumberForWhich => "the question asks which value, and the answer is only the number beside one",
         }
     }
 }
@@ -146,6 +158,9 @@ impl AnswerPolicy {
             matched_this_turn: false,
             absent_words: None,
             second_looks: 0,
+            ranked_numbers: BTreeMap::new(),
+            ranked_values: BTreeSet::new(),
+            number_for_which: None,
         })
     }
 
@@ -202,7 +217,10 @@ impl AnswerPolicy {
         if let Some(refusal) = self.final_refusal(answer, query, with_code, scope) {
             return Some(refusal);
         }
-        let Rules::Small { computed, absent_words, second_looks, .. } = &mut self.rules else {
+        let Rules::Small {
+            computed, absent_words, second_looks, ranked_numbers, ranked_values, number_for_which, ..
+        } = &mut self.rules
+        else {
             return None;
         };
         if *second_looks >= MAX_SECOND_LOOKS {
@@ -212,6 +230,12 @@ impl AnswerPolicy {
             Refusal::ZeroFromAbsentWord
         } else if !*computed && aggregate_cue(query).is_some() {
             Refusal::AggregateFromSearch
+        } else if asks_which_value(query)
+            && number_for_which.as_deref() != Some(answer.trim())
+            && names_no_value(answer, ranked_numbers, ranked_values)
+        {
+            *number_for_which = Some(answer.trim().to_owned());
+            Refusal::NumberForWhich
         } else {
             return None;
         };
@@ -224,6 +248,10 @@ impl AnswerPolicy {
         match (refusal, &self.rules) {
             (Refusal::ZeroFromAbsentWord, Rules::Small { absent_words, .. }) => {
                 notes::absent_word_zero_note(answer, absent_words.as_deref())
+            }
+            (Refusal::NumberForWhich, Rules::Small { ranked_numbers, .. }) => {
+                let numbers: Vec<String> = whole_numbers(answer).collect();
+                notes::number_for_which_note(answer, ranked_numbers.get(&numbers).map(String::as_str))
             }
             _ => refusal.note(answer, query),
         }
@@ -281,6 +309,8 @@ impl AnswerPolicy {
             other_numbers,
             matched_this_turn,
             absent_words,
+            ranked_numbers,
+            ranked_values,
             ..
         } = &mut self.rules
         {
@@ -292,6 +322,10 @@ impl AnswerPolicy {
                     if line.starts_with(ABSENT_WORDS_OPENING) {
                         // The line names the words (from model-written code), so it can be any size.
                         absent_note = Some(line.chars().take(600).collect::<String>());
+                    }
+                    if let Some((value, number)) = ranking_line(line) {
+                        ranked_values.insert(value.to_lowercase());
+                        ranked_numbers.entry(whole_numbers(number).collect()).or_insert_with(|| value.to_owned());
                     }
                     match search_summary_count(line) {
                         Some(count) => {
@@ -428,6 +462,32 @@ fn computes_over_data(code: &str) -> bool {
 /// The opening of the helpers' note that a word given to them is in no line of `context` (python/repl_core.py,
 /// `ABSENT_WORDS_OPENING`).
 const ABSENT_WORDS_OPENING: &str = "Not in any line of context: ";
+
+/// A line of a printed ranking (python/repl_core.py, `_Groups`): "  alpha: 367" gives `("alpha", "367")`.
+fn ranking_line(line: &str) -> Option<(&str, &str)> {
+    let (value, number) = line.strip_prefix("  ")?.rsplit_once(": ")?;
+    let value = value.trim();
+    let is_number = number.parse::<f64>().is_ok_and(f64::is_finite);
+    (is_number && !value.is_empty() && value.chars().count() <= 200).then_some((value, number))
+}
+
+/// Whether `answer` gives numbers where a value was asked for: a number a ranking printed as some value's count or
+/// total, or numbers with nothing else ("122 > 93", "122 and 93"). One number that no ranking printed may be the
+/// value itself (a year), and so may a number the ranking named as a value.
+fn names_no_value(
+    answer: &str,
+    ranked_numbers: &BTreeMap<Vec<String>, String>,
+    ranked_values: &BTreeSet<String>,
+) -> bool {
+    let numbers: Vec<String> = whole_numbers(answer).collect();
+    if numbers.is_empty()
+        || answer.chars().any(char::is_alphabetic)
+        || ranked_values.contains(&answer.trim().to_lowercase())
+    {
+        return false;
+    }
+    ranked_numbers.contains_key(&numbers) || numbers.len() >= 2
+}
 
 /// Whether `answer` is a count of nothing: it has numbers and all of them are 0 ("0", "0.0", "There are 0.").
 fn is_zero(answer: &str) -> bool {
@@ -671,6 +731,39 @@ mod tests {
         // Second looks are asked for at most twice a run, then the answer stands.
         assert_eq!(policy.refusal("alpha", RANKING, false, &scope), Some(Refusal::AggregateFromSearch));
         assert_eq!(policy.refusal("alpha", RANKING, false, &scope), None);
+    }
+
+    #[test]
+    fn a_count_given_for_which_value_gets_a_second_look() {
+        const WHICH: &str =
+            "Over every one of the samples, which value of station accounts for the most value in total?";
+        let scope = Scope::top_level();
+        let ranking = "Total value per station of the 900 records, largest first:\n  alpha: 367\n  2019: 120\n  \
+                       gamma: 93\nLeast: gamma (93).\nMost: alpha (367).";
+        let code = "print(sum_by('station', 'value'))";
+        let mut policy = small_after(code, ranking, &scope);
+        assert_eq!(policy.refusal("367", WHICH, false, &scope), Some(Refusal::NumberForWhich));
+        let note = policy.refusal_note(Refusal::NumberForWhich, "367", WHICH);
+        assert!(note.contains("beside alpha") && note.contains("FINAL(alpha)"), "{note}");
+        // Given again after the note, it stands; the value itself is accepted at once.
+        assert_eq!(policy.refusal("367", WHICH, false, &scope), None);
+        let mut fresh = small_after(code, ranking, &scope);
+        assert_eq!(fresh.refusal("alpha", WHICH, false, &scope), None);
+        // A number that the ranking names as a value is a value.
+        assert_eq!(fresh.refusal("2019", WHICH, false, &scope), None);
+        // Two numbers in place of a choice; one number no ranking printed may be the value (a year).
+        const CHOICE: &str = "Are there more sales with sku mirror or with sku lamp?";
+        let mut counted = small_after("print(len(lines_with('mirror')), len(lines_with('lamp')))", "122 93", &scope);
+        assert_eq!(counted.refusal("122 > 93", CHOICE, false, &scope), Some(Refusal::NumberForWhich));
+        assert!(counted.refusal_note(Refusal::NumberForWhich, "122 > 93", CHOICE).contains("not the numbers"));
+        assert_eq!(counted.refusal("1998", WHICH, false, &scope), None);
+        // A question that asks for a number takes one; the standard rules leave it to the model.
+        assert_eq!(fresh.refusal("367", "How many records does the most common station have?", false, &scope), None);
+        let mut standard = after_turn(AnswerPolicy::standard(), code, ranking, &scope);
+        assert_eq!(standard.refusal("367", WHICH, false, &scope), None);
+        assert_eq!(ranking_line("  alpha: 367"), Some(("alpha", "367")));
+        assert_eq!(ranking_line("alpha: 367"), None);
+        assert_eq!(ranking_line("  note: see below"), None);
     }
 
     #[test]
