@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::DecodeError;
 use llama_cpp_2::context::LlamaContext;
@@ -70,10 +70,72 @@ fn backend() -> Result<&'static LlamaBackend, LlamaError> {
 /// One thread per core that is not already busy. llama.cpp's threads wait for each other at every step, so a thread
 /// that shares its core with other work stalls them all: on a 2-core machine running builds (load 10), one thread
 /// read and wrote about three times as fast as two.
-pub(crate) fn default_threads() -> u32 {
+///
+/// What is busy is measured while the model loads ([`CpuSample`] before and after): the one-minute load average
+/// still counts a process that has just ended, such as the previous run of the same command, so back-to-back runs
+/// on an idle machine would get one thread. The load average is the fallback where `/proc/stat` is not readable.
+pub(crate) fn default_threads(since: Option<&CpuSample>) -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1));
-    let busy = std::fs::read_to_string("/proc/loadavg").ok().and_then(|text| busy_cores(&text)).unwrap_or(0);
+    let measured = since.zip(CpuSample::now()).and_then(|(before, after)| busy_cores_between(before, &after, cores));
+    let busy = measured
+        .or_else(|| std::fs::read_to_string("/proc/loadavg").ok().and_then(|text| busy_cores(&text)))
+        .unwrap_or(0);
     threads_for(cores, busy)
+}
+
+/// The shortest window over which busy cores are measured: the model's load usually takes longer (a second or
+/// more); a tiny model waits for the rest.
+const MIN_CPU_WINDOW: Duration = Duration::from_millis(200);
+
+/// CPU time counters: of the whole machine (`/proc/stat`, all cores) and of this process (`/proc/self/stat`), in
+/// clock ticks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuSample {
+    taken: Instant,
+    machine_busy: u64,
+    machine_total: u64,
+    own: u64,
+}
+
+impl CpuSample {
+    pub(crate) fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        Self::parse(&stat, &own)
+    }
+
+    fn parse(stat: &str, own_stat: &str) -> Option<Self> {
+        // "cpu  user nice system idle iowait irq softirq steal ...": idle and iowait are the time nothing ran.
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .take(8)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let machine_total: u64 = ticks.iter().sum();
+        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+        // The command (field 2) is in parentheses and may hold spaces: fields count from after its closing one.
+        let after_name = &own_stat[own_stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name (0-based from field 3).
+        let own = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Self { taken: Instant::now(), machine_busy: machine_total.checked_sub(idle)?, machine_total, own })
+    }
+}
+
+/// Cores kept busy by other processes between two samples, rounded; `None` when the window is too short to say.
+fn busy_cores_between(before: &CpuSample, after: &CpuSample, cores: u32) -> Option<u32> {
+    let total = after.machine_total.checked_sub(before.machine_total)?;
+    if total == 0 || after.taken.duration_since(before.taken) < MIN_CPU_WINDOW / 2 {
+        return None;
+    }
+    let busy = after.machine_busy.saturating_sub(before.machine_busy);
+    let others = busy.saturating_sub(after.own.saturating_sub(before.own));
+    let share = others as f64 / total as f64;
+    Some((share * f64::from(cores)).round().clamp(0.0, f64::from(cores)) as u32)
 }
 
 /// Cores kept busy by other work: the one-minute load average, rounded.
@@ -107,6 +169,8 @@ fn run(
     ready: mpsc::Sender<Result<ModelInfo, LlamaError>>,
 ) {
     let started = Instant::now();
+    // Busy cores are measured over the load, when no thread count is given.
+    let cpu_before = config.threads.is_none().then(CpuSample::now).flatten();
     let backend = match backend() {
         Ok(backend) => backend,
         Err(err) => {
@@ -121,7 +185,16 @@ fn run(
             return;
         }
     };
-    let threads = config.threads.unwrap_or_else(default_threads).max(1);
+    let threads = match config.threads {
+        Some(threads) => threads,
+        None => {
+            if let Some(rest) = cpu_before.and_then(|before| MIN_CPU_WINDOW.checked_sub(before.taken.elapsed())) {
+                std::thread::sleep(rest);
+            }
+            default_threads(cpu_before.as_ref())
+        }
+    }
+    .max(1);
     let n_ctx_train = model.n_ctx_train();
     let n_ctx = config.n_ctx.map_or(n_ctx_train, |n| n.min(n_ctx_train)).max(64);
     let n_seq = config.n_seq.max(1);
@@ -903,5 +976,32 @@ mod tests {
         assert_eq!(threads_for(8, 0), 8);
         assert_eq!(threads_for(8, 3), 5);
         assert_eq!(threads_for(2, 10), 1);
+    }
+
+    #[test]
+    fn busy_cores_are_what_other_processes_used_between_two_samples() {
+        let own = |ticks: u64| format!("4242 (rlm bench (x)) S 1 2 3 4 5 6 7 8 9 10 {ticks} 0 0 0 20 0");
+        let sample = |user: u64, idle: u64, own_ticks: u64| {
+            CpuSample::parse(&format!("cpu  {user} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3 4"), &own(own_ticks))
+                .expect("a sample")
+        };
+        let before = sample(1000, 5000, 100);
+        // 200 ticks of two cores passed: 100 busy, all of them this process's own.
+        let mut after = sample(1100, 5100, 200);
+        after.taken = before.taken + MIN_CPU_WINDOW;
+        assert_eq!(busy_cores_between(&before, &after, 2), Some(0));
+        // 100 busy, 10 of them this process's: 90/200 of two cores is about one core.
+        let mut loaded = sample(1100, 5100, 110);
+        loaded.taken = before.taken + MIN_CPU_WINDOW;
+        assert_eq!(busy_cores_between(&before, &loaded, 2), Some(1));
+        assert_eq!(threads_for(2, 1), 1);
+        // Too short a window says nothing.
+        assert_eq!(busy_cores_between(&before, &sample(1100, 5100, 110), 2), None);
+        assert!(CpuSample::parse("garbage", &own(1)).is_none());
+        assert!(CpuSample::parse("cpu  1 2 3 4 5 6 7 8", "no parenthesis").is_none());
+        // On Linux the real files parse.
+        if cfg!(target_os = "linux") {
+            assert!(CpuSample::now().is_some());
+        }
     }
 }
