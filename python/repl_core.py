@@ -783,6 +783,19 @@ class _Groups(list):
 
     __str__ = __repr__
 
+    def _not_a_number(self, *_):
+        # count_by("status", "denied") * count_by("event", "search") for "how many have both": weak models take a
+        # ranking for a count. List arithmetic would repeat or join the pairs without a word; say what to do instead.
+        call = self.summary.split(":", 1)[0] if self.summary.startswith(("count_by(", "sum_by(")) else "This ranking"
+        raise TypeError(
+            f"{call} is a ranking (each value with its count or total), not a number, so it cannot be used in "
+            "arithmetic. To count the lines that meet several conditions, use len(lines_with(\"word1\", \"word2\")) "
+            "with one word for each condition; one value's number is dict(ranking)[\"value\"]."
+        )
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _not_a_number
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __iadd__ = __imul__ = _not_a_number
+
 
 def _field_key(records, name):
     """The key the records use for the field called `name`: as written, else ignoring case and the difference

@@ -857,6 +857,18 @@ async fn count_by_and_sum_by_rank_the_values_of_a_field() {
             error.message
         );
     }
+    // A ranking in arithmetic (count_by(...) * count_by(...) for "how many have both"): the error says how to count
+    // lines with several conditions, instead of list repetition or joining without a word.
+    for code in ["count_by('outcome', 'slow') * count_by('speed', 'slow')", "1 + sum_by('outcome', 'took_ms')"] {
+        let failed = run(code).await;
+        let error = failed.error.expect("a ranking is not a number");
+        assert_eq!(error.kind, "TypeError", "{code}");
+        assert!(
+            error.message.contains("is a ranking") && error.message.contains("len(lines_with("),
+            "{}",
+            error.message
+        );
+    }
     server.shutdown().await;
 }
 
