@@ -902,7 +902,30 @@ def count_by_text(context, field, *words):
         f"count_by({', '.join(repr(t) for t in (field, *terms))}): how many of the {_among(terms, len(found))} "
         f"have each value of {key}{lacking}, most common first:"
     )
-    return _Groups(counts.most_common(), summary, (f"most common {key}", f"least common {key}"))
+    groups = _Groups(counts.most_common(), summary, (f"most common {key}", f"least common {key}"))
+    return _with_fixed_field_note(groups, key, terms, found, "count_by")
+
+
+def _with_fixed_field_note(groups, key, terms, found, helper):
+    """`groups`, with a note when it ranks the field that the words fixed ("count_by('kind', 'feature')" for "which
+    team is most common among kind=feature": every record has kind feature, so nothing is ranked)."""
+    if len(groups) != 1 or not terms:
+        return groups
+    only = _safe_str(groups[0][0]).lower()
+    if not only or not any(only in _safe_str(term).lower() for term in terms):
+        return groups
+    others = [
+        str(k) for k in dict.fromkeys(k for record in found[:200] for k in record)
+        if k != key and 1 < len({_safe_str(r.get(k)) for r in found}) <= max(2, len(found) // 2)
+    ]
+    hint = f" Fields that vary among them: {', '.join(others[:8])}." if others else ""
+    example = others[0] if others else "another field"
+    groups.summary = (
+        f"{groups.summary.rstrip(':')}. Every one of them has {key} {groups[0][0]}, the condition given, so this "
+        f"ranks nothing: name the field the question asks about first, e.g. {helper}({example!r}, "
+        f"{', '.join(repr(t) for t in terms)}).{hint}"
+    )
+    return groups
 
 
 def sum_by_text(context, field, number_field, *words):
@@ -978,7 +1001,8 @@ def sum_by_text(context, field, number_field, *words):
         f"sum_by({', '.join(repr(t) for t in (field, number_field, *terms))}): {number_key} added up for each value "
         f"of {key} over the {_among(terms, len(found))}{lacking}{swapped}, highest total first:"
     )
-    return _Groups(ranked, summary, (f"highest total of {number_key}", f"lowest total of {number_key}"))
+    groups = _Groups(ranked, summary, (f"highest total of {number_key}", f"lowest total of {number_key}"))
+    return _with_fixed_field_note(groups, key, terms, found, "sum_by")
 
 
 def _final_of_a_name(tree):

@@ -857,6 +857,14 @@ async fn count_by_and_sum_by_rank_the_values_of_a_field() {
             error.message
         );
     }
+    // Ranking the field that the words fix ("count_by('speed', 'slow')" for "which outcome is most common among
+    // the slow ones") ranks nothing: the output says so and names the field to give first.
+    let fixed = run("print(count_by('speed', 'slow'))").await;
+    assert!(
+        fixed.stdout.contains("Every one of them has speed slow, the condition given, so this ranks nothing")
+            && fixed.stdout.contains("count_by('another field', 'slow')"),
+        "{fixed:?}"
+    );
     // A ranking in arithmetic (count_by(...) * count_by(...) for "how many have both"): the error says how to count
     // lines with several conditions, instead of list repetition or joining without a word.
     for code in ["count_by('outcome', 'slow') * count_by('speed', 'slow')", "1 + sum_by('outcome', 'took_ms')"] {
