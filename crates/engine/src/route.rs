@@ -6,7 +6,7 @@
 use rlm_protocol::{ChatMessage, Context, RouteDecision, RoutePath};
 
 use crate::config::RouteMode;
-use crate::prompt::CHARS_PER_TOKEN;
+use crate::prompt::{CHARS_PER_TOKEN, PromptProfile};
 use crate::question::aggregate_cue;
 
 /// Tokens of the direct prompt's fixed wording, the chat template and a margin for the tokenizer's variance.
@@ -98,6 +98,120 @@ pub fn decide(
                 )
             }
         }
+    }
+}
+
+/// Fewest other numbers written after a key's word for the key to have look-alikes.
+const MIN_LOOKALIKES: usize = 2;
+
+/// Words that come before a number without naming a key ("at 5", "in 2019", "top 10").
+const NOT_KEY_WORDS: &[&str] = &[
+    "a", "about", "after", "an", "and", "are", "around", "at", "before", "by", "first", "for", "from", "in", "is",
+    "last", "of", "on", "or", "over", "since", "than", "the", "to", "top", "under", "until", "was", "were", "with",
+];
+
+/// A key of the question written as a word and a number (`gate 177`, `vault-17`, `case #5`, `u1101`) that the text
+/// also writes with other numbers after the same word (`gate 771`, `gate 1770`): the key and how many other numbers
+/// the text has for its word. Telling such look-alikes apart by reading is what small models get wrong; the RLM's
+/// search matches the key exactly.
+pub fn lookalike_key(query: &str, text: &str) -> Option<(String, usize)> {
+    let query = query.to_lowercase();
+    let text = text.to_lowercase();
+    query_keys(&query).into_iter().find_map(|(word, number, key)| {
+        let others = numbers_after(&text, &word).into_iter().filter(|other| *other != number).count();
+        (others >= MIN_LOOKALIKES).then_some((key, others))
+    })
+}
+
+/// The (word, number, key as written) keys of a lower-cased question: a number with a word right before it, joined
+/// by nothing, a space, `-`, `_` or `#`.
+fn query_keys(query: &str) -> Vec<(String, String, String)> {
+    let chars: Vec<char> = query.chars().collect();
+    let mut keys = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() || (i > 0 && chars[i - 1].is_ascii_digit()) {
+            i += 1;
+            continue;
+        }
+        let end = (i..chars.len()).find(|&j| !chars[j].is_ascii_digit()).unwrap_or(chars.len());
+        let number: String = chars[i..end].iter().collect();
+        let mut start = i;
+        while start > 0 && i - start < 2 && matches!(chars[start - 1], ' ' | '-' | '_' | '#') {
+            start -= 1;
+        }
+        let word_end = start;
+        while start > 0 && chars[start - 1].is_alphabetic() {
+            start -= 1;
+        }
+        let word: String = chars[start..word_end].iter().collect();
+        let joined_by_space_only = word_end < i && chars[word_end..i].iter().all(|c| *c == ' ');
+        let stands_alone = start == 0 || !chars[start - 1].is_alphanumeric();
+        if !word.is_empty() && stands_alone && !(joined_by_space_only && NOT_KEY_WORDS.contains(&word.as_str())) {
+            keys.push((word, number, chars[start..end].iter().collect()));
+        }
+        i = end;
+    }
+    keys
+}
+
+/// The different numbers a lower-cased text writes right after `word` (joined as in [`query_keys`]).
+fn numbers_after(text: &str, word: &str) -> std::collections::BTreeSet<String> {
+    let mut numbers = std::collections::BTreeSet::new();
+    for (at, _) in text.match_indices(word) {
+        if text[..at].chars().next_back().is_some_and(char::is_alphanumeric) {
+            continue;
+        }
+        let rest = &text[at + word.len()..];
+        let digits_at = rest.char_indices().take(3).find(|(_, c)| !matches!(c, ' ' | '-' | '_' | '#'));
+        let Some((offset, first)) = digits_at else { continue };
+        if !first.is_ascii_digit() {
+            continue;
+        }
+        let digits: String = rest[offset..].chars().take_while(char::is_ascii_digit).collect();
+        numbers.insert(digits);
+        if numbers.len() > 64 {
+            break;
+        }
+    }
+    numbers
+}
+
+/// `decision`, revised for what the root model reads badly: a small model that would answer directly a question
+/// about a key with look-alikes in the text runs the RLM instead. A forced route stays as it is.
+pub fn for_the_reader(
+    decision: RouteDecision,
+    mode: RouteMode,
+    profile: PromptProfile,
+    context: &Context,
+    query: &str,
+) -> RouteDecision {
+    if mode != RouteMode::Auto || decision.path != RoutePath::Direct || profile != PromptProfile::Small {
+        return decision;
+    }
+    // The text is small enough for one call, so reading it here costs little beside that call.
+    match render_context(context) {
+        Ok(text) => avoid_lookalikes(decision, query, &text),
+        Err(_) => decision,
+    }
+}
+
+/// `decision`, or the RLM when it would answer directly a question about a key that has look-alikes in the text.
+fn avoid_lookalikes(decision: RouteDecision, query: &str, text: &str) -> RouteDecision {
+    if decision.path != RoutePath::Direct {
+        return decision;
+    }
+    match lookalike_key(query, text) {
+        Some((key, others)) => RouteDecision {
+            path: RoutePath::Rlm,
+            reason: format!(
+                "{}, but the text writes {others} other numbers after the question's key {key:?}: small models \
+                 reading at once confuse such look-alikes, the RLM's search matches the key exactly",
+                decision.reason
+            ),
+            ..decision
+        },
+        None => decision,
     }
 }
 
@@ -194,6 +308,48 @@ mod tests {
         assert_eq!(short.path, RoutePath::Direct, "{}", short.reason);
         // A forced route stays forced.
         assert_eq!(decide(RouteMode::Direct, Some(8_000), count, Some(16_384), None, None).path, RoutePath::Direct);
+    }
+
+    #[test]
+    fn keys_with_look_alikes_are_found_in_many_spellings() {
+        let text = "The call sign for gate 177 is calm-ember. gate-771 -> call sign: brisk-owl. | Gate #1770 | x |\n\
+                    gate_17: call sign = quiet-fox. The gate 2 opened at 5. Room 12 is free.";
+        for query in [
+            "Find the call sign of gate 177 in the text and reply with just that value.",
+            "What is the call sign for gate-177?",
+            "Which call sign belongs to GATE #177?",
+        ] {
+            assert_eq!(lookalike_key(query, text).map(|(_, n)| n), Some(4), "{query}");
+        }
+        // One room, no look-alikes; a number after a word that names no key ("at 5").
+        assert_eq!(lookalike_key("What is in room 12?", text), None);
+        assert_eq!(lookalike_key("What opened at 5?", "at 5, at 6 and at 7"), None);
+        // Keys written in one piece: user u1101 among other users.
+        assert_eq!(
+            lookalike_key("What did u1101 do?", "u1101 login\nu1102 logout\nu1203 search"),
+            Some(("u1101".to_owned(), 2))
+        );
+        assert_eq!(lookalike_key("What is the magic number for brisk-pebble?", text), None);
+        // A word inside another word is not the key's word.
+        assert_eq!(lookalike_key("Where is gate 177?", "agate 1 agate 2 agate 3 gate 177"), None);
+
+        let direct = decide(RouteMode::Auto, Some(8_000), "q", Some(16_384), None, None);
+        let query = "What is the call sign for gate 177?";
+        let routed = avoid_lookalikes(direct.clone(), query, text);
+        assert_eq!(routed.path, RoutePath::Rlm);
+        assert!(routed.reason.contains("4 other numbers after the question's key \"gate 177\""), "{}", routed.reason);
+        assert_eq!(avoid_lookalikes(direct.clone(), "What is in room 12?", text).path, RoutePath::Direct);
+        // Only small models, only when routing is automatic.
+        let context = Context::text(text);
+        let small = for_the_reader(direct.clone(), RouteMode::Auto, PromptProfile::Small, &context, query);
+        assert_eq!(small.path, RoutePath::Rlm);
+        let standard = for_the_reader(direct.clone(), RouteMode::Auto, PromptProfile::Standard, &context, query);
+        assert_eq!(standard.path, RoutePath::Direct);
+        let forced = decide(RouteMode::Direct, Some(8_000), query, Some(16_384), None, None);
+        assert_eq!(
+            for_the_reader(forced, RouteMode::Direct, PromptProfile::Small, &context, query).path,
+            RoutePath::Direct
+        );
     }
 
     #[test]

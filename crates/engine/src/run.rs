@@ -63,6 +63,7 @@ async fn route_and_run(engine: Arc<EngineInner>, tree: Arc<Tree>, context: Conte
     let chars = if needs_size { route::context_size_chars(&context).ok() } else { None };
     let decision =
         route::decide(config.route, chars, query, window, config.max_output_tokens(profile), config.direct_max_tokens);
+    let decision = route::for_the_reader(decision, config.route, profile, &context, query);
     if decision.path == RoutePath::Direct {
         match direct::run_direct(engine.clone(), tree.clone(), &context, chars.unwrap_or(0), query, decision.clone())
             .await
