@@ -258,9 +258,11 @@ def search_text(context, words, max_results=10, window=200):
     window = max(40, int(window))
 
     def collect(spans):
-        found, last_end = [], -1
+        # Spans come in the order to show them (by position, or the tightest first): a span close to one already
+        # taken is the same place.
+        found, taken = [], []
         for start, end in spans:
-            if start < last_end:
+            if any(t_start - window // 2 < start < t_end for t_start, t_end in taken):
                 continue
             passage = _passage(text, start, end, window)
             # Two hits in one long (wrapped) sentence give the same passage, or one cut shorter by the window.
@@ -270,7 +272,7 @@ def search_text(context, words, max_results=10, window=200):
                 found.append(passage)
             elif len(passage) > len(found[same]):
                 found[same] = passage
-            last_end = end + window // 2
+            taken.append((start, end + window // 2))
             if len(found) >= max_results:
                 break
         return found
@@ -286,9 +288,11 @@ def search_text(context, words, max_results=10, window=200):
     present = {t: h for t, h in hits.items() if h}
     starts = {t: [s for s, _ in h] for t, h in present.items()}
 
-    def occurs_near(other, position):
-        index = bisect.bisect_left(starts[other], position - window)
-        return index < len(starts[other]) and starts[other][index] <= position + window
+    def distance(other, position):
+        """How far the nearest occurrence of `other` is from `position`."""
+        places = starts[other]
+        index = bisect.bisect_left(places, position)
+        return min(abs(places[i] - position) for i in (index - 1, index) if 0 <= i < len(places))
 
     if not present:
         # Inside longer words or identifiers, as a plain substring.
@@ -305,11 +309,14 @@ def search_text(context, words, max_results=10, window=200):
     scored = []
     for token, token_hits in present.items():
         for start, end in token_hits[:2000]:
-            near = sum(1 for other in present if other == token or occurs_near(other, start))
-            scored.append((-near, start, end))
+            distances = [0 if other == token else distance(other, start) for other in present]
+            near = [d for d in distances if d <= window]
+            # Tightest first among places with as many words: "serial number for room 898" before "serial number of
+            # room 5898", whose 898 is a sentence away.
+            scored.append((-len(near), max(near), start, end))
     scored.sort()
     best = -scored[0][0]
-    ordered = sorted((start, end) for neg, start, end in scored if -neg == best)
+    ordered = [(start, end) for neg, _, start, end in scored if -neg == best]
     found = collect(ordered)
     missing = [t for t in content if t not in present]
     note = f"; not found at all: {', '.join(missing)}" if missing else ""

@@ -12,7 +12,8 @@
 /// the lower-cased question; a phrase's words may be separated by any non-word characters, and `*` stands for up to
 /// three words or none ("more errors than", "more failed logins than", "more than").
 const AGGREGATE_CUES: &[(&str, &str)] = &[
-    ("a count", "how many|how much|how often|number of|count|counts|counted|tally"),
+    // "the number of", not "number of" alone: "the serial number of room 898" names one value.
+    ("a count", "how many|how much|how often|the number of|a number of|total number of|count|counts|counted|tally"),
     ("a total", "total|totals|sum|sums|add up|altogether|combined|overall"),
     ("a statistic", "average|averages|median|percent|percentage|proportion|ratio"),
     (
@@ -176,6 +177,8 @@ mod tests {
             // Cues are whole words: "mostly", "summary", "counter" and "topic" are not "most", "sum", "count", "top".
             "Summarize the topic of the counter-argument, mostly the first part.",
             "What does the word quorum mean in the bylaws?",
+            "Find the serial number of room 898 in the text and reply with just that value.",
+            "What is the phone number of the Oslo office?",
         ] {
             assert_eq!(aggregate_cue(query), None, "{query}");
         }

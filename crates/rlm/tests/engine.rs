@@ -628,6 +628,16 @@ async fn search_forgives_case_plurals_and_phrasing_and_final_in_code_answers() {
         run("print(search('What is the special magic number for quiet-meadow mentioned in the text?'))").await;
     assert!(question.stdout.starts_with("No exact match"), "{}", question.stdout);
     assert!(question.stdout.contains("5279348"), "{}", question.stdout);
+    // Among places with all the words, the tightest comes first: the key's own sentence, not a look-alike's
+    // sentence with the key's number nearby.
+    let lookalikes = Context::text(
+        "Note that the serial number of room 5898 is 3727260. The alarm code for room 898 is 8572718. The serial \
+         number for room 898 is 5851252.",
+    );
+    let tightest =
+        rlm.exec(lookalikes, "print(search('serial number room 898'))", Duration::from_secs(30)).await.unwrap();
+    let first_passage = tightest.stdout.lines().nth(1).unwrap_or_default();
+    assert!(first_passage.contains("5851252") && !first_passage.contains("3727260"), "{}", tightest.stdout);
     // Inside a longer word, as a substring; nothing at all, said so.
     let inside = run("print(search('worker42'))").await;
     assert!(
