@@ -680,7 +680,14 @@ def _none_found(helper, noun, terms, rows, fixed=()):
             for term, values in never
         )
         return f"No {noun} contains all of: {listed}. {told}."
-    return f"No {noun} contains all of: {listed}. Each of them is in some line, but no line has all of them."
+    # "lines_with('sku mirror', 'sku lamp')" for "more mirror or lamp sales?": each word's own count is what was meant.
+    each = ", ".join(
+        f"{term.text!r} is in {_count(sum(1 for i in indexes if term.matches(rows, i)), 'line')}" for term in parsed
+    )
+    return (
+        f"No {noun} contains all of: {listed}. Each of them is in some line, but no line has all of them: {each}. "
+        f"To count each one, give it alone: len(lines_with({terms[0]!r}))."
+    )
 
 
 def _count(n, noun):

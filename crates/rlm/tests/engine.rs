@@ -737,7 +737,14 @@ async fn lines_with_and_records_return_every_match_for_code_to_count() {
     let apart = run(Context::text(logs.clone()), "print(len(lines_with('action=login', 'host=api-1')))").await;
     assert_eq!(apart.stdout.trim(), "0", "{apart:?}");
     let apart = run(Context::text(logs.clone()), "print(lines_with('action=login', 'host=api-1'))").await;
-    assert!(apart.stdout.contains("Each of them is in some line, but no line has all of them."), "{}", apart.stdout);
+    assert!(
+        apart.stdout.contains(
+            "Each of them is in some line, but no line has all of them: 'action=login' is in 10 lines, 'host=api-1' \
+             is in 20 lines. To count each one, give it alone: len(lines_with('action=login'))."
+        ),
+        "{}",
+        apart.stdout
+    );
     // A word in no line at all makes any count 0: printed at once, even when the list only goes to len(), with the
     // count without it. The engine recognises the note by its opening.
     let absent = run(Context::text(logs.clone()), "print(len(lines_with('log records', 'action=logout')))").await;
