@@ -24,6 +24,8 @@ const BODY_EXCERPT_CHARS: usize = 300;
 pub struct OpenAiClient {
     config: OpenAiConfig,
     endpoint: Url,
+    /// The output-limit field for this endpoint, resolved once (resolving parses the base URL).
+    limit_field: TokenLimitField,
     http: reqwest::Client,
 }
 
@@ -48,7 +50,8 @@ impl OpenAiClient {
             .user_agent(concat!("rlm/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ModelsError::HttpClient)?;
-        Ok(Self { config, endpoint, http })
+        let limit_field = config.max_output_tokens_field.resolve(&config.base_url);
+        Ok(Self { config, endpoint, limit_field, http })
     }
 
     pub fn config(&self) -> &OpenAiConfig {
@@ -84,8 +87,7 @@ impl OpenAiClient {
     /// The JSON body, serialised straight from the request's messages (a sub-call prompt of megabytes is copied
     /// once, into the body, and the retries share that buffer).
     fn request_body(&self, request: &ModelRequest) -> Result<Bytes> {
-        let limit_field = self.config.max_output_tokens_field.resolve(&self.config.base_url);
-        let limit = |field: TokenLimitField| request.max_output_tokens.filter(|_| limit_field == field);
+        let limit = |field: TokenLimitField| request.max_output_tokens.filter(|_| self.limit_field == field);
         let body = RequestBody {
             model: &request.model,
             messages: &request.messages,
