@@ -25,7 +25,8 @@ impl From<TraceError> for rlm_protocol::Error {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave a half-written line: each line is formatted before locking.
+    // A panic while holding the lock cannot leave a half-written line: a line reaches the writer only once it is
+    // formatted completely.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -43,6 +44,8 @@ const BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 struct JsonlState {
     writer: BufWriter<File>,
+    /// The line being formatted; kept between events so that its memory is reused instead of grown anew each time.
+    line: Vec<u8>,
     first_error: Option<String>,
 }
 
@@ -58,7 +61,7 @@ impl JsonlSink {
         };
         let file = open().map_err(|source| TraceError::Open { path: path.clone(), source })?;
         let writer = BufWriter::with_capacity(BUFFER_BYTES, file);
-        Ok(Self { path, state: Mutex::new(JsonlState { writer, first_error: None }) })
+        Ok(Self { path, state: Mutex::new(JsonlState { writer, line: Vec::new(), first_error: None }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -68,19 +71,20 @@ impl JsonlSink {
 
 impl TraceSink for JsonlSink {
     fn record(&self, event: &TraceEvent) {
-        let line = match serde_json::to_string(event) {
-            Ok(mut line) => {
-                line.push('\n');
-                line
-            }
-            Err(err) => {
-                lock(&self.state).first_error.get_or_insert_with(|| format!("cannot serialize event: {err}"));
-                return;
-            }
-        };
         let mut state = lock(&self.state);
-        if let Err(err) = state.writer.write_all(line.as_bytes()) {
-            state.first_error.get_or_insert_with(|| err.to_string());
+        let JsonlState { writer, line, first_error } = &mut *state;
+        line.clear();
+        if let Err(err) = serde_json::to_writer(&mut *line, event) {
+            first_error.get_or_insert_with(|| format!("cannot serialize event: {err}"));
+            return;
+        }
+        line.push(b'\n');
+        if let Err(err) = writer.write_all(line) {
+            first_error.get_or_insert_with(|| err.to_string());
+        }
+        // One huge event (a prompt of megabytes) should not keep its buffer for the rest of the run.
+        if line.capacity() > BUFFER_BYTES {
+            *line = Vec::new();
         }
     }
 
