@@ -3,6 +3,8 @@
 //! 1. Harness overhead per root iteration, against the scripted model server with zero latency. Baseline, measured
 //!    in the same run: the same model requests sent straight through the same client (no engine), plus the same
 //!    cells run straight in a REPL session. The difference is what the loop itself costs.
+//!    Also the CPU time of the thread that awaits each of the three (the loop runs on it), which waiting for other
+//!    threads does not inflate.
 //! 2. Loading a 100 MB and a 1 GB context: wall time and peak RSS of `rlm exec --context FILE` against plain
 //!    `python3` reading the same file into a `str` in the same run.
 //!
@@ -221,6 +223,11 @@ async fn harness_overhead() {
     let mut best_run = Duration::MAX;
     let mut best_model = Duration::MAX;
     let mut best_cells = Duration::MAX;
+    // CPU time of this thread (the one `block_on` runs the loop on) per phase, min of the rounds: unlike the wall
+    // time it does not count waiting for other threads, so a busy machine moves it less.
+    let mut cpu_run = u64::MAX;
+    let mut cpu_model = u64::MAX;
+    let mut cpu_cells = u64::MAX;
     let trace_dir = tempfile::tempdir().unwrap();
     let rounds = std::env::var("RLM_BENCH_HARNESS_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(ROUNDS);
     for _ in 0..rounds {
@@ -235,9 +242,11 @@ async fn harness_overhead() {
             .trace(TraceTarget::Directory(trace_dir.path().to_owned()))
             .build()
             .unwrap();
+        let cpu = thread_cpu_ns();
         let started = Instant::now();
         let done = rlm.completion("some context", "q").await.unwrap();
         best_run = best_run.min(started.elapsed());
+        cpu_run = cpu_run.min(thread_cpu_ns().saturating_sub(cpu));
         assert_eq!(done.iterations, ITERATIONS);
 
         // Baseline 1: the very same requests, straight through the client.
@@ -261,11 +270,13 @@ async fn harness_overhead() {
             .await
             .unwrap();
         let client_replay = OpenAiClient::new(OpenAiConfig::new(replay.base_url())).unwrap();
+        let cpu = thread_cpu_ns();
         let started = Instant::now();
         for request in &requests {
             client_replay.complete(request.clone()).await.unwrap();
         }
         best_model = best_model.min(started.elapsed());
+        cpu_model = cpu_model.min(thread_cpu_ns().saturating_sub(cpu));
 
         // Baseline 2: the same cells, straight in a session.
         let executor = rlm.engine().executor().clone();
@@ -273,11 +284,13 @@ async fn harness_overhead() {
             .start_session(SessionSpec::new(Context::from("some context")), Arc::new(rlm::NoModelHost))
             .await
             .unwrap();
+        let cpu = thread_cpu_ns();
         let started = Instant::now();
         for turn in 1..ITERATIONS {
             session.run_cell(&cell(turn)).await.unwrap();
         }
         best_cells = best_cells.min(started.elapsed());
+        cpu_cells = cpu_cells.min(thread_cpu_ns().saturating_sub(cpu));
         session.close().await.unwrap();
     }
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(ITERATIONS);
@@ -291,6 +304,14 @@ async fn harness_overhead() {
     println!("{:<52} {:>10.3}", "baseline: same cells, REPL session only", per(best_cells));
     println!("{:<52} {:>10.3}", "harness overhead (run - baselines)", per(best_run) - baseline);
     println!("{:<52} {:>10.2}x", "ratio run / baselines", per(best_run) / baseline);
+    if thread_cpu_ns() > 0 {
+        let cpu_per = |ns: u64| ns as f64 / 1000.0 / f64::from(ITERATIONS);
+        println!("{:<52} {:>10}", "CPU of the thread that awaits it (min of rounds)", "us/iter");
+        println!("{:<52} {:>10.1}", "  rlm run", cpu_per(cpu_run));
+        println!("{:<52} {:>10.1}", "  same model requests, client only", cpu_per(cpu_model));
+        println!("{:<52} {:>10.1}", "  same cells, REPL session only", cpu_per(cpu_cells));
+        println!("{:<52} {:>10.1}", "  run - baselines", cpu_per(cpu_run) - cpu_per(cpu_model) - cpu_per(cpu_cells));
+    }
     match official_python_rlm(&cell).await {
         Ok(official) => {
             println!("{:<52} {:>10.3}", "official Python `rlms` 0.1.3, same script and server", official);
@@ -299,6 +320,14 @@ async fn harness_overhead() {
         Err(why) => println!("official Python `rlms` baseline not measured: {why}"),
     }
     println!();
+}
+
+/// CPU time this thread has used (ns), from the kernel's scheduler statistics; 0 where they are not available.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().and_then(|ns| ns.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// The Python original on the same scripted replies and the same kind of server: ms per root iteration (min of

@@ -8,7 +8,7 @@ use chrono::Utc;
 use rlm_protocol::{ChatMessage, CompactionRecord, EventBody, ModelRequest, ReplSession, Role, Usage};
 
 use crate::prompt::CHARS_PER_TOKEN;
-use crate::run::{Interrupted, Loop, cancellable, with_deadline};
+use crate::run::{Interrupted, Loop, cancellable, with_deadline, writing_trace_meanwhile};
 
 /// The REPL variable that holds the full messages of a compacted conversation.
 pub const HISTORY_VARIABLE: &str = "history";
@@ -127,7 +127,8 @@ impl Loop<'_> {
             max_output_tokens: Some(u32::try_from(summary_tokens).unwrap_or(u32::MAX)),
             temperature: self.engine.config.temperature,
         };
-        let call = with_deadline(self.tree.deadline, self.tree.model.complete(request));
+        let call = writing_trace_meanwhile(self.tree.trace.as_ref(), self.tree.model.complete(request));
+        let call = with_deadline(self.tree.deadline, call);
         let (summary, usage, error) = match cancellable(&self.tree.cancel, call).await {
             None => return Err(Interrupted::Cancelled),
             Some(None) => (None, Usage::default(), Some("the time limit was reached".to_owned())),

@@ -14,7 +14,7 @@ use rlm_protocol::{
 use uuid::Uuid;
 
 use crate::EngineInner;
-use crate::run::{CHILD_QUERY, Scope, Tree, cancellable, run_one, with_deadline};
+use crate::run::{CHILD_QUERY, Scope, Tree, cancellable, run_one, with_deadline, writing_trace_meanwhile};
 
 /// The [`SubCallHost`] of one run: sub-calls are charged to the run's tree and recorded under the run.
 pub(crate) struct TreeHost {
@@ -129,7 +129,8 @@ impl TreeHost {
             max_output_tokens: self.engine.config.max_output_tokens(self.engine.config.prompt.profile.resolve(&model)),
             temperature: self.engine.config.temperature,
         };
-        let call = with_deadline(self.tree.deadline, self.tree.model.complete(request));
+        let call = writing_trace_meanwhile(self.tree.trace.as_ref(), self.tree.model.complete(request));
+        let call = with_deadline(self.tree.deadline, call);
         match cancellable(&self.tree.cancel, call).await {
             None => (model, Err("cancelled".to_owned()), Usage::default(), None),
             Some(None) => (model, Err("the time limit was reached".to_owned()), Usage::default(), None),

@@ -15,7 +15,7 @@ use rlm_protocol::{
     SessionSpec,
 };
 
-pub(crate) use tree::{Scope, Tree, cancellable, with_deadline};
+pub(crate) use tree::{Scope, Tree, cancellable, with_deadline, writing_trace_meanwhile};
 pub(crate) use turns::{Interrupted, Loop};
 
 use crate::config::RouteMode;

@@ -573,6 +573,10 @@ impl TraceSink for ConversationCollector {
         self.inner.record(event);
     }
 
+    fn write_out(&self) {
+        self.inner.write_out();
+    }
+
     fn flush(&self) -> rlm_protocol::Result<()> {
         self.inner.flush()
     }

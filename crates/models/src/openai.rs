@@ -8,7 +8,7 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use rlm_protocol::{ChatMessage, Error, ModelClient, ModelRequest, ModelResponse, Result, Usage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::retry::{Failure, RetryPolicy, parse_retry_after, with_retries};
@@ -24,6 +24,8 @@ const BODY_EXCERPT_CHARS: usize = 300;
 pub struct OpenAiClient {
     config: OpenAiConfig,
     endpoint: Url,
+    /// The output-limit field for this endpoint, resolved once (resolving parses the base URL).
+    limit_field: TokenLimitField,
     http: reqwest::Client,
 }
 
@@ -48,7 +50,8 @@ impl OpenAiClient {
             .user_agent(concat!("rlm/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ModelsError::HttpClient)?;
-        Ok(Self { config, endpoint, http })
+        let limit_field = config.max_output_tokens_field.resolve(&config.base_url);
+        Ok(Self { config, endpoint, limit_field, http })
     }
 
     pub fn config(&self) -> &OpenAiConfig {
@@ -84,8 +87,7 @@ impl OpenAiClient {
     /// The JSON body, serialised straight from the request's messages (a sub-call prompt of megabytes is copied
     /// once, into the body, and the retries share that buffer).
     fn request_body(&self, request: &ModelRequest) -> Result<Bytes> {
-        let limit_field = self.config.max_output_tokens_field.resolve(&self.config.base_url);
-        let limit = |field: TokenLimitField| request.max_output_tokens.filter(|_| limit_field == field);
+        let limit = |field: TokenLimitField| request.max_output_tokens.filter(|_| self.limit_field == field);
         let body = RequestBody {
             model: &request.model,
             messages: &request.messages,
@@ -240,6 +242,60 @@ pub(crate) fn provider_message(body: &[u8]) -> String {
 }
 
 fn parse_success(body: &[u8], requested_model: &str) -> Result<ModelResponse, String> {
+    // Most responses have the usual shape: read straight into it, without a JSON tree of every field. Whatever it
+    // does not cover (content parts, an error object, a number where a count belongs, ...) takes the general way,
+    // which alone decides what such a response means.
+    if let Ok(usual) = serde_json::from_slice::<UsualResponse>(body)
+        && let Some(choice) = usual.choices.into_iter().next()
+    {
+        let usage = usual.usage.unwrap_or_default();
+        return Ok(ModelResponse {
+            content: choice.message.content.unwrap_or_default(),
+            usage: Usage {
+                prompt_tokens: usage.prompt_tokens.unwrap_or(0),
+                completion_tokens: usage.completion_tokens.unwrap_or(0),
+                cached_tokens: usage.prompt_tokens_details.and_then(|details| details.cached_tokens).unwrap_or(0),
+                calls: 1,
+                ..Usage::default()
+            },
+            model: usual.model.filter(|m| !m.is_empty()).unwrap_or_else(|| requested_model.to_owned()),
+        });
+    }
+    parse_any_success(body, requested_model)
+}
+
+/// The usual shape of a chat-completions response (fields not named here are skipped).
+#[derive(Deserialize)]
+struct UsualResponse {
+    model: Option<String>,
+    choices: Vec<UsualChoice>,
+    usage: Option<UsualUsage>,
+}
+
+#[derive(Deserialize)]
+struct UsualChoice {
+    message: UsualMessage,
+}
+
+#[derive(Deserialize)]
+struct UsualMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct UsualUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<UsualTokenDetails>,
+}
+
+#[derive(Deserialize)]
+struct UsualTokenDetails {
+    cached_tokens: Option<u64>,
+}
+
+/// Any successful response body, read as a JSON tree.
+fn parse_any_success(body: &[u8], requested_model: &str) -> Result<ModelResponse, String> {
     let json: Value = serde_json::from_slice(body)
         .map_err(|e| format!("malformed response: body is not JSON ({e}): {}", provider_message(body)))?;
     let Some(choice) = json.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
@@ -319,6 +375,39 @@ mod tests {
         assert!(parse_success(br#"{"choices":[]}"#, "m").is_err_and(|e| e.contains("choices[0]")));
         assert!(parse_success(br#"{"choices":[{}]}"#, "m").is_err_and(|e| e.contains("choices[0].message")));
         assert!(parse_success(b"<html>", "m").is_err_and(|e| e.contains("not JSON")));
+    }
+
+    #[test]
+    fn the_usual_shape_reads_as_the_general_way_reads_it() {
+        let bodies: [&[u8]; 14] = [
+            br#"{"model":"gpt-x","choices":[{"message":{"role":"assistant","content":"hi \"there\"\n"}}],
+                "usage":{"prompt_tokens":7,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":2}}}"#,
+            br#"{"model":"","choices":[{"message":{"content":null}}],"usage":null}"#,
+            br#"{"choices":[{"message":{}}],"usage":{"prompt_tokens":null,"prompt_tokens_details":null}}"#,
+            br#"{"choices":[{"message":{"content":"a"}},{"message":{"content":"b"}}],"id":"x","created":1}"#,
+            br#"{"choices":[{"message":{"content":[{"type":"text","text":"part 1, "},{"text":"part 2"}]}}]}"#,
+            br#"{"choices":[{"message":{"content":5}}]}"#,
+            br#"{"choices":[{"message":null}]}"#,
+            br#"{"choices":[{"message":{"content":"a"}},7]}"#,
+            br#"{"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":5.0,"completion_tokens":-1}}"#,
+            br#"{"choices":[{"message":{"content":"a"}}],"usage":[1,2]}"#,
+            br#"{"choices":[{"message":{"content":"a"}}],"model":7}"#,
+            br#"{"choices":[],"error":{"message":"overloaded"}}"#,
+            br#"{"model":"a","model":"b","choices":[{"message":{"content":"x"}}]}"#,
+            br#"[1,2]"#,
+        ];
+        // The first four take the short way (else this test would compare the general way with itself).
+        for body in &bodies[..4] {
+            assert!(serde_json::from_slice::<UsualResponse>(body).is_ok(), "{}", String::from_utf8_lossy(body));
+        }
+        for body in bodies {
+            assert_eq!(
+                parse_success(body, "asked"),
+                parse_any_success(body, "asked"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

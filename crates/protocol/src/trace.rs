@@ -330,6 +330,12 @@ pub trait TraceSink: Send + Sync + std::fmt::Debug {
 
     /// Makes everything recorded so far durable (or hands it to the sink's queue), reporting the first failure.
     fn flush(&self) -> Result<()>;
+
+    /// Passes on what the sink has buffered (a file sink: one write), without waiting for it to be durable. The engine
+    /// calls it each time a run starts to wait for a model or a cell, once that work is under way elsewhere: the
+    /// write overlaps the wait, and while a run waits its trace holds everything recorded so far. Must return
+    /// quickly; errors surface in [`TraceSink::flush`].
+    fn write_out(&self) {}
 }
 
 #[cfg(test)]

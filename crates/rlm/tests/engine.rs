@@ -442,6 +442,46 @@ async fn cancelling_stops_the_run_and_the_trace_records_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn while_the_run_waits_for_the_model_its_trace_file_holds_every_finished_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("live.jsonl");
+    let server = start(ScriptedServer::builder().script(
+        "root",
+        [Reply::text(repl("print(6 * 7)")), Reply::text("FINAL(42)").with_delay(Duration::from_millis(1500))],
+    ))
+    .await;
+    let rlm = builder(&server, "root").trace(TraceTarget::File(trace.clone())).build().unwrap();
+    let run = tokio::spawn(async move { rlm.completion("ctx", "q").await });
+    // The second model call is under way: the first turn (metadata, model call, cell) must be in the file already.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.requests_for("root").len() < 2 {
+        assert!(Instant::now() < deadline, "the second model call never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kinds: Vec<&str> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let event: TraceEvent = serde_json::from_str(line).unwrap();
+            match event.body {
+                EventBody::Metadata(_) => "metadata",
+                EventBody::ModelCall(_) => "model_call",
+                EventBody::Cell(ref cell) => {
+                    assert_eq!(cell.stdout, "42\n");
+                    "cell"
+                }
+                _ => "other",
+            }
+        })
+        .collect();
+    assert_eq!(kinds, ["metadata", "model_call", "cell"]);
+    assert!(!run.is_finished());
+    assert_eq!(run.await.unwrap().unwrap().answer, "42");
+    assert_eq!(read_trace(&trace).len(), 5, "the second model call and the final event follow at the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_trace_records_every_step_and_never_the_api_key() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(

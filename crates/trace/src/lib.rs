@@ -1,6 +1,7 @@
-//! Trace sinks: where trajectory events go. [`JsonlSink`] writes one JSON object per line and flushes every line,
-//! so a run that is still going can be followed (`tail -f`, the viewer). [`MemorySink`] keeps events in memory;
-//! [`FanoutSink`] sends each event to several sinks.
+//! Trace sinks: where trajectory events go. [`JsonlSink`] writes one JSON object per line; the lines reach the file
+//! whenever the run waits for a model or a cell ([`TraceSink::write_out`]), so a run that is still going can be
+//! followed (`tail -f`, the viewer) and a killed run loses at most what it recorded since it last waited.
+//! [`MemorySink`] keeps events in memory; [`FanoutSink`] sends each event to several sinks.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -24,20 +25,27 @@ impl From<TraceError> for rlm_protocol::Error {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave a half-written line: each line is formatted before locking.
+    // A panic while holding the lock cannot leave a half-written line: a line reaches the writer only once it is
+    // formatted completely.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Appends events to a JSONL file, one line each, flushed as it is written.
+/// Appends events to a JSONL file, one line each. Lines are buffered until [`TraceSink::write_out`] or
+/// [`TraceSink::flush`] (or until the buffer is full): one write per wait of the run instead of one per event.
 #[derive(Debug)]
 pub struct JsonlSink {
     path: PathBuf,
     state: Mutex<JsonlState>,
 }
 
+/// Room for the lines of a few turns; a longer line is written straight through (after what is buffered before it).
+const BUFFER_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 struct JsonlState {
     writer: BufWriter<File>,
+    /// The line being formatted; kept between events so that its memory is reused instead of grown anew each time.
+    line: Vec<u8>,
     first_error: Option<String>,
 }
 
@@ -52,7 +60,8 @@ impl JsonlSink {
             OpenOptions::new().create(true).append(true).open(&path)
         };
         let file = open().map_err(|source| TraceError::Open { path: path.clone(), source })?;
-        Ok(Self { path, state: Mutex::new(JsonlState { writer: BufWriter::new(file), first_error: None }) })
+        let writer = BufWriter::with_capacity(BUFFER_BYTES, file);
+        Ok(Self { path, state: Mutex::new(JsonlState { writer, line: Vec::new(), first_error: None }) })
     }
 
     pub fn path(&self) -> &Path {
@@ -62,19 +71,26 @@ impl JsonlSink {
 
 impl TraceSink for JsonlSink {
     fn record(&self, event: &TraceEvent) {
-        let line = match serde_json::to_string(event) {
-            Ok(mut line) => {
-                line.push('\n');
-                line
-            }
-            Err(err) => {
-                lock(&self.state).first_error.get_or_insert_with(|| format!("cannot serialize event: {err}"));
-                return;
-            }
-        };
         let mut state = lock(&self.state);
-        let result = state.writer.write_all(line.as_bytes()).and_then(|()| state.writer.flush());
-        if let Err(err) = result {
+        let JsonlState { writer, line, first_error } = &mut *state;
+        line.clear();
+        if let Err(err) = serde_json::to_writer(&mut *line, event) {
+            first_error.get_or_insert_with(|| format!("cannot serialize event: {err}"));
+            return;
+        }
+        line.push(b'\n');
+        if let Err(err) = writer.write_all(line) {
+            first_error.get_or_insert_with(|| err.to_string());
+        }
+        // One huge event (a prompt of megabytes) should not keep its buffer for the rest of the run.
+        if line.capacity() > BUFFER_BYTES {
+            *line = Vec::new();
+        }
+    }
+
+    fn write_out(&self) {
+        let mut state = lock(&self.state);
+        if let Err(err) = state.writer.flush() {
             state.first_error.get_or_insert_with(|| err.to_string());
         }
     }
@@ -133,6 +149,12 @@ impl TraceSink for FanoutSink {
     fn record(&self, event: &TraceEvent) {
         for sink in &self.sinks {
             sink.record(event);
+        }
+    }
+
+    fn write_out(&self) {
+        for sink in &self.sinks {
+            sink.write_out();
         }
     }
 
@@ -197,15 +219,50 @@ mod tests {
         let sink = JsonlSink::create(&path)?;
         sink.record(&final_event("a"));
         sink.record(&final_event("b\nwith newline"));
-        // Lines are flushed as written: readable before any explicit flush.
+        // Buffered until written out: the file holds whole lines only, all of them after `write_out`.
+        assert_eq!(std::fs::read_to_string(&path)?, "");
+        sink.write_out();
         let text = std::fs::read_to_string(&path)?;
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
+        assert!(text.ends_with('\n'));
         let second: TraceEvent = serde_json::from_str(lines[1])?;
         assert!(
             matches!(second.body, EventBody::Final(FinalRecord { answer: Some(ref a), .. }) if a == "b\nwith newline")
         );
         sink.flush()?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_line_longer_than_the_buffer_follows_the_buffered_ones_whole() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("run.jsonl");
+        let sink = JsonlSink::create(&path)?;
+        sink.record(&final_event("short"));
+        let long = "x".repeat(BUFFER_BYTES * 2);
+        sink.record(&final_event(&long));
+        // Writing the long line pushed out the short one before it; nothing is left half-written.
+        let text = std::fs::read_to_string(&path)?;
+        let answers: Vec<Option<String>> = text
+            .lines()
+            .map(|line| match serde_json::from_str::<TraceEvent>(line).map(|event| event.body) {
+                Ok(EventBody::Final(record)) => record.answer,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers, vec![Some("short".to_owned()), Some(long)]);
+        Ok(())
+    }
+
+    #[test]
+    fn fanout_writes_out_every_sink() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("run.jsonl");
+        let fanout = FanoutSink::new(vec![Arc::new(MemorySink::new()), Arc::new(JsonlSink::create(&path)?)]);
+        fanout.record(&final_event("x"));
+        fanout.write_out();
+        assert_eq!(std::fs::read_to_string(&path)?.lines().count(), 1);
         Ok(())
     }
 

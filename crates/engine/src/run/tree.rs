@@ -1,5 +1,6 @@
 //! State a run tree shares (budgets, cancellation, the trace) and the bookkeeping of each run in it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -160,6 +161,23 @@ impl Scope {
             body,
         }
     }
+}
+
+/// Runs `future` and, once its first poll has set the work going elsewhere (a request handed to the HTTP
+/// connection, a cell to its Python thread), writes out the trace while it waits: the write overlaps the wait
+/// instead of adding to it, and whenever a run waits for a model or a cell its trace holds everything recorded so far.
+pub(crate) async fn writing_trace_meanwhile<F: Future>(trace: &dyn TraceSink, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut written = false;
+    std::future::poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        if poll.is_pending() && !written {
+            written = true;
+            trace.write_out();
+        }
+        poll
+    })
+    .await
 }
 
 /// `None` when `cancel` fires first.

@@ -11,7 +11,7 @@ use rlm_protocol::{
 
 use super::Ending;
 use super::answer_policy::AnswerPolicy;
-use super::tree::{Scope, Tree, cancellable, with_deadline};
+use super::tree::{Scope, Tree, cancellable, with_deadline, writing_trace_meanwhile};
 use crate::EngineInner;
 use crate::notes;
 use crate::parse::{FinalDirective, ParsedResponse, find_final, parse_response};
@@ -130,7 +130,8 @@ impl<'a> Loop<'a> {
             let mut outcomes = Vec::with_capacity(parsed.code_blocks.len());
             for code in &parsed.code_blocks {
                 let started_at = Utc::now();
-                let outcome = match cancellable(&self.tree.cancel, session.run_cell(code)).await {
+                let cell = writing_trace_meanwhile(self.tree.trace.as_ref(), session.run_cell(code));
+                let outcome = match cancellable(&self.tree.cancel, cell).await {
                     None => return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled"),
                     Some(Err(err)) => {
                         return Ending::stopped(FinishedBy::Error, iterations, format!("the REPL failed: {err}"));
@@ -289,7 +290,7 @@ impl<'a> Loop<'a> {
         };
         let started_at = Utc::now();
         let started = Instant::now();
-        let call = self.tree.model.complete(request);
+        let call = writing_trace_meanwhile(self.tree.trace.as_ref(), self.tree.model.complete(request));
         let outcome = match cancellable(&self.tree.cancel, with_deadline(deadline, call)).await {
             None => Err(Interrupted::Cancelled),
             Some(None) => Err(Interrupted::TimedOut),
