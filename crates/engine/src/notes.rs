@@ -28,12 +28,19 @@ pub fn suggested_lines(query: &str) -> String {
 /// A `lines_with(...)` call for the conditions `query` names: its words that look like values (`status=error`,
 /// `api-1`, `u1101`, a name) rather than plain words, at most three; else its most specific word.
 fn lines_call(query: &str) -> String {
+    // Values the question quotes ("status \"denied\" and event \"search\"") are the conditions as the lines write
+    // them.
+    let quoted = quoted_values(query);
+    if !quoted.is_empty() {
+        let words = quoted.iter().take(3).map(|value| format!("{value:?}")).collect::<Vec<_>>().join(", ");
+        return format!("lines_with({words})");
+    }
     let terms = search_terms(query);
     let mut conditions: Vec<&String> = terms
         .iter()
         .filter(|term| {
             term.contains(|c: char| !c.is_alphabetic())
-                || (term.starts_with(char::is_uppercase) && !query.trim_start().starts_with(term.as_str()))
+                || (term.starts_with(char::is_uppercase) && !starts_a_sentence(query, term))
         })
         .take(3)
         .collect();
@@ -46,6 +53,40 @@ fn lines_call(query: &str) -> String {
         conditions.iter().map(|term| format!("{term:?}")).collect::<Vec<_>>().join(", ")
     };
     format!("lines_with({words})")
+}
+
+/// The values `query` puts in quotes (`"denied"`, `'lamp'`, `“north”`), each of 1 to 40 characters.
+fn quoted_values(query: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    for (open, close) in [('"', '"'), ('\u{201c}', '\u{201d}'), ('\'', '\'')] {
+        let mut rest = query;
+        while let Some(start) = rest.find(open) {
+            let after = &rest[start + open.len_utf8()..];
+            // An apostrophe inside a word ("user's") opens nothing.
+            if open == '\'' && rest[..start].chars().next_back().is_some_and(char::is_alphanumeric) {
+                rest = after;
+                continue;
+            }
+            let Some(end) = after.find(close) else { break };
+            let value = after[..end].trim();
+            if (1..=40).contains(&value.chars().count()) && !values.iter().any(|known: &String| known == value) {
+                values.push(value.to_owned());
+            }
+            rest = &after[end + close.len_utf8()..];
+        }
+        if !values.is_empty() {
+            break;
+        }
+    }
+    values
+}
+
+/// Whether `term` occurs in `query` only where a sentence starts (so its capital says nothing about it).
+fn starts_a_sentence(query: &str, term: &str) -> bool {
+    query.match_indices(term).all(|(at, _)| {
+        let before = query[..at].trim_end();
+        before.is_empty() || before.ends_with(['.', '?', '!', ':'])
+    })
 }
 
 /// Why a count of `search()` places is not accepted as the answer, and how to count instead.
@@ -266,11 +307,16 @@ pub fn observation(cells: &[(CellView, &CellOutcome)], notes: &[String]) -> Stri
                 writeln!(text, "[... {} more characters were not captured]", group_thousands(outcome.dropped_chars));
         }
         if let Some(error) = &outcome.error {
-            if !error.traceback.is_empty() {
-                text.push_str(error.traceback.trim_end());
+            let traceback = error.traceback.trim_end();
+            if !traceback.is_empty() {
+                text.push_str(traceback);
                 text.push('\n');
             }
-            let _ = writeln!(text, "{error}");
+            // A traceback ends with the error's line already: the same line twice costs a weak model's attention.
+            let line = error.to_string();
+            if !traceback.ends_with(line.trim_end()) {
+                let _ = writeln!(text, "{line}");
+            }
             empty = false;
         }
         if empty {
@@ -337,6 +383,15 @@ mod tests {
         );
         assert_eq!(suggested_lines("How often did Alice visit Paris?"), r#"print(lines_with("Alice", "Paris"))"#);
         assert_eq!(suggested_lines("How many errors were logged?"), r#"print(lines_with("errors"))"#);
+        // Quoted values are the conditions; a capital word that starts a later sentence ("Give") is not a name.
+        let quoted =
+            r#"What is the number of events with both status "denied" and event "search"? Give only the count."#;
+        assert_eq!(suggested_lines(quoted), r#"print(lines_with("denied", "search"))"#);
+        assert_eq!(suggested_lines("Is the user's status 'lost' or 'found'?"), r#"print(lines_with("lost", "found"))"#);
+        assert_eq!(
+            suggested_lines("How many loans were lost? Give the count for Oslo."),
+            r#"print(lines_with("Oslo"))"#
+        );
         let lookup = "What is the special magic number for brisk-pebble mentioned in the provided text?";
         assert_eq!(suggested_search(lookup), r#"print(search("brisk-pebble"))"#);
         assert!(question_reminder(count).contains("asks for a count"), "{}", question_reminder(count));
@@ -373,5 +428,15 @@ mod tests {
         let text = observation(&[(view, &outcome)], &[]);
         assert!(text.contains("ValueError: bad"), "{text}");
         assert!(text.contains("40 more characters not shown"), "{text}");
+        // A traceback that ends with the error's line shows it once; one that does not gets it added.
+        let traceback = "Traceback (most recent call last):\n  File \"<cell 1>\", line 1\nTypeError: no\n";
+        let error = CellError { kind: "TypeError".into(), message: "no".into(), traceback: traceback.into() };
+        let failed = CellOutcome { error: Some(error), ..CellOutcome::default() };
+        let text = observation(&[(view_cell(&failed, 100), &failed)], &[]);
+        assert_eq!(text.matches("TypeError: no").count(), 1, "{text}");
+        let error = CellError { kind: "KeyError".into(), message: "'x'".into(), traceback: "Traceback: ...".into() };
+        let failed = CellOutcome { error: Some(error), ..CellOutcome::default() };
+        let text = observation(&[(view_cell(&failed, 100), &failed)], &[]);
+        assert!(text.contains("Traceback: ...\nKeyError: 'x'"), "{text}");
     }
 }
