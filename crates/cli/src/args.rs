@@ -83,7 +83,8 @@ pub struct RunArgs {
     /// The question to answer.
     #[arg(long, short = 'q')]
     pub query: String,
-    /// Wall-clock seconds for the whole run (sub-calls and child RLMs included).
+    /// Wall-clock seconds for the whole run (sub-calls and child RLMs included); the last tenth, at most 60 s, is kept
+    /// for asking the model for its best answer.
     #[arg(long)]
     pub timeout: Option<f64>,
     #[command(flatten)]

@@ -128,7 +128,7 @@ impl Loop<'_> {
             temperature: self.engine.config.temperature,
         };
         let call = writing_trace_meanwhile(self.tree.trace.as_ref(), self.tree.model.complete(request));
-        let call = with_deadline(self.tree.deadline, call);
+        let call = with_deadline(self.tree.work_deadline, call);
         let (summary, usage, error) = match cancellable(&self.tree.cancel, call).await {
             None => return Err(Interrupted::Cancelled),
             Some(None) => (None, Usage::default(), Some("the time limit was reached".to_owned())),

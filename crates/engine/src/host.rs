@@ -130,7 +130,7 @@ impl TreeHost {
             temperature: self.engine.config.temperature,
         };
         let call = writing_trace_meanwhile(self.tree.trace.as_ref(), self.tree.model.complete(request));
-        let call = with_deadline(self.tree.deadline, call);
+        let call = with_deadline(self.tree.work_deadline, call);
         match cancellable(&self.tree.cancel, call).await {
             None => (model, Err("cancelled".to_owned()), Usage::default(), None),
             Some(None) => (model, Err("the time limit was reached".to_owned()), Usage::default(), None),

@@ -15,7 +15,7 @@ use rlm_protocol::{
     SessionSpec,
 };
 
-pub(crate) use tree::{Scope, Tree, cancellable, with_deadline, writing_trace_meanwhile};
+pub(crate) use tree::{Scope, Tree, cancellable, deadlines, with_deadline, writing_trace_meanwhile};
 pub(crate) use turns::{Interrupted, Loop};
 
 use crate::config::RouteMode;
@@ -31,8 +31,10 @@ pub(crate) async fn run_tree(
     query: &str,
     options: RunOptions,
 ) -> RunResult {
+    let (deadline, work_deadline) = deadlines(engine.config.limits.timeout);
     let tree = Arc::new(Tree {
-        deadline: engine.config.limits.timeout.map(|timeout| Instant::now() + timeout),
+        deadline,
+        work_deadline,
         cancel: options.cancel,
         trace: options.trace,
         model: options.model.unwrap_or_else(|| engine.model.clone()),

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::compaction::{bind_messages_code, python_json_expression};
 use crate::host::TreeHost;
-use crate::run::{Ending, Loop, Scope, Tree, finish, run_metadata};
+use crate::run::{Ending, Loop, Scope, Tree, deadlines, finish, run_metadata};
 use crate::{EngineInner, RunOptions, RunResult};
 
 /// The format of [`SavedSession`]; a file of another version is refused rather than misread.
@@ -282,8 +282,10 @@ impl Session {
     pub async fn ask(&mut self, query: &str, options: RunOptions) -> RunResult {
         let engine = self.engine.clone();
         let collector = Arc::new(ConversationCollector::new(options.trace.clone()));
+        let (deadline, work_deadline) = deadlines(engine.config.limits.timeout);
         let tree = Arc::new(Tree {
-            deadline: engine.config.limits.timeout.map(|timeout| Instant::now() + timeout),
+            deadline,
+            work_deadline,
             cancel: options.cancel,
             trace: collector.clone(),
             model: options.model.unwrap_or_else(|| engine.model.clone()),

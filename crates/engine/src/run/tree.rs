@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rlm_protocol::{EventBody, LimitKind, ModelClient, TraceEvent, TraceSink, Usage, UsageReport};
@@ -16,7 +16,10 @@ use crate::host::collapse_whitespace;
 /// State shared by every run in one tree: budgets, cancellation, the trace.
 #[derive(Debug)]
 pub(crate) struct Tree {
+    /// When the whole tree must have ended (the run's time limit).
     pub deadline: Option<Instant>,
+    /// When the loops stop working so that the one last call for a final answer still fits before `deadline`.
+    pub work_deadline: Option<Instant>,
     pub cancel: CancellationToken,
     pub trace: Arc<dyn TraceSink>,
     /// Serves every model call of the tree.
@@ -25,6 +28,19 @@ pub(crate) struct Tree {
     pub tokens: AtomicU64,
     /// Set when a sub-call was refused because a tree-wide budget ran out.
     pub exhausted: Mutex<Option<LimitKind>>,
+}
+
+/// The share of a run's time limit kept for the final answer once the work stops, and its most.
+const FINAL_ANSWER_SHARE: f64 = 0.1;
+const FINAL_ANSWER_RESERVE_MAX: Duration = Duration::from_secs(60);
+
+/// The deadline of a run with time limit `timeout` starting now, and the earlier one at which its loops stop working:
+/// asking for the best answer at the time limit must not take the run past it.
+pub(crate) fn deadlines(timeout: Option<Duration>) -> (Option<Instant>, Option<Instant>) {
+    let Some(timeout) = timeout else { return (None, None) };
+    let now = Instant::now();
+    let reserve = timeout.mul_f64(FINAL_ANSWER_SHARE).min(FINAL_ANSWER_RESERVE_MAX);
+    (Some(now + timeout), Some(now + (timeout - reserve)))
 }
 
 impl Tree {
@@ -37,7 +53,7 @@ impl Tree {
         if let Some(limit) = *self.exhausted.lock().unwrap_or_else(PoisonError::into_inner) {
             return Some(limit);
         }
-        if self.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        if self.work_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return Some(LimitKind::Timeout);
         }
         let max_tokens = engine.config.limits.max_tokens;

@@ -17,7 +17,8 @@ use crate::notes;
 use crate::parse::{FinalDirective, ParsedResponse, find_final, parse_response};
 use crate::prompt::{self, PromptFacts, PromptProfile};
 
-/// How long the one last model call after a limit may take, beyond the tree's own deadline.
+/// How long the one last model call after a limit may take when the run has no time limit (with one, it gets what
+/// is left of it: see [`super::tree::deadlines`]).
 const FINAL_ANSWER_GRACE: Duration = Duration::from_secs(60);
 
 /// Why a model call produced no response.
@@ -114,7 +115,8 @@ impl<'a> Loop<'a> {
                 return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
             }
 
-            let response = match self.call_model(&messages, ModelCallPurpose::Iteration, self.tree.deadline).await {
+            let response = match self.call_model(&messages, ModelCallPurpose::Iteration, self.tree.work_deadline).await
+            {
                 Ok(response) => response,
                 Err(Interrupted::Cancelled) => return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled"),
                 Err(Interrupted::TimedOut) => break LimitKind::Timeout,
@@ -228,7 +230,7 @@ impl<'a> Loop<'a> {
             return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
         }
         messages.push(ChatMessage::user(notes::limit_message(limit)));
-        let deadline = Some(self.tree.deadline.unwrap_or_else(Instant::now).max(Instant::now()) + FINAL_ANSWER_GRACE);
+        let deadline = Some(self.tree.deadline.unwrap_or_else(|| Instant::now() + FINAL_ANSWER_GRACE));
         let mut ending =
             Ending { answer: None, finished_by: FinishedBy::Limit, limit: Some(limit), iterations, error: None };
         match self.call_model(&messages, ModelCallPurpose::FinalAnswer, deadline).await {
