@@ -90,7 +90,9 @@ static ASKED: AtomicBool = AtomicBool::new(false);
 /// next call starts it again.
 pub fn a_core_is_free() -> bool {
     ASKED.store(true, Ordering::Relaxed);
-    if !WATCHING.swap(true, Ordering::AcqRel)
+    // Loaded first so that the common case (a watcher running) writes nothing shared but `ASKED`.
+    if !WATCHING.load(Ordering::Acquire)
+        && !WATCHING.swap(true, Ordering::AcqRel)
         && std::thread::Builder::new().name("rlm-cpu-watch".to_owned()).spawn(watch).is_err()
     {
         WATCHING.store(false, Ordering::Release);
