@@ -30,9 +30,9 @@ use crate::error::{LocalError, LocalResult};
 
 /// How long a thread waits for work before it ends (tokio's blocking threads wait as long).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a thread that has finished a job spins for the next one before it sleeps.
+/// How long a thread that has finished a job watches for the next one before it sleeps.
 const SPIN_FOR_NEXT_JOB: Duration = Duration::from_micros(300);
-/// How long a caller spins for the result of its job before its task sleeps. This holds up the async worker that
+/// How long a caller watches for the result of its job before its task sleeps. This holds up the async worker that
 /// polls it, so it stays short (tokio's guidance is to return to the runtime within 10–100 µs).
 const SPIN_FOR_RESULT: Duration = Duration::from_micros(100);
 
