@@ -60,14 +60,13 @@ pub(crate) async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'st
         let _ = done_tx.send(work());
     }))?;
     let mut done_rx = done_rx;
-    let started = Instant::now();
-    let watch = if rlm_machine::a_core_is_free() { SPIN_FOR_RESULT } else { Duration::ZERO };
-    while started.elapsed() < watch {
-        match done_rx.try_recv() {
-            Ok(value) => return Ok(value),
-            Err(oneshot::error::TryRecvError::Empty) => std::thread::yield_now(),
-            Err(oneshot::error::TryRecvError::Closed) => break,
-        }
+    let watched = watch_for(SPIN_FOR_RESULT, || match done_rx.try_recv() {
+        Ok(value) => Look::Found(value),
+        Err(oneshot::error::TryRecvError::Empty) => Look::NotYet,
+        Err(oneshot::error::TryRecvError::Closed) => Look::Never,
+    });
+    if let Some(value) = watched {
+        return Ok(value);
     }
     // A panic in `work` drops the sender without a result.
     done_rx.await.map_err(|_| LocalError::Task("the Python work panicked".to_owned()))
@@ -117,16 +116,40 @@ fn serve(id: u64, first: Job) {
     });
 }
 
+/// What one look at a hand-off saw.
+enum Look<T> {
+    Found(T),
+    NotYet,
+    /// The other side is gone: nothing will come.
+    Never,
+}
+
+/// Looks again and again for up to `limit`, yielding the CPU between looks, while other processes leave a core free
+/// (see the module's documentation); `None` when nothing came, and the caller goes to sleep.
+fn watch_for<T>(limit: Duration, mut look: impl FnMut() -> Look<T>) -> Option<T> {
+    if !rlm_machine::a_core_is_free() {
+        return None;
+    }
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        match look() {
+            Look::Found(value) => return Some(value),
+            Look::NotYet => std::thread::yield_now(),
+            Look::Never => return None,
+        }
+    }
+    None
+}
+
 /// The next job, or `None` when the thread has waited long enough and may end.
 fn next_job(id: u64, jobs: &Receiver<Job>) -> Option<Job> {
-    let started = Instant::now();
-    let watch = if rlm_machine::a_core_is_free() { SPIN_FOR_NEXT_JOB } else { Duration::ZERO };
-    while started.elapsed() < watch {
-        match jobs.try_recv() {
-            Ok(job) => return Some(job),
-            Err(TryRecvError::Empty) => std::thread::yield_now(),
-            Err(TryRecvError::Disconnected) => return None,
-        }
+    let watched = watch_for(SPIN_FOR_NEXT_JOB, || match jobs.try_recv() {
+        Ok(job) => Look::Found(job),
+        Err(TryRecvError::Empty) => Look::NotYet,
+        Err(TryRecvError::Disconnected) => Look::Never,
+    });
+    if watched.is_some() {
+        return watched;
     }
     match jobs.recv_timeout(IDLE_TIMEOUT) {
         Ok(job) => Some(job),

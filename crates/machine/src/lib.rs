@@ -89,6 +89,11 @@ static ASKED: AtomicBool = AtomicBool::new(false);
 /// The first call starts a thread that samples every 250 ms; it ends after 10 s in which nobody asked, and the
 /// next call starts it again.
 pub fn a_core_is_free() -> bool {
+    // Where the counters cannot be read, a watcher would end at once and the next call would start another.
+    static READABLE: OnceLock<bool> = OnceLock::new();
+    if !*READABLE.get_or_init(|| CpuSample::now().is_some()) {
+        return false;
+    }
     ASKED.store(true, Ordering::Relaxed);
     // Loaded first so that the common case (a watcher running) writes nothing shared but `ASKED`.
     if !WATCHING.load(Ordering::Acquire)
