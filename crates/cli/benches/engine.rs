@@ -4,7 +4,8 @@
 //!    in the same run: the same model requests sent straight through the same client (no engine), plus the same
 //!    cells run straight in a REPL session. The difference is what the loop itself costs.
 //!    Also the CPU time of the thread that awaits each of the three (the loop runs on it), which waiting for other
-//!    threads does not inflate.
+//!    threads does not inflate. The three are measured in turn, each round starting one later (see docs/benchmarks.md,
+//!    session 9: what ran just before moves a part's time).
 //! 2. Loading a 100 MB and a 1 GB context: wall time and peak RSS of `rlm exec --context FILE` against plain
 //!    `python3` reading the same file into a `str` in the same run.
 //!
@@ -230,7 +231,7 @@ async fn harness_overhead() {
     let mut cpu_cells = u64::MAX;
     let trace_dir = tempfile::tempdir().unwrap();
     let rounds = std::env::var("RLM_BENCH_HARNESS_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(ROUNDS);
-    for _ in 0..rounds {
+    let scripted = || async {
         let replies = (1..ITERATIONS)
             .map(|turn| Reply::text(format!("Checking.\n```repl\n{}\n```", cell(turn))))
             .chain([Reply::text(FINAL_REPLY)]);
@@ -242,56 +243,72 @@ async fn harness_overhead() {
             .trace(TraceTarget::Directory(trace_dir.path().to_owned()))
             .build()
             .unwrap();
-        let cpu = thread_cpu_ns();
-        let started = Instant::now();
-        let done = rlm.completion("some context", "q").await.unwrap();
-        best_run = best_run.min(started.elapsed());
-        cpu_run = cpu_run.min(thread_cpu_ns().saturating_sub(cpu));
-        assert_eq!(done.iterations, ITERATIONS);
-
-        // Baseline 1: the very same requests, straight through the client.
-        let requests: Vec<ModelRequest> = server
-            .requests()
-            .into_iter()
-            .map(|r| ModelRequest {
-                model: r.model,
-                messages: r
-                    .messages
-                    .into_iter()
-                    .map(|(who, content)| ChatMessage { role: role(&who), content })
-                    .collect(),
-                max_output_tokens: None,
-                temperature: None,
-            })
-            .collect();
-        let replay = ScriptedServer::builder()
-            .rule(|_| Some(Reply::text("Checking.\n```repl\nx = 1\n```")))
-            .start()
-            .await
-            .unwrap();
-        let client_replay = OpenAiClient::new(OpenAiConfig::new(replay.base_url())).unwrap();
-        let cpu = thread_cpu_ns();
-        let started = Instant::now();
-        for request in &requests {
-            client_replay.complete(request.clone()).await.unwrap();
+        (server, rlm)
+    };
+    // One run first, not measured: it starts the interpreter, and its requests are the ones the client-only baseline
+    // replays (every run sends the same ones).
+    let (server, rlm) = scripted().await;
+    assert_eq!(rlm.completion("some context", "q").await.unwrap().iterations, ITERATIONS);
+    let executor = rlm.engine().executor().clone();
+    let requests: Vec<ModelRequest> = server
+        .requests()
+        .into_iter()
+        .map(|r| ModelRequest {
+            model: r.model,
+            messages: r.messages.into_iter().map(|(who, content)| ChatMessage { role: role(&who), content }).collect(),
+            max_output_tokens: None,
+            temperature: None,
+        })
+        .collect();
+    drop((server, rlm));
+    // Each part is measured right after another one, in turn: what ran just before moves a part's time (on the
+    // development VM a run measured right after another run took about 0.7× as long as one measured first in its
+    // round), so every part gets every place equally often.
+    for round in 0..rounds {
+        for part in 0..3 {
+            match (round + part) % 3 {
+                0 => {
+                    let (_server, rlm) = scripted().await;
+                    let cpu = thread_cpu_ns();
+                    let started = Instant::now();
+                    let done = rlm.completion("some context", "q").await.unwrap();
+                    best_run = best_run.min(started.elapsed());
+                    cpu_run = cpu_run.min(thread_cpu_ns().saturating_sub(cpu));
+                    assert_eq!(done.iterations, ITERATIONS);
+                }
+                1 => {
+                    // Baseline 1: the very same requests, straight through the client.
+                    let replay = ScriptedServer::builder()
+                        .rule(|_| Some(Reply::text("Checking.\n```repl\nx = 1\n```")))
+                        .start()
+                        .await
+                        .unwrap();
+                    let client_replay = OpenAiClient::new(OpenAiConfig::new(replay.base_url())).unwrap();
+                    let cpu = thread_cpu_ns();
+                    let started = Instant::now();
+                    for request in &requests {
+                        client_replay.complete(request.clone()).await.unwrap();
+                    }
+                    best_model = best_model.min(started.elapsed());
+                    cpu_model = cpu_model.min(thread_cpu_ns().saturating_sub(cpu));
+                }
+                _ => {
+                    // Baseline 2: the same cells, straight in a session.
+                    let mut session = executor
+                        .start_session(SessionSpec::new(Context::from("some context")), Arc::new(rlm::NoModelHost))
+                        .await
+                        .unwrap();
+                    let cpu = thread_cpu_ns();
+                    let started = Instant::now();
+                    for turn in 1..ITERATIONS {
+                        session.run_cell(&cell(turn)).await.unwrap();
+                    }
+                    best_cells = best_cells.min(started.elapsed());
+                    cpu_cells = cpu_cells.min(thread_cpu_ns().saturating_sub(cpu));
+                    session.close().await.unwrap();
+                }
+            }
         }
-        best_model = best_model.min(started.elapsed());
-        cpu_model = cpu_model.min(thread_cpu_ns().saturating_sub(cpu));
-
-        // Baseline 2: the same cells, straight in a session.
-        let executor = rlm.engine().executor().clone();
-        let mut session = executor
-            .start_session(SessionSpec::new(Context::from("some context")), Arc::new(rlm::NoModelHost))
-            .await
-            .unwrap();
-        let cpu = thread_cpu_ns();
-        let started = Instant::now();
-        for turn in 1..ITERATIONS {
-            session.run_cell(&cell(turn)).await.unwrap();
-        }
-        best_cells = best_cells.min(started.elapsed());
-        cpu_cells = cpu_cells.min(thread_cpu_ns().saturating_sub(cpu));
-        session.close().await.unwrap();
     }
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(ITERATIONS);
     let baseline = per(best_model) + per(best_cells);

@@ -273,12 +273,12 @@ impl ScriptedServer {
 
     /// Every chat request received (including ones answered with errors), in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.lock().requests.clone()
+        self.shared.lock().requests.iter().map(|request| RecordedRequest::clone(request)).collect()
     }
 
     /// The chat requests naming `model`, in arrival order.
     pub fn requests_for(&self, model: &str) -> Vec<RecordedRequest> {
-        self.shared.lock().requests.iter().filter(|r| r.model == model).cloned().collect()
+        self.shared.lock().requests.iter().filter(|r| r.model == model).map(|r| RecordedRequest::clone(r)).collect()
     }
 
     /// Highest number of chat requests in flight at once, over all models.
@@ -356,7 +356,9 @@ impl Shared {
 struct State {
     scripts: HashMap<String, VecDeque<Reply>>,
     fail_next: VecDeque<(usize, Reply)>,
-    requests: Vec<RecordedRequest>,
+    /// Shared with the handler that recorded it: recording costs no copy of the request (a replayed run's requests
+    /// carry its whole history each time, and the server's cost is on every bench turn's critical path).
+    requests: Vec<Arc<RecordedRequest>>,
     in_flight: usize,
     max_in_flight: usize,
     in_flight_by_model: HashMap<String, usize>,
@@ -400,11 +402,11 @@ impl Drop for InFlight {
 
 async fn chat_completions(AxumState(shared): AxumState<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let request = match parse_request(&headers, &body) {
-        Ok(request) => request,
+        Ok(request) => Arc::new(request),
         Err(message) => return error_response(400, &message, None),
     };
     let _in_flight = InFlight::enter(&shared, &request.model);
-    shared.lock().requests.push(request.clone());
+    shared.lock().requests.push(Arc::clone(&request));
 
     let reply = shared.pick_reply(&request);
     let delay = reply.as_ref().map_or(Duration::ZERO, |r| r.delay) + shared.latency;

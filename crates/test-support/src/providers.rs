@@ -109,7 +109,7 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Records the request, picks its reply and waits its delay; `None` when neither script nor rule has one.
 async fn scripted_reply(shared: &Arc<Shared>, request: &RecordedRequest) -> Option<Reply> {
     let _in_flight = InFlight::enter(shared, &request.model);
-    shared.lock().requests.push(request.clone());
+    shared.lock().requests.push(Arc::new(request.clone()));
     let reply = shared.pick_reply(request);
     let delay = reply.as_ref().map_or(Duration::ZERO, |r| r.delay) + shared.latency;
     if !delay.is_zero() {
