@@ -149,17 +149,11 @@ mod tests {
 
     use super::*;
     use crate::ModelPrice;
+    use crate::layers::FixedUsage;
 
-    /// Answers every call with a fixed usage: 1,000 prompt and 100 completion tokens.
-    #[derive(Debug)]
-    struct Fixed;
-
-    #[async_trait]
-    impl ModelClient for Fixed {
-        async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
-            let usage = Usage { prompt_tokens: 1000, completion_tokens: 100, calls: 1, ..Usage::default() };
-            Ok(ModelResponse { content: "ok".into(), usage, model: request.model })
-        }
+    /// Every call: 1,000 prompt and 100 completion tokens.
+    fn fixed() -> Arc<FixedUsage> {
+        Arc::new(FixedUsage(Usage { prompt_tokens: 1000, completion_tokens: 100, calls: 1, ..Usage::default() }))
     }
 
     fn prices() -> Arc<Prices> {
@@ -181,7 +175,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_crossing_the_budget_is_the_last() {
         // Each call costs $1 + $1 = $2; without a cap only ~$0.005 is estimated up front.
-        let budget = Budget::new(Arc::new(Fixed), prices(), 3.0);
+        let budget = Budget::new(fixed(), prices(), 3.0);
         budget.complete(request("a", None)).await.unwrap();
         budget.complete(request("b", None)).await.unwrap();
         assert!((budget.spent() - 4.0).abs() < 1e-9);
@@ -192,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unaffordable_call_is_refused_before_it_is_made() {
-        let budget = Budget::new(Arc::new(Fixed), prices(), 3.0);
+        let budget = Budget::new(fixed(), prices(), 3.0);
         // A 1,000-token output cap alone would cost $10.
         let err = budget.complete(request("a", Some(1000))).await.unwrap_err();
         assert!(err.to_string().contains("would cost about $10.00"), "{err}");
@@ -205,7 +199,7 @@ mod tests {
     #[tokio::test]
     async fn room_for_one_more_call_is_kept_until_the_first_refusal() {
         // Each capped call is estimated at about $10; $15 affords one, but not one plus the reserve.
-        let budget = Budget::new(Arc::new(Fixed), prices(), 15.0);
+        let budget = Budget::new(fixed(), prices(), 15.0);
         let err = budget.complete(request("a", Some(1000))).await.unwrap_err();
         assert!(err.to_string().contains("kept for the final answer"), "{err}");
         assert_eq!(budget.spent(), 0.0);
@@ -215,7 +209,7 @@ mod tests {
 
     #[test]
     fn repeated_prefixes_are_estimated_at_the_cached_price() {
-        let budget = Budget::new(Arc::new(Fixed), prices(), 100.0);
+        let budget = Budget::new(fixed(), prices(), 100.0);
         let long = "x".repeat(3984);
         let first = ModelRequest { messages: vec![ChatMessage::user(&long)], ..request("", None) };
         let mut seen = HashSet::new();

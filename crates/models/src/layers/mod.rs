@@ -37,3 +37,16 @@ pub(crate) fn describe(request: &ModelRequest) -> String {
     }
     format!("model {}, {} message(s), last message {:?}", request.model, request.messages.len(), excerpt)
 }
+
+/// A client that answers every call with the same usage, under the requested model name.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct FixedUsage(pub rlm_protocol::Usage);
+
+#[cfg(test)]
+#[async_trait::async_trait]
+impl rlm_protocol::ModelClient for FixedUsage {
+    async fn complete(&self, request: ModelRequest) -> rlm_protocol::Result<rlm_protocol::ModelResponse> {
+        Ok(rlm_protocol::ModelResponse { content: "ok".into(), usage: self.0, model: request.model })
+    }
+}

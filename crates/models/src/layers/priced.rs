@@ -57,17 +57,7 @@ mod tests {
     use rlm_protocol::{ChatMessage, Usage};
 
     use super::*;
-
-    /// Answers every request with 1,000 prompt and 1,000 completion tokens, reported under the requested name.
-    #[derive(Debug)]
-    struct Fixed;
-
-    #[async_trait]
-    impl ModelClient for Fixed {
-        async fn complete(&self, request: ModelRequest) -> Result<ModelResponse> {
-            Ok(ModelResponse { content: String::new(), usage: usage(), model: request.model })
-        }
-    }
+    use crate::layers::FixedUsage;
 
     fn usage() -> Usage {
         Usage { prompt_tokens: 1000, completion_tokens: 1000, calls: 1, ..Usage::default() }
@@ -85,7 +75,7 @@ mod tests {
     #[tokio::test]
     async fn remembered_prices_are_the_table_s_and_the_memory_stays_bounded() {
         let prices = Arc::new(Prices::builtin());
-        let priced = Priced::new(Arc::new(Fixed), prices.clone());
+        let priced = Priced::new(Arc::new(FixedUsage(usage())), prices.clone());
         let expected = prices.get("gpt-4o-mini-2024-07-18").map(|price| price.cost(&usage()));
         assert!(expected.is_some_and(|cost| cost > 0.0));
         for _ in 0..3 {
