@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 mod config;
+mod direct;
 mod env;
 pub mod gemini;
 pub mod layers;

@@ -1,16 +1,18 @@
 //! OpenAI-compatible Chat Completions client.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::{StatusCode, Url};
 use rlm_protocol::{ChatMessage, Error, ModelClient, ModelRequest, ModelResponse, Result, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::direct::{DirectHttp, Trouble};
 use crate::retry::{Failure, RetryPolicy, parse_retry_after, with_retries};
 use crate::{ModelsError, OpenAiConfig, TokenLimitField};
 
@@ -19,7 +21,8 @@ const BODY_EXCERPT_CHARS: usize = 300;
 
 /// A [`ModelClient`] for OpenAI-compatible `POST {base_url}/chat/completions` endpoints.
 ///
-/// Cheap to share behind an `Arc`; all requests use one pooled HTTP client.
+/// Cheap to share behind an `Arc`; all requests use one pooled HTTP client. A plain-`http` endpoint with no proxy
+/// configured for it (a self-hosted server) is posted to on kept connections that the awaiting task drives itself.
 #[derive(Clone)]
 pub struct OpenAiClient {
     config: OpenAiConfig,
@@ -27,6 +30,8 @@ pub struct OpenAiClient {
     /// The output-limit field for this endpoint, resolved once (resolving parses the base URL).
     limit_field: TokenLimitField,
     http: reqwest::Client,
+    /// The direct way to a plain-`http` endpoint, and the headers it sends (the general client adds its own).
+    direct: Option<Arc<(DirectHttp, HeaderMap)>>,
 }
 
 impl fmt::Debug for OpenAiClient {
@@ -51,7 +56,20 @@ impl OpenAiClient {
             .build()
             .map_err(ModelsError::HttpClient)?;
         let limit_field = config.max_output_tokens_field.resolve(&config.base_url);
-        Ok(Self { config, endpoint, limit_field, http })
+        let direct = DirectHttp::for_url(&endpoint, config.connect_timeout).map(|direct| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+            headers.insert(USER_AGENT, HeaderValue::from_static(concat!("rlm/", env!("CARGO_PKG_VERSION"))));
+            if let Some(key) = &config.api_key
+                && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            {
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+            Arc::new((direct, headers))
+        });
+        Ok(Self { config, endpoint, limit_field, http, direct })
     }
 
     pub fn config(&self) -> &OpenAiConfig {
@@ -105,6 +123,17 @@ impl OpenAiClient {
 
     /// One HTTP attempt.
     async fn attempt(&self, body: &Bytes, requested_model: &str) -> Result<ModelResponse, Failure> {
+        if let Some(direct) = &self.direct {
+            let (direct, headers) = &**direct;
+            let reply = tokio::time::timeout(self.config.request_timeout, direct.post(headers, body))
+                .await
+                .map_err(|_| self.timed_out())?
+                .map_err(|trouble| self.direct_failure(trouble))?;
+            // Redirects are followed by the general client, below (they are rare for an API, and may lead to https).
+            if !reply.status.is_redirection() {
+                return self.judge(reply.status, &reply.headers, &reply.body, requested_model);
+            }
+        }
         let mut builder = self
             .http
             .post(self.endpoint.clone())
@@ -115,10 +144,21 @@ impl OpenAiClient {
         }
         let response = builder.send().await.map_err(|e| self.transport_failure(&e))?;
         let status = response.status();
-        let retry_after = retry_after(response.headers());
+        let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(|e| self.transport_failure(&e))?;
+        self.judge(status, &headers, &bytes, requested_model)
+    }
+
+    /// What a complete response means: the answer, or a failure that says whether to retry.
+    fn judge(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        requested_model: &str,
+    ) -> Result<ModelResponse, Failure> {
         if status.is_success() {
-            return parse_success(&bytes, requested_model).map_err(|message| Failure {
+            return parse_success(body, requested_model).map_err(|message| Failure {
                 status: Some(status.as_u16()),
                 message,
                 retryable: false,
@@ -128,15 +168,30 @@ impl OpenAiClient {
         let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
         Err(Failure {
             status: Some(status.as_u16()),
-            message: self.status_message(status, &bytes),
+            message: self.status_message(status, body),
             retryable,
-            retry_after,
+            retry_after: retry_after(headers),
         })
+    }
+
+    fn timed_out(&self) -> Failure {
+        let message =
+            format!("no complete response from {} within {:?}", self.config.base_url, self.config.request_timeout);
+        Failure { status: None, message, retryable: true, retry_after: None }
+    }
+
+    fn direct_failure(&self, trouble: Trouble) -> Failure {
+        let base = &self.config.base_url;
+        let message = match trouble {
+            Trouble::Connect(why) => format!("could not connect to {base}: {why}"),
+            Trouble::Exchange(why) => format!("request to {base} failed: {why}"),
+        };
+        Failure { status: None, message, retryable: true, retry_after: None }
     }
 
     fn transport_failure(&self, err: &reqwest::Error) -> Failure {
         let message = if err.is_timeout() {
-            format!("no complete response from {} within {:?}", self.config.base_url, self.config.request_timeout)
+            return self.timed_out();
         } else if err.is_connect() {
             format!("could not connect to {}: {}", self.config.base_url, error_chain(err))
         } else {

@@ -2,6 +2,8 @@
 //! scripted server over real loopback sockets.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests may panic
 
+#[path = "openai/connections.rs"]
+mod connections;
 #[path = "openai/providers.rs"]
 mod providers;
 
@@ -54,9 +56,9 @@ async fn completion_parses_content_and_usage_and_sends_auth() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].authorization.as_deref(), Some("Bearer sk-test-key"));
     assert_eq!(seen[0].messages, vec![("system".into(), "be brief".into()), ("user".into(), "hello".into())]);
-    assert_eq!(seen[0].body["temperature"], 0.5);
-    assert!(seen[0].body.get("max_tokens").is_none());
-    assert!(seen[0].body.get("max_completion_tokens").is_none());
+    assert_eq!(seen[0].body()["temperature"], 0.5);
+    assert!(seen[0].body().get("max_tokens").is_none());
+    assert!(seen[0].body().get("max_completion_tokens").is_none());
     server.shutdown().await;
 }
 
@@ -77,10 +79,10 @@ async fn token_limit_field_is_configurable() {
     client(new_field).complete(req).await.expect("completion");
 
     let seen = server.requests();
-    assert_eq!(seen[0].body["max_tokens"], 64);
-    assert!(seen[0].body.get("max_completion_tokens").is_none());
-    assert_eq!(seen[1].body["max_completion_tokens"], 64);
-    assert!(seen[1].body.get("max_tokens").is_none());
+    assert_eq!(seen[0].body()["max_tokens"], 64);
+    assert!(seen[0].body().get("max_completion_tokens").is_none());
+    assert_eq!(seen[1].body()["max_completion_tokens"], 64);
+    assert!(seen[1].body().get("max_tokens").is_none());
 }
 
 #[tokio::test]

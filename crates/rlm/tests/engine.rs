@@ -659,7 +659,7 @@ async fn small_models_get_the_small_prompt_and_a_capped_reply() {
     let requests = server.requests();
     let system = requests[0].system_message().unwrap();
     assert!(system.contains("In each reply, write one short Python code block"), "{system}");
-    assert_eq!(requests[0].body["max_tokens"], 1024);
+    assert_eq!(requests[0].body()["max_tokens"], 1024);
     // The search found the sentence, and the question was repeated after the output.
     let second = last_user(&requests[1]);
     assert!(second.contains("The meeting is in Lyon."), "{second}");

@@ -27,7 +27,7 @@ pub use postgres::{PostgresError, PostgresServer};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -96,8 +96,14 @@ pub struct RecordedRequest {
     pub model: String,
     /// `(role, content)` of every message; content parts given as an array are concatenated.
     pub messages: Vec<(String, String)>,
-    /// The whole JSON body.
-    pub body: serde_json::Value,
+    /// The body as received (empty when it was read straight into [`Self::body`]).
+    raw: Bytes,
+    /// The body as a JSON tree, built when first asked for: a replayed run's requests carry the whole history each
+    /// time, and a tree of every one of them is most of what the server would do per request, on the critical path
+    /// of every bench turn, while tests look at a few of them.
+    tree: OnceLock<Value>,
+    /// `"stream": true` was asked for.
+    stream: bool,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
     /// Which API the request came in through.
@@ -129,12 +135,39 @@ impl RecordedRequest {
         self.messages.iter().find(|(role, _)| role == "system").map(|(_, content)| content.as_str())
     }
 
+    /// The whole JSON body.
+    pub fn body(&self) -> &Value {
+        // The body was read as JSON before it was recorded, so parsing it again does not fail.
+        self.tree.get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or(Value::Null))
+    }
+
+    /// A request read from a JSON tree (the provider dialects translate theirs).
+    fn from_tree(
+        model: String,
+        messages: Vec<(String, String)>,
+        body: Value,
+        api: Api,
+        api_key: Option<String>,
+    ) -> Self {
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        Self {
+            model,
+            messages,
+            raw: Bytes::new(),
+            tree: OnceLock::from(body),
+            stream,
+            authorization: None,
+            api,
+            api_key,
+        }
+    }
+
     fn stream(&self) -> bool {
-        self.body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        self.stream
     }
 
     fn include_usage(&self) -> bool {
-        self.body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+        self.body().pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
     }
 }
 
@@ -440,8 +473,23 @@ async fn list_models(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<RecordedRequest, String> {
-    let body: Value = serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+fn parse_request(headers: &HeaderMap, raw: &Bytes) -> Result<RecordedRequest, String> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // The usual shape is read straight into what is recorded; anything else (content parts, a missing field) takes
+    // the general way, which alone decides what such a request means.
+    if let Ok(usual) = serde_json::from_slice::<UsualRequest>(raw) {
+        return Ok(RecordedRequest {
+            model: usual.model,
+            messages: usual.messages.into_iter().map(|m| (m.role, m.content.unwrap_or_default())).collect(),
+            raw: raw.clone(),
+            tree: OnceLock::new(),
+            stream: usual.stream.unwrap_or(false),
+            authorization,
+            api: Api::OpenAi,
+            api_key: None,
+        });
+    }
+    let body: Value = serde_json::from_slice(raw).map_err(|e| format!("request body is not valid JSON: {e}"))?;
     let model = body.get("model").and_then(Value::as_str).ok_or("request has no string \"model\"")?.to_owned();
     let messages = body
         .get("messages")
@@ -453,8 +501,21 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<RecordedRequest, St
             (role, content_text(m.get("content")))
         })
         .collect();
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    Ok(RecordedRequest { model, messages, body, authorization, api: Api::OpenAi, api_key: None })
+    Ok(RecordedRequest { authorization, ..RecordedRequest::from_tree(model, messages, body, Api::OpenAi, None) })
+}
+
+/// The usual shape of a chat request: what is recorded of it (other fields are skipped).
+#[derive(serde::Deserialize)]
+struct UsualRequest {
+    model: String,
+    messages: Vec<UsualMessage>,
+    stream: Option<bool>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsualMessage {
+    role: String,
+    content: Option<String>,
 }
 
 /// A message's content as text: a string, or the concatenated `text` of content parts.
@@ -598,7 +659,9 @@ mod tests {
                 ("assistant".into(), "a".into()),
                 ("user".into(), "second".into()),
             ],
-            body: Value::Null,
+            raw: Bytes::new(),
+            tree: OnceLock::new(),
+            stream: false,
             authorization: None,
             api: Api::OpenAi,
             api_key: None,

@@ -174,14 +174,7 @@ pub(crate) async fn anthropic_messages(
             _ => turns.push((block.role.clone(), block.text.clone())),
         }
     }
-    let request = RecordedRequest {
-        model: model.clone(),
-        messages: turns,
-        body,
-        authorization: None,
-        api: Api::Anthropic,
-        api_key: Some(api_key),
-    };
+    let request = RecordedRequest::from_tree(model.clone(), turns, body, Api::Anthropic, Some(api_key));
     let Some(reply) = scripted_reply(&shared, &request).await else {
         return anthropic_error(500, &format!("scripted server: no reply for model {model:?}"), None);
     };
@@ -268,14 +261,8 @@ pub(crate) async fn gemini_generate(
         };
         blocks.push(Block { role: role.into(), text: gemini_text(content.get("parts")), breakpoint: false });
     }
-    let request = RecordedRequest {
-        model: model.clone(),
-        messages: blocks.iter().map(|b| (b.role.clone(), b.text.clone())).collect(),
-        body,
-        authorization: None,
-        api: Api::Gemini,
-        api_key: Some(api_key),
-    };
+    let messages = blocks.iter().map(|b| (b.role.clone(), b.text.clone())).collect();
+    let request = RecordedRequest::from_tree(model.clone(), messages, body, Api::Gemini, Some(api_key));
     let Some(reply) = scripted_reply(&shared, &request).await else {
         return gemini_error(500, &format!("scripted server: no reply for model {model:?}"), None);
     };

@@ -109,7 +109,7 @@ async fn run_prints_one_json_object_and_writes_the_trace() {
     // --temperature reaches the root call and the sub-call alike.
     let requests = server.requests();
     assert_eq!(requests.len(), 2);
-    assert!(requests.iter().all(|r| r.body["temperature"] == 0.0), "{:?}", requests[0].body);
+    assert!(requests.iter().all(|r| r.body()["temperature"] == 0.0), "{:?}", requests[0].body());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -69,9 +69,9 @@ async fn anthropic_speaks_the_messages_api_and_reads_the_cache_from_the_second_t
     let seen = server.requests();
     assert_eq!(seen[0].api, Api::Anthropic);
     assert_eq!(seen[0].api_key.as_deref(), Some("test-key"));
-    assert_eq!(seen[0].body["max_tokens"], 256);
-    assert_eq!(seen[0].body["system"][0]["cache_control"]["type"], "ephemeral");
-    assert!(seen[0].body["messages"].as_array().unwrap().iter().all(|m| m["role"] != "system"));
+    assert_eq!(seen[0].body()["max_tokens"], 256);
+    assert_eq!(seen[0].body()["system"][0]["cache_control"]["type"], "ephemeral");
+    assert!(seen[0].body()["messages"].as_array().unwrap().iter().all(|m| m["role"] != "system"));
     assert_eq!(usages[0].cached_tokens, 0, "nothing is cached before the first turn");
     assert!(usages[0].cache_write_tokens > 0, "the first turn writes the system prompt: {:?}", usages[0]);
     for (turn, usage) in usages.iter().enumerate().skip(1) {
@@ -128,8 +128,8 @@ async fn gemini_speaks_generate_content_and_reports_cached_tokens() {
     assert_eq!(seen.len(), 3, "the 503 was retried");
     assert_eq!(seen[1].api, Api::Gemini);
     assert_eq!(seen[1].api_key.as_deref(), Some("test-key"));
-    assert_eq!(seen[1].body["generationConfig"]["maxOutputTokens"], 256);
-    assert_eq!(seen[2].body["contents"][1]["role"], "model");
+    assert_eq!(seen[1].body()["generationConfig"]["maxOutputTokens"], 256);
+    assert_eq!(seen[2].body()["contents"][1]["role"], "model");
     server.shutdown().await;
 }
 

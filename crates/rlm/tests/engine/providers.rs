@@ -86,7 +86,7 @@ async fn an_anthropic_root_reads_its_conversation_from_the_cache_and_costs_are_r
     }
     let requests = server.requests();
     let root_requests: Vec<_> = requests.iter().filter(|r| r.api == Api::Anthropic).collect();
-    assert!(root_requests.iter().all(|r| r.body["system"][0]["cache_control"]["type"] == "ephemeral"));
+    assert!(root_requests.iter().all(|r| r.body()["system"][0]["cache_control"]["type"] == "ephemeral"));
     assert_eq!(requests.iter().filter(|r| r.api == Api::Gemini).count(), 1);
 
     let root = &done.usage.by_model[ROOT];
