@@ -198,6 +198,57 @@ async fn last_expression_is_echoed() -> TestResult {
     Ok(())
 }
 
+/// Cells whose last line alone decides nothing: a statement over several lines, strings and continuations that
+/// span lines, statements that look like expressions. Each is echoed exactly when its last statement is an
+/// expression, as the syntax tree says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_follows_the_last_statement_of_the_syntax_tree() -> TestResult {
+    let mut s = session().await?;
+    let cases: [(&str, &str, Option<&str>); 27] = [
+        ("a = [1,\n2]\na", "[1, 2]\n", None),
+        ("f = lambda *v: v\nf(1,\n2)", "(1, 2)\n", None),
+        ("f(1,\n)", "(1,)\n", None),
+        ("f(3\n  )", "(3,)\n", None),
+        ("(1,\n 2) + (3,)", "(1, 2, 3)\n", None),
+        ("y := 5", "", Some("SyntaxError")),
+        ("x for x in 'ab'", "", Some("SyntaxError")),
+        ("s = 'ab\\\ncd'\ns", "'abcd'\n", None),
+        ("s = 'ab\\\ncd'", "", None),
+        ("t = '''x\ny'''\nt", "'x\\ny'\n", None),
+        ("u = '''\nlen(u)\n'''", "", None),
+        ("print(1)  # done", "1\n", None),
+        ("1;", "1\n", None),
+        ("print('a'); 5", "a\n5\n", None),
+        ("x = 3", "", None),
+        ("x += 1\nx", "4\n", None),
+        ("for i in range(2):\n    i", "", None),
+        ("if True:\n    5\n7", "7\n", None),
+        ("def g():\n    return 4\ng()", "4\n", None),
+        ("v = 1 +\\\n2\nv", "3\n", None),
+        ("w: int", "", None),
+        ("*z, = [1, 2]\nz", "[1, 2]\n", None),
+        ("from __future__ import annotations\nk: int = 1\nk", "1\n", None),
+        ("\n\n42\n\n", "42\n", None),
+        ("-1  # minus one\n# trailing comment", "-1\n", None),
+        ("def h(:\n5", "", Some("SyntaxError")),
+        ("return 6\n7", "", Some("SyntaxError")),
+    ];
+    for (cell, stdout, error) in cases {
+        let outcome = s.run_cell(cell).await?;
+        assert_eq!(outcome.error.as_ref().map(|e| e.kind.as_str()), error, "{cell:?}: {:?}", outcome.error);
+        assert_eq!(outcome.stdout, stdout, "{cell:?}");
+    }
+    // An error in the last line points at it.
+    let outcome = s.run_cell("a = 1\nb = 2\nundefined_name + a").await?;
+    let error = outcome.error.ok_or("expected an error")?;
+    assert_eq!(error.kind, "NameError");
+    assert!(error.traceback.contains("line 3, in <module>\n    undefined_name + a\n"), "{}", error.traceback);
+    let outcome = s.run_cell("1 / 0").await?;
+    let error = outcome.error.ok_or("expected an error")?;
+    assert!(error.traceback.contains("line 1, in <module>\n    1 / 0\n"), "{}", error.traceback);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_names_are_restored_after_every_cell() -> TestResult {
     let mut s = session().await?;
