@@ -76,6 +76,23 @@ async fn the_builtins_module_is_restored_after_every_cell() -> TestResult {
     assert_eq!(run_ok(&mut hostile, probe).await?.stdout, expected);
     assert_eq!(run_ok(&mut session().await?, probe).await?.stdout, expected);
 
+    // Tampering that keeps the number of names, replacements that claim to equal what they replace, and a cell that
+    // also replaces the functions a check of the builtins could use: all undone.
+    let same_count = "import builtins\ndel builtins.sorted\nbuiltins.planted = 'x'";
+    let liars = "import builtins, operator, itertools\n\
+                 class Liar:\n    __eq__ = lambda self, other: True\n    __ne__ = lambda self, other: False\n\
+                 __hash__ = lambda self: 0\n\
+                 operator.is_not = lambda a, b: False\noperator.is_ = lambda a, b: True\n\
+                 itertools.repeat = lambda value: iter(())\n\
+                 builtins.abs = Liar()\nbuiltins.len = Liar()";
+    // Through the module: a cell's own names come from its session's copy of the builtins.
+    let probe = "import builtins as b\nprint(b.len('abc'), b.abs(-2), b.sorted([2, 1]))\nhasattr(b, 'planted')";
+    for tamper in [same_count, liars] {
+        run_ok(&mut hostile, tamper).await?;
+        assert_eq!(run_ok(&mut session().await?, probe).await?.stdout, "3 2 [1, 2]\nFalse\n", "after {tamper:?}");
+        assert_eq!(run_ok(&mut hostile, probe).await?.stdout, "3 2 [1, 2]\nFalse\n", "after {tamper:?}");
+    }
+
     // A session's own builtins are its own: tampering with them stays in that session.
     run_ok(&mut hostile, "__builtins__['len'] = lambda obj: -1").await?;
     assert_eq!(run_ok(&mut hostile, "len('abc')").await?.stdout, "-1\n");
