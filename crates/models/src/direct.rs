@@ -154,6 +154,8 @@ impl DirectHttp {
 
     fn keep(&self, kept: Kept) {
         let mut all = self.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The newest are taken first, so the oldest would otherwise stay open (after a burst of parallel calls).
+        all.retain(|older| older.idle_since.elapsed() <= IDLE_FOR_AT_MOST);
         if all.len() < KEPT_CONNECTIONS {
             all.push(kept);
         }
