@@ -2,8 +2,8 @@
 //!
 //! Self-hosted model servers (vLLM, llama.cpp's server, SGLang, LM Studio, Ollama) are reached over plain HTTP, on
 //! this host or a private network. For them, the general client's per-request machinery (redirect policy, URL
-//! parsing, pool bookkeeping) and the hand-off to its connection task on another thread were most of the cost of a
-//! root turn (docs/benchmarks.md, sessions 7–9). Here the task that sends a request also reads the connection, so
+//! parsing, pool bookkeeping) and the hand-off to its connection task on another thread were a large part of the cost
+//! of a root turn (docs/benchmarks.md, sessions 7–10). Here the task that sends a request also reads the connection, so
 //! the response wakes that task directly, and the connection is kept for the next request.
 //!
 //! Only used where the general client would itself connect straight to the server: `http://` without a proxy set
@@ -22,6 +22,8 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use crate::openai::error_chain;
 
 /// Connections kept between requests, at most: one per sub-call a wide fan-out runs at once.
 const KEPT_CONNECTIONS: usize = 128;
@@ -169,7 +171,7 @@ impl DirectHttp {
         // Requests are written whole, and the answer is awaited: Nagle's delay would only add latency.
         stream.set_nodelay(true).map_err(|err| Trouble::Connect(err.to_string()))?;
         let (sender, connection) =
-            http1::handshake(TokioIo::new(stream)).await.map_err(|err| Trouble::Connect(chain(&err)))?;
+            http1::handshake(TokioIo::new(stream)).await.map_err(|err| Trouble::Connect(error_chain(&err)))?;
         Ok(Kept { sender, connection, idle_since: Instant::now() })
     }
 
@@ -177,7 +179,7 @@ impl DirectHttp {
     async fn exchange(&self, kept: Kept, request: Request<Body>) -> Result<Reply, Unsent> {
         let Kept { mut sender, connection, .. } = kept;
         let mut connection = Some(connection);
-        let failed = |err: hyper::Error| Unsent::Failed(Trouble::Exchange(chain(&err)));
+        let failed = |err: hyper::Error| Unsent::Failed(Trouble::Exchange(error_chain(&err)));
         if driving(sender.ready(), &mut connection).await.is_err() {
             return Err(Unsent::NotSent);
         }
@@ -221,10 +223,6 @@ async fn driving<F: Future>(work: F, connection: &mut Option<Connection<TokioIo<
         work.as_mut().poll(cx)
     })
     .await
-}
-
-fn chain(err: &hyper::Error) -> String {
-    crate::openai::error_chain(err)
 }
 
 #[cfg(test)]

@@ -190,9 +190,10 @@ impl OpenAiClient {
     }
 
     fn transport_failure(&self, err: &reqwest::Error) -> Failure {
-        let message = if err.is_timeout() {
+        if err.is_timeout() {
             return self.timed_out();
-        } else if err.is_connect() {
+        }
+        let message = if err.is_connect() {
             format!("could not connect to {}: {}", self.config.base_url, error_chain(err))
         } else {
             format!("request to {} failed: {}", self.config.base_url, error_chain(err))
