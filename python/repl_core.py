@@ -1023,7 +1023,7 @@ def _prepare_quickly(source, filename):
     """`Session.prepare` for the usual cell, whose last line is an expression at the start of a line, or None.
 
     Why: reading a cell into a syntax tree and compiling the tree builds every node twice (as Python objects, then
-    back), and that was most of a short cell's cost. Here the lines before the last are compiled as they are, and
+    back), and that was about half of a short cell's cost. Here the lines before the last are compiled as they are, and
     the last line alone as an expression, at its own line. This is the split the tree would give: the lines before
     compile as a whole program, so the last line, at the start of a line, begins a statement of its own; compiled as
     an expression, it is one. Everything else, and any doubt, takes the tree's way.

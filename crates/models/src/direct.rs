@@ -67,12 +67,6 @@ pub(crate) struct DirectHttp {
     kept: Mutex<Vec<Kept>>,
 }
 
-impl std::fmt::Debug for DirectHttp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectHttp").field("address", &self.address).field("target", &self.target).finish()
-    }
-}
-
 impl DirectHttp {
     /// A direct way to `url`, or `None` when the general client should take it: not `http`, or a proxy configured
     /// for it in the environment (`HTTP_PROXY`, `ALL_PROXY`, minus `NO_PROXY`, read as the general client reads
@@ -229,40 +223,35 @@ async fn driving<F: Future>(work: F, connection: &mut Option<Connection<TokioIo<
 mod tests {
     use super::*;
 
-    fn direct(url: &str) -> Option<DirectHttp> {
-        DirectHttp::unless_proxied(
-            &reqwest::Url::parse(url).unwrap(),
-            Duration::from_secs(1),
-            &Matcher::builder().build(),
-        )
+    fn direct(url: &str, proxies: &Matcher) -> Option<DirectHttp> {
+        DirectHttp::unless_proxied(&reqwest::Url::parse(url).unwrap(), Duration::from_secs(1), proxies)
     }
 
     #[test]
     fn a_proxied_host_is_left_to_the_general_client() {
-        let url = |text: &str| reqwest::Url::parse(text).unwrap();
         let proxies = Matcher::builder().http("http://proxy.internal:3128").no("127.0.0.1,.local").build();
-        let second = Duration::from_secs(1);
-        assert!(DirectHttp::unless_proxied(&url("http://models.internal:8000/v1"), second, &proxies).is_none());
-        assert!(DirectHttp::unless_proxied(&url("http://127.0.0.1:8000/v1"), second, &proxies).is_some());
-        assert!(DirectHttp::unless_proxied(&url("http://gpu.local/v1"), second, &proxies).is_some());
+        assert!(direct("http://models.internal:8000/v1", &proxies).is_none());
+        assert!(direct("http://127.0.0.1:8000/v1", &proxies).is_some());
+        assert!(direct("http://gpu.local/v1", &proxies).is_some());
         let everything = Matcher::builder().all("socks5://proxy.internal:1080").build();
-        assert!(DirectHttp::unless_proxied(&url("http://127.0.0.1:8000/v1"), second, &everything).is_none());
+        assert!(direct("http://127.0.0.1:8000/v1", &everything).is_none());
     }
 
     #[test]
     fn only_plain_http_goes_direct_and_the_target_is_the_path() {
-        let local = direct("http://127.0.0.1:8000/v1/chat/completions").unwrap();
+        let none = Matcher::builder().build();
+        let local = direct("http://127.0.0.1:8000/v1/chat/completions", &none).unwrap();
         assert_eq!(local.address, "127.0.0.1:8000");
         assert_eq!(local.host, "127.0.0.1:8000");
         assert_eq!(local.target, "/v1/chat/completions");
-        let default_port = direct("http://models.internal/chat/completions").unwrap();
+        let default_port = direct("http://models.internal/chat/completions", &none).unwrap();
         assert_eq!(
             (default_port.address.as_str(), default_port.host.to_str().ok()),
             ("models.internal:80", Some("models.internal"))
         );
-        let v6 = direct("http://[::1]:9/x").unwrap();
+        let v6 = direct("http://[::1]:9/x", &none).unwrap();
         assert_eq!((v6.address.as_str(), v6.host.to_str().ok()), ("[::1]:9", Some("[::1]:9")));
-        assert!(direct("https://api.openai.com/v1/chat/completions").is_none());
-        assert!(direct("http://user:pw@127.0.0.1:8000/v1").is_none());
+        assert!(direct("https://api.openai.com/v1/chat/completions", &none).is_none());
+        assert!(direct("http://user:pw@127.0.0.1:8000/v1", &none).is_none());
     }
 }

@@ -131,7 +131,7 @@ impl OpenAiClient {
                 .map_err(|trouble| self.direct_failure(trouble))?;
             // Redirects are followed by the general client, below (they are rare for an API, and may lead to https).
             if !reply.status.is_redirection() {
-                return self.judge(reply.status, &reply.headers, &reply.body, requested_model);
+                return self.judge(reply.status, retry_after(&reply.headers), &reply.body, requested_model);
             }
         }
         let mut builder = self
@@ -144,16 +144,16 @@ impl OpenAiClient {
         }
         let response = builder.send().await.map_err(|e| self.transport_failure(&e))?;
         let status = response.status();
-        let headers = response.headers().clone();
+        let retry_after = retry_after(response.headers());
         let bytes = response.bytes().await.map_err(|e| self.transport_failure(&e))?;
-        self.judge(status, &headers, &bytes, requested_model)
+        self.judge(status, retry_after, &bytes, requested_model)
     }
 
     /// What a complete response means: the answer, or a failure that says whether to retry.
     fn judge(
         &self,
         status: StatusCode,
-        headers: &HeaderMap,
+        retry_after: Option<Duration>,
         body: &[u8],
         requested_model: &str,
     ) -> Result<ModelResponse, Failure> {
@@ -170,7 +170,7 @@ impl OpenAiClient {
             status: Some(status.as_u16()),
             message: self.status_message(status, body),
             retryable,
-            retry_after: retry_after(headers),
+            retry_after,
         })
     }
 
