@@ -5,7 +5,8 @@
 //!    cells run straight in a REPL session. The difference is what the loop itself costs.
 //!    Also the CPU time of the thread that awaits each of the three (the loop runs on it), which waiting for other
 //!    threads does not inflate. The three are measured in turn, each round starting one later (see docs/benchmarks.md,
-//!    session 9: what ran just before moves a part's time).
+//!    session 9: what ran just before moves a part's time); min of 30 rounds, after half a second of the same rounds
+//!    unkept (the engine's start-up state, see [`harness_overhead`]).
 //! 2. Loading a 100 MB and a 1 GB context: wall time and peak RSS of `rlm exec --context FILE` against plain
 //!    `python3` reading the same file into a `str` in the same run.
 //!
@@ -18,7 +19,7 @@
 //!    copy of the same file into fresh memory in the same run.
 //!
 //! Set `RLM_BENCH_SKIP_1GB=1` to skip the 1 GB case (it needs ~1 GB of disk and ~3 GB of free memory), and
-//! `RLM_BENCH_HARNESS_ROUNDS=N` to run the harness part N times instead of 3 (for profiling it).
+//! `RLM_BENCH_HARNESS_ROUNDS=N` to keep N rounds of the harness part instead of 30.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,10 +37,14 @@ const ITERATIONS: u32 = 60;
 /// The last reply ends the run through the `answer` dict, which both this engine and the Python original accept.
 const FINAL_REPLY: &str = "Done.\n```repl\nanswer['content'] = 'done'\nanswer['ready'] = True\n```";
 const ROUNDS: usize = 3;
+/// Rounds of the harness part (each takes a few tens of milliseconds); `RLM_BENCH_HARNESS_ROUNDS` overrides it.
+const HARNESS_ROUNDS: usize = 30;
+/// How long the harness part runs before its rounds count (see [`harness_overhead`]).
+const WARM_UP: Duration = Duration::from_millis(500);
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    println!("rlm benchmark — harness overhead and context loading (min of {ROUNDS} rounds)\n");
+    println!("rlm benchmark — harness overhead, context loading, start to first call and fan-out\n");
     runtime.block_on(harness_overhead());
     context_loading();
     runtime.block_on(first_root_call());
@@ -221,16 +226,13 @@ fn role(name: &str) -> Role {
 async fn harness_overhead() {
     // Each turn's code differs (the engine stops a run that repeats the same code), at the same cost.
     let cell = |turn: u32| format!("x = len(context) + {turn}\nprint(x)");
-    let mut best_run = Duration::MAX;
-    let mut best_model = Duration::MAX;
-    let mut best_cells = Duration::MAX;
-    // CPU time of this thread (the one `block_on` runs the loop on) per phase, min of the rounds: unlike the wall
-    // time it does not count waiting for other threads, so a busy machine moves it less.
-    let mut cpu_run = u64::MAX;
-    let mut cpu_model = u64::MAX;
-    let mut cpu_cells = u64::MAX;
+    // Per part (run, client only, cells only): the best wall time, and the CPU time of this thread (the one
+    // `block_on` runs the loop on), min of the kept rounds. Unlike the wall time the CPU time does not count waiting
+    // for other threads, so a busy machine moves it less.
+    let mut best = [Duration::MAX; 3];
+    let mut best_cpu = [u64::MAX; 3];
     let trace_dir = tempfile::tempdir().unwrap();
-    let rounds = std::env::var("RLM_BENCH_HARNESS_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(ROUNDS);
+    let rounds = std::env::var("RLM_BENCH_HARNESS_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(HARNESS_ROUNDS);
     let scripted = || async {
         let replies = (1..ITERATIONS)
             .map(|turn| Reply::text(format!("Checking.\n```repl\n{}\n```", cell(turn))))
@@ -255,26 +257,35 @@ async fn harness_overhead() {
         .into_iter()
         .map(|r| ModelRequest {
             model: r.model,
-            messages: r.messages.into_iter().map(|(who, content)| ChatMessage { role: role(&who), content }).collect(),
+            messages: Arc::new(
+                r.messages.into_iter().map(|(who, content)| ChatMessage { role: role(&who), content }).collect(),
+            ),
             max_output_tokens: None,
             temperature: None,
         })
         .collect();
     drop((server, rlm));
-    // Each part is measured right after another one, in turn: what ran just before moves a part's time (on the
-    // development VM a run measured right after another run took about 0.7× as long as one measured first in its
-    // round), so every part gets every place equally often.
-    for round in 0..rounds {
-        for part in 0..3 {
-            match (round + part) % 3 {
+    // Rounds that start within `WARM_UP` are not kept: the first ones run before the engine knows whether a core is
+    // free (its CPU watcher's first sample takes 250 ms, and until then nobody waits by watching), a state the rest of
+    // a run is never in. Then each part is measured right after another one, in turn: what ran just before moves a
+    // part's time (on the development VM a run measured right after another run took about 0.7× as long as one
+    // measured first in its round), so every part gets every place equally often.
+    let warm_up = Instant::now();
+    let mut kept_rounds = 0;
+    let mut round = 0;
+    while kept_rounds < rounds {
+        let keep = warm_up.elapsed() >= WARM_UP;
+        for step in 0..3 {
+            let part = (round + step) % 3;
+            let (wall, cpu) = match part {
                 0 => {
                     let (_server, rlm) = scripted().await;
                     let cpu = thread_cpu_ns();
                     let started = Instant::now();
                     let done = rlm.completion("some context", "q").await.unwrap();
-                    best_run = best_run.min(started.elapsed());
-                    cpu_run = cpu_run.min(thread_cpu_ns().saturating_sub(cpu));
+                    let measured = (started.elapsed(), thread_cpu_ns().saturating_sub(cpu));
                     assert_eq!(done.iterations, ITERATIONS);
+                    measured
                 }
                 1 => {
                     // Baseline 1: the very same requests, straight through the client.
@@ -289,8 +300,7 @@ async fn harness_overhead() {
                     for request in &requests {
                         client_replay.complete(request.clone()).await.unwrap();
                     }
-                    best_model = best_model.min(started.elapsed());
-                    cpu_model = cpu_model.min(thread_cpu_ns().saturating_sub(cpu));
+                    (started.elapsed(), thread_cpu_ns().saturating_sub(cpu))
                 }
                 _ => {
                     // Baseline 2: the same cells, straight in a session.
@@ -303,17 +313,27 @@ async fn harness_overhead() {
                     for turn in 1..ITERATIONS {
                         session.run_cell(&cell(turn)).await.unwrap();
                     }
-                    best_cells = best_cells.min(started.elapsed());
-                    cpu_cells = cpu_cells.min(thread_cpu_ns().saturating_sub(cpu));
+                    let measured = (started.elapsed(), thread_cpu_ns().saturating_sub(cpu));
                     session.close().await.unwrap();
+                    measured
                 }
+            };
+            if keep {
+                best[part] = best[part].min(wall);
+                best_cpu[part] = best_cpu[part].min(cpu);
             }
         }
+        round += 1;
+        kept_rounds += usize::from(keep);
     }
+    let [best_run, best_model, best_cells] = best;
+    let [cpu_run, cpu_model, cpu_cells] = best_cpu;
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(ITERATIONS);
     let baseline = per(best_model) + per(best_cells);
     println!(
-        "## Harness overhead per root iteration ({ITERATIONS} iterations, zero-latency scripted model, JSONL trace on)"
+        "## Harness overhead per root iteration ({ITERATIONS} iterations, zero-latency scripted model, JSONL trace on), \
+         min of {rounds} rounds after {} ms of warm-up",
+        WARM_UP.as_millis()
     );
     println!("{:<52} {:>10}", "", "ms/iter");
     println!("{:<52} {:>10.3}", "rlm run (loop + model call + cell + trace)", per(best_run));

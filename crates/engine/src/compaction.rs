@@ -123,7 +123,7 @@ impl Loop<'_> {
         let query_text = messages[1].content.clone();
         let request = ModelRequest {
             model: self.model.to_owned(),
-            messages: summary_request_messages(&query_text, &transcript(&older, turn_chars.max(2000))),
+            messages: summary_request_messages(&query_text, &transcript(&older, turn_chars.max(2000))).into(),
             max_output_tokens: Some(u32::try_from(summary_tokens).unwrap_or(u32::MAX)),
             temperature: self.engine.config.temperature,
         };

@@ -125,7 +125,7 @@ impl TreeHost {
         let model = call.model.clone().unwrap_or_else(|| self.engine.config.models.sub_model().to_owned());
         let request = ModelRequest {
             model: model.clone(),
-            messages: vec![ChatMessage::user(call.prompt.as_str())],
+            messages: vec![ChatMessage::user(call.prompt.as_str())].into(),
             max_output_tokens: self.engine.config.max_output_tokens(self.engine.config.prompt.profile.resolve(&model)),
             temperature: self.engine.config.temperature,
         };

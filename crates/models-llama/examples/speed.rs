@@ -122,7 +122,7 @@ async fn basics(client: LlamaClient) {
     let mut messages = vec![ChatMessage::system("You are terse."), ChatMessage::user(format!("{text}\nSay hi."))];
     let ask = |messages: Vec<ChatMessage>| ModelRequest {
         model: "m".to_owned(),
-        messages,
+        messages: messages.into(),
         max_output_tokens: Some(64),
         temperature: None,
     };
@@ -241,8 +241,12 @@ async fn lookup_off_and_on(
     messages: Vec<ChatMessage>,
     rounds: usize,
 ) {
-    let request =
-        ModelRequest { model: "m".to_owned(), messages, max_output_tokens: Some(320), temperature: Some(0.0) };
+    let request = ModelRequest {
+        model: "m".to_owned(),
+        messages: messages.into(),
+        max_output_tokens: Some(320),
+        temperature: Some(0.0),
+    };
     println!("lookup off vs on: {rounds} rounds of {label} (320 tokens at most), threads {}", on.info().threads);
     // The first request of each decodes the prompt; later ones find it cached and time generation.
     let first_off = off.complete(request.clone()).await.unwrap();

@@ -35,7 +35,7 @@ async fn main() {
     let mut messages = vec![ChatMessage::system(instructions), ChatMessage::user("Find the magic number.")];
     let ask = |messages: Vec<ChatMessage>, max: u32| ModelRequest {
         model: model.clone(),
-        messages,
+        messages: messages.into(),
         max_output_tokens: Some(max),
         temperature: Some(0.0),
     };

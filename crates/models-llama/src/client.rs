@@ -189,7 +189,7 @@ impl LlamaClient {
     /// Formats `request`'s messages with the model's chat template, as the model will see them.
     pub async fn render_prompt(&self, request: &ModelRequest) -> rlm_protocol::Result<String> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Render { messages: request.messages.clone(), reply })?;
+        self.send(Job::Render { messages: std::sync::Arc::clone(&request.messages), reply })?;
         answer.await.map_err(|_| gone())?
     }
 

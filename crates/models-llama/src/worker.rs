@@ -37,7 +37,7 @@ const MIN_REUSED_TOKENS: usize = 16;
 
 pub(crate) enum Job {
     Complete { request: ModelRequest, reply: oneshot::Sender<rlm_protocol::Result<ModelResponse>> },
-    Render { messages: Vec<ChatMessage>, reply: oneshot::Sender<rlm_protocol::Result<String>> },
+    Render { messages: std::sync::Arc<Vec<ChatMessage>>, reply: oneshot::Sender<rlm_protocol::Result<String>> },
     Inspect { reply: oneshot::Sender<Vec<SequenceCache>> },
 }
 

@@ -24,7 +24,7 @@ async fn real_qwen_0_5b_answers_and_reuses_its_cache() {
     ];
     let ask = |messages: Vec<ChatMessage>| ModelRequest {
         model: "local:qwen2.5-coder-0.5b".to_owned(),
-        messages,
+        messages: messages.into(),
         max_output_tokens: Some(16),
         temperature: None,
     };

@@ -22,7 +22,12 @@ fn load(dir: &tempfile::TempDir) -> LlamaClient {
 }
 
 fn request(messages: Vec<ChatMessage>, max: u32) -> ModelRequest {
-    ModelRequest { model: "local:tiny".to_owned(), messages, max_output_tokens: Some(max), temperature: None }
+    ModelRequest {
+        model: "local:tiny".to_owned(),
+        messages: messages.into(),
+        max_output_tokens: Some(max),
+        temperature: None,
+    }
 }
 
 #[test]

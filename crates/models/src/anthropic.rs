@@ -173,7 +173,12 @@ mod tests {
     }
 
     fn request(messages: Vec<ChatMessage>) -> ModelRequest {
-        ModelRequest { model: "claude-x".into(), messages, max_output_tokens: None, temperature: Some(0.0) }
+        ModelRequest {
+            model: "claude-x".into(),
+            messages: messages.into(),
+            max_output_tokens: None,
+            temperature: Some(0.0),
+        }
     }
 
     fn breakpoints(body: &Value) -> Vec<String> {

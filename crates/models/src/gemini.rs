@@ -165,7 +165,7 @@ mod tests {
     fn roles_map_to_contents_and_system_instruction() {
         let request = ModelRequest {
             model: "gemini-2.5-flash".into(),
-            messages: vec![ChatMessage::system("sys"), ChatMessage::user("q"), ChatMessage::assistant("a")],
+            messages: vec![ChatMessage::system("sys"), ChatMessage::user("q"), ChatMessage::assistant("a")].into(),
             max_output_tokens: Some(100),
             temperature: None,
         };

@@ -29,7 +29,7 @@ fn client(config: OpenAiConfig) -> OpenAiClient {
 fn request(model: &str) -> ModelRequest {
     ModelRequest {
         model: model.to_owned(),
-        messages: vec![ChatMessage::system("be brief"), ChatMessage::user("hello")],
+        messages: vec![ChatMessage::system("be brief"), ChatMessage::user("hello")].into(),
         max_output_tokens: None,
         temperature: None,
     }

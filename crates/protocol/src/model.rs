@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -8,8 +10,9 @@ use crate::{ChatMessage, Result, Usage};
 pub struct ModelRequest {
     /// The model to ask, as the provider names it.
     pub model: String,
-    /// The conversation so far, oldest first.
-    pub messages: Vec<ChatMessage>,
+    /// The conversation so far, oldest first. Shared: a loop hands each call its history without copying it, and
+    /// appends to it again once the call has let go of it (`Arc::make_mut`). Build one with `vec![...].into()`.
+    pub messages: Arc<Vec<ChatMessage>>,
     /// Upper bound on generated tokens, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u32>,

@@ -246,7 +246,7 @@ impl Engine {
         let model = model.unwrap_or_else(|| config.models.sub_model().to_owned());
         let request = ModelRequest {
             model,
-            messages: vec![ChatMessage::user(prompt)],
+            messages: vec![ChatMessage::user(prompt)].into(),
             max_output_tokens: config.limits.max_output_tokens,
             temperature: config.temperature,
         };

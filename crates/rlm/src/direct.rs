@@ -34,7 +34,7 @@ impl SubCallHost for DirectHost {
             .map(|call| async move {
                 let request = ModelRequest {
                     model: call.model.unwrap_or_else(|| self.default_model.clone()),
-                    messages: vec![ChatMessage::user(call.prompt.as_str())],
+                    messages: vec![ChatMessage::user(call.prompt.as_str())].into(),
                     max_output_tokens: self.max_output_tokens,
                     temperature: None,
                 };

@@ -1093,3 +1093,46 @@ async fn final_of_a_bare_word_in_code_is_that_word_and_max_of_a_ranking_goes_by_
     assert_eq!(other.error.map(|e| e.kind).as_deref(), Some("NameError"));
     server.shutdown().await;
 }
+
+/// A root model that answers from a script and notes, for every request, how many hold its history and how long it is.
+#[derive(Debug)]
+struct HistoryProbe {
+    replies: std::sync::Mutex<std::collections::VecDeque<String>>,
+    seen: std::sync::Mutex<Vec<(usize, usize)>>,
+}
+
+#[async_trait::async_trait]
+impl rlm::ModelClient for HistoryProbe {
+    async fn complete(
+        &self,
+        request: rlm::protocol::ModelRequest,
+    ) -> rlm::protocol::Result<rlm::protocol::ModelResponse> {
+        let holders = Arc::strong_count(&request.messages);
+        self.seen.lock().unwrap().push((holders, request.messages.len()));
+        let content = self.replies.lock().unwrap().pop_front().unwrap_or_else(|| "FINAL(out of script)".to_owned());
+        Ok(rlm::protocol::ModelResponse { content, usage: rlm::Usage::default(), model: request.model })
+    }
+}
+
+#[tokio::test]
+async fn the_loop_shares_its_history_with_each_model_call_instead_of_copying_it() {
+    let replies = ["x = 1", "x = 2", "x = 3"].map(|code| format!("Working.\n{}", repl(&format!("{code}\nprint(x)"))));
+    let probe = Arc::new(HistoryProbe {
+        replies: std::sync::Mutex::new(replies.into_iter().chain(["FINAL(3)".to_owned()]).collect()),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let rlm = Rlm::builder()
+        .model_client(probe.clone())
+        .model("root")
+        .sub_model("root")
+        .trace(TraceTarget::Disabled)
+        .build()
+        .unwrap();
+    let done = rlm.completion("some context", "What is x?").await.unwrap();
+    assert_eq!(done.answer, "3", "{done:?}");
+    let seen = probe.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    // Two messages more each turn (the reply and what its cell printed), and every call holds the loop's own history
+    // (the loop and the request: two holders), not a copy of it.
+    assert_eq!(seen, [(2, 2), (2, 4), (2, 6), (2, 8)]);
+}

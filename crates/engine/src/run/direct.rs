@@ -38,7 +38,7 @@ pub(super) async fn run_direct(
     let ending = match route::render_context(context) {
         Err(err) => Ending::stopped(FinishedBy::Error, 0, format!("could not read the context: {err}")),
         Ok(text) => {
-            let messages = route::direct_messages(&text, query);
+            let messages = std::sync::Arc::new(route::direct_messages(&text, query));
             drop(text);
             match run.call_model(&messages, ModelCallPurpose::Direct, tree.deadline).await {
                 Ok(answer) if answer.trim().is_empty() => {

@@ -1,5 +1,6 @@
 //! The loop of one run: call the root model, run its code, check a proposed answer, feed the output back.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,8 @@ impl<'a> Loop<'a> {
         if let Some(intro) = &self.intro {
             messages[1].content = format!("{intro}\n\n{}", messages[1].content);
         }
+        // Each model call gets the history shared; the call has let go of it by the time the loop appends again.
+        let mut messages = Arc::new(messages);
 
         let mut iterations = 0;
         let limit = loop {
@@ -111,7 +114,7 @@ impl<'a> Loop<'a> {
             }
             iterations += 1;
             self.scope.iteration.store(iterations, Ordering::Relaxed);
-            if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, &mut messages).await {
+            if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, Arc::make_mut(&mut messages)).await {
                 return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
             }
 
@@ -125,7 +128,7 @@ impl<'a> Loop<'a> {
                     return Ending::stopped(FinishedBy::Error, iterations, format!("the root model failed: {err}"));
                 }
             };
-            messages.push(ChatMessage::assistant(response.clone()));
+            Arc::make_mut(&mut messages).push(ChatMessage::assistant(response.clone()));
             let parsed = parse_response(&response);
             let repeated = self.policy.observe_reply(&response, &parsed.code_blocks);
 
@@ -176,7 +179,7 @@ impl<'a> Loop<'a> {
                 observation.push_str("\n\n");
                 observation.push_str(&reminder);
             }
-            messages.push(ChatMessage::user(observation));
+            Arc::make_mut(&mut messages).push(ChatMessage::user(observation));
         };
         self.final_answer_after(limit, session, messages, iterations, query).await
     }
@@ -222,14 +225,14 @@ impl<'a> Loop<'a> {
         &mut self,
         limit: LimitKind,
         session: &mut dyn ReplSession,
-        mut messages: Vec<ChatMessage>,
+        mut messages: Arc<Vec<ChatMessage>>,
         iterations: u32,
         query: &str,
     ) -> Ending {
-        if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, &mut messages).await {
+        if let Err(Interrupted::Cancelled) = self.compact_if_needed(session, Arc::make_mut(&mut messages)).await {
             return Ending::stopped(FinishedBy::Cancelled, iterations, "cancelled");
         }
-        messages.push(ChatMessage::user(notes::limit_message(limit)));
+        Arc::make_mut(&mut messages).push(ChatMessage::user(notes::limit_message(limit)));
         let deadline = Some(self.tree.deadline.unwrap_or_else(|| Instant::now() + FINAL_ANSWER_GRACE));
         let mut ending =
             Ending { answer: None, finished_by: FinishedBy::Limit, limit: Some(limit), iterations, error: None };
@@ -280,13 +283,13 @@ impl<'a> Loop<'a> {
 
     pub async fn call_model(
         &mut self,
-        messages: &[ChatMessage],
+        messages: &Arc<Vec<ChatMessage>>,
         purpose: ModelCallPurpose,
         deadline: Option<Instant>,
     ) -> Result<String, Interrupted> {
         let request = ModelRequest {
             model: self.model.to_owned(),
-            messages: messages.to_vec(),
+            messages: Arc::clone(messages),
             max_output_tokens: self.engine.config.max_output_tokens(self.profile),
             temperature: self.engine.config.temperature,
         };

@@ -166,7 +166,7 @@ mod tests {
     fn request(text: &str, cap: Option<u32>) -> ModelRequest {
         ModelRequest {
             model: "m".into(),
-            messages: vec![ChatMessage::user(text)],
+            messages: vec![ChatMessage::user(text)].into(),
             max_output_tokens: cap,
             temperature: None,
         }
@@ -211,13 +211,13 @@ mod tests {
     fn repeated_prefixes_are_estimated_at_the_cached_price() {
         let budget = Budget::new(fixed(), prices(), 100.0);
         let long = "x".repeat(3984);
-        let first = ModelRequest { messages: vec![ChatMessage::user(&long)], ..request("", None) };
+        let first = ModelRequest { messages: vec![ChatMessage::user(&long)].into(), ..request("", None) };
         let mut seen = HashSet::new();
         let fresh = budget.estimate(&first, &seen).unwrap();
         assert!((fresh - 1.0).abs() < 1e-9, "{fresh}");
         seen.extend(Budget::prefix_hashes(&first));
         let mut second = first.clone();
-        second.messages.push(ChatMessage::assistant("y"));
+        std::sync::Arc::make_mut(&mut second.messages).push(ChatMessage::assistant("y"));
         let grown = budget.estimate(&second, &seen).unwrap();
         assert!((grown - (0.1 + 0.005)).abs() < 1e-9, "{grown}");
     }

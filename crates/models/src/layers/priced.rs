@@ -66,7 +66,7 @@ mod tests {
     fn ask(model: &str) -> ModelRequest {
         ModelRequest {
             model: model.to_owned(),
-            messages: vec![ChatMessage::user("q")],
+            messages: vec![ChatMessage::user("q")].into(),
             max_output_tokens: None,
             temperature: None,
         }

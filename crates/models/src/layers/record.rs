@@ -150,7 +150,7 @@ mod tests {
     fn request(text: &str) -> ModelRequest {
         ModelRequest {
             model: "anthropic:claude-x".into(),
-            messages: vec![ChatMessage::user(text)],
+            messages: vec![ChatMessage::user(text)].into(),
             max_output_tokens: Some(10),
             temperature: None,
         }

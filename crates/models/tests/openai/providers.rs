@@ -42,7 +42,12 @@ fn providers(server: &ScriptedServer) -> Arc<Providers> {
 }
 
 fn request(model: &str, messages: Vec<ChatMessage>) -> ModelRequest {
-    ModelRequest { model: model.to_owned(), messages, max_output_tokens: Some(256), temperature: Some(0.0) }
+    ModelRequest {
+        model: model.to_owned(),
+        messages: messages.into(),
+        max_output_tokens: Some(256),
+        temperature: Some(0.0),
+    }
 }
 
 /// A system prompt long enough to be worth caching, and a conversation that grows by one exchange per turn.
